@@ -1,0 +1,52 @@
+"""The unit of data that flows through the loop: one training example with its provenance."""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Iterable
+
+REAL = "real"
+SYNTHETIC = "synthetic"
+
+
+@dataclass(frozen=True)
+class Example:
+    """A prompt and the text that completes it.
+
+    ``origin`` is ``"real"`` or ``"synthetic"``; ``generation`` is the generation whose model
+    wrote the completion (``None`` for real data). Training text is ``prompt + completion``.
+    """
+
+    prompt: str
+    completion: str
+    origin: str = REAL
+    generation: int | None = None
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def text(self) -> str:
+        return self.prompt + self.completion
+
+    def as_synthetic(self, completion: str, generation: int, **meta) -> "Example":
+        return Example(self.prompt, completion, SYNTHETIC, generation, {**self.meta, **meta})
+
+
+def write_jsonl(path: Path, examples: Iterable[Example]) -> None:
+    """Write atomically: a crash leaves the old file or the new one, never half of one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with open(tmp, "w") as f:
+        for ex in examples:
+            f.write(json.dumps(asdict(ex)) + "\n")
+        f.flush()
+        import os
+
+        os.fsync(f.fileno())
+    tmp.replace(path)
+
+
+def read_jsonl(path: Path) -> list[Example]:
+    with open(path) as f:
+        return [Example(**json.loads(line)) for line in f if line.strip()]

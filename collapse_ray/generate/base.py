@@ -1,0 +1,38 @@
+"""One interface for every generation backend (HF ``generate``, vLLM in a Ray actor)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol, Sequence
+
+
+@dataclass(frozen=True)
+class Sampling:
+    max_new_tokens: int = 128
+    temperature: float = 0.8
+    top_p: float = 0.95
+    seed: int = 0
+    # Stop generating at any of these strings; the returned text is cut before the stop string.
+    stop: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """What a backend loads: full weights at ``path``, or a LoRA ``adapter`` on top of ``path``."""
+
+    path: str
+    adapter: str | None = None
+
+
+class Generator(Protocol):
+    def load(self, model: ModelRef) -> None:
+        """Serve ``model`` from now on (the backend may keep the base weights and swap adapters)."""
+
+    def generate(self, prompts: Sequence[str], sampling: Sampling) -> list[str]:
+        """One completion per prompt, without the prompt, cut at the first stop string."""
+
+    def option_probs(self, prompts: Sequence[str], options: Sequence[str]) -> list[list[float]]:
+        """For each prompt, the probabilities of each option's first token as the next token,
+        renormalised over the options (used for classification and its confidence)."""
+
+    def close(self) -> None:
+        """Free the backend's memory."""
