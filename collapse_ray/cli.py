@@ -1,0 +1,97 @@
+"""The ``collapse-ray`` command: parses arguments and delegates."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+import yaml
+
+
+def _overrides(pairs: list[str]) -> dict:
+    out = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise SystemExit(f"--set expects FIELD=VALUE (e.g. training.lr=1e-4), got {pair!r}")
+        key, value = pair.split("=", 1)
+        out[key] = yaml.safe_load(value)
+    return out
+
+
+def _load(args):
+    from collapse_ray.config import ConfigError, ExperimentConfig, load_config
+
+    try:
+        return load_config(args.config, _overrides(args.set)) if args.config else ExperimentConfig().validate()
+    except ConfigError as e:
+        raise SystemExit(f"config error: {e}") from None
+
+
+def cmd_run(args) -> None:
+    from collapse_ray.loop import run_trial
+
+    cfg = _load(args)
+    metrics = run_trial(cfg)
+    print(f"trial {cfg.name}: {len(metrics)} generations finished; MLflow: {cfg.tracking.uri} "
+          f"(experiment {cfg.tracking.experiment!r})")
+
+
+def cmd_validate(args) -> None:
+    cfg = _load(args)
+    print(f"{args.config}: valid ({cfg.task.name}, {cfg.regime.name}, {cfg.generations} generations)")
+
+
+def cmd_base_build(args) -> None:
+    import dataclasses
+
+    from collapse_ray.base_model import build_base_model
+
+    cfg = _load(args)
+    tiny = cfg.model.tiny
+    if args.minutes is not None:
+        tiny = dataclasses.replace(tiny, train_minutes=args.minutes)
+    path = build_base_model(tiny, force=args.force)
+    print(path)
+
+
+def cmd_grid(args) -> None:
+    from collapse_ray.grid import main as grid_main
+
+    grid_main(args)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="collapse-ray", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def with_config(p, required=True):
+        p.add_argument("config", nargs=None if required else "?", help="experiment YAML")
+        p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                       help="override a config field, e.g. --set generations=2")
+
+    p = sub.add_parser("run", help="run (or resume) one trial in this process")
+    with_config(p)
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("validate", help="check a config without running anything")
+    with_config(p)
+    p.set_defaults(func=cmd_validate)
+
+    base = sub.add_parser("base", help="the tiny base model trained here").add_subparsers(dest="base_command", required=True)
+    p = base.add_parser("build", help="train (or reuse) the tiny base model")
+    with_config(p, required=False)
+    p.add_argument("--force", action="store_true", help="rebuild even if cached")
+    p.add_argument("--minutes", type=float, help="training budget (overrides model.tiny.train_minutes)")
+    p.set_defaults(func=cmd_base_build)
+
+    p = sub.add_parser("grid", help="run a grid of trials on Ray Tune")
+    p.add_argument("config", help="grid YAML")
+    p.add_argument("--dry-run", action="store_true", help="print the trials and their resources, run nothing")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted grid")
+    p.set_defaults(func=cmd_grid)
+
+    args = parser.parse_args(argv)
+    args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

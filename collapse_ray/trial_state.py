@@ -1,0 +1,143 @@
+"""A trial's durable state on disk, so a rerun continues at the first unfinished generation.
+
+    <output_dir>/<trial>/trial.json           config fingerprint, MLflow run id
+    <output_dir>/<trial>/gen_03/model/         full weights or LoRA adapter
+    <output_dir>/<trial>/gen_03/synthetic.jsonl
+    <output_dir>/<trial>/gen_03/COMPLETE.json  metrics + checksums, written last and atomically
+
+A generation counts as finished only when COMPLETE.json exists and every checksum in it still
+matches; a partial or corrupt generation is deleted and redone, never silently loaded.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from collapse_ray.generate.base import ModelRef
+
+# Files larger than this are checked by size only: hashing tens of GB on every resume costs minutes.
+HASH_LIMIT_BYTES = 256 * 2**20
+
+
+def write_json_atomic(path: Path, data: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w") as f:
+        json.dump(data, f, indent=1, sort_keys=True)
+        f.flush()
+        os.fsync(f.fileno())
+    tmp.replace(path)
+
+
+def _fingerprint_file(path: Path) -> str:
+    size = path.stat().st_size
+    if size > HASH_LIMIT_BYTES:
+        return f"size:{size}"
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _checksums(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): _fingerprint_file(p)
+            for p in sorted(root.rglob("*")) if p.is_file() and p.name != "COMPLETE.json"}
+
+
+@dataclass(frozen=True)
+class FinishedGeneration:
+    generation: int
+    model: ModelRef
+    synthetic_path: Path
+    metrics: dict[str, float]
+
+
+class TrialState:
+    def __init__(self, root: str | os.PathLike, fingerprint: str):
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._meta_path = self.root / "trial.json"
+        meta = json.loads(self._meta_path.read_text()) if self._meta_path.exists() else {}
+        if meta.get("fingerprint", fingerprint) != fingerprint:
+            raise ValueError(
+                f"{self.root} holds a trial run with a different config; choose another "
+                f"output_dir or experiment name, or delete that directory to start over")
+        self._meta = {**meta, "fingerprint": fingerprint}
+        write_json_atomic(self._meta_path, self._meta)
+
+    @property
+    def mlflow_run_id(self) -> str | None:
+        return self._meta.get("mlflow_run_id")
+
+    def set_mlflow_run_id(self, run_id: str) -> None:
+        self._meta["mlflow_run_id"] = run_id
+        write_json_atomic(self._meta_path, self._meta)
+
+    def gen_dir(self, generation: int) -> Path:
+        return self.root / f"gen_{generation:02d}"
+
+    def fresh_gen_dir(self, generation: int) -> Path:
+        """An empty directory for a generation about to run (leftovers of a crash removed)."""
+        d = self.gen_dir(generation)
+        shutil.rmtree(d, ignore_errors=True)
+        d.mkdir(parents=True)
+        return d
+
+    def mark_complete(self, generation: int, model: ModelRef, metrics: dict[str, float]) -> None:
+        d = self.gen_dir(generation)
+        record = {
+            "generation": generation,
+            "model": {"path": _relative(model.path, self.root), "adapter": _relative(model.adapter, self.root)},
+            "metrics": metrics,
+            "checksums": _checksums(d),
+        }
+        write_json_atomic(d / "COMPLETE.json", record)
+
+    def finished(self) -> list[FinishedGeneration]:
+        """Finished generations 0..k-1, stopping at the first one that is missing or corrupt."""
+        out = []
+        g = 0
+        while True:
+            record = self._load_valid(g)
+            if record is None:
+                return out
+            model = record["model"]
+            out.append(FinishedGeneration(
+                generation=g,
+                model=ModelRef(_absolute(model["path"], self.root), _absolute(model["adapter"], self.root)),
+                synthetic_path=self.gen_dir(g) / "synthetic.jsonl",
+                metrics=record["metrics"]))
+            g += 1
+
+    def _load_valid(self, generation: int) -> dict | None:
+        d = self.gen_dir(generation)
+        try:
+            record = json.loads((d / "COMPLETE.json").read_text())
+        except (OSError, json.JSONDecodeError):
+            return None
+        try:
+            if _checksums(d) != record["checksums"]:
+                return None
+        except (OSError, KeyError):
+            return None
+        return record
+
+
+def _relative(path: str | None, root: Path) -> str | None:
+    if path is None:
+        return None
+    p = Path(path).resolve()
+    try:
+        return "@trial/" + str(p.relative_to(root.resolve()))
+    except ValueError:
+        return str(path)
+
+
+def _absolute(path: str | None, root: Path) -> str | None:
+    if path is None:
+        return None
+    return str(root / path[len("@trial/"):]) if path.startswith("@trial/") else path

@@ -1,0 +1,69 @@
+import pytest
+
+from collapse_ray.config import ConfigError, ExperimentConfig, config_from_dict, load_config
+
+REPO_EXPERIMENTS = __import__("pathlib").Path(__file__).resolve().parents[1] / "experiments"
+
+
+def test_smoke_config_loads_typed():
+    cfg = load_config(REPO_EXPERIMENTS / "smoke.yaml")
+    assert cfg.generations == 10
+    assert cfg.training.lr == pytest.approx(3e-4) and isinstance(cfg.training.lr, float)
+    assert cfg.regime.name == "synthetic-only"
+
+
+def test_defaults_are_valid():
+    assert ExperimentConfig().validate().generations == 10
+
+
+@pytest.mark.parametrize("data, field, hint", [
+    ({"trainng": {}}, "trainng", "unknown field"),
+    ({"training": {"lrr": 1e-4}}, "training.lrr", "allowed fields"),
+    ({"training": {"lr": "fast"}}, "training.lr", "expected a number"),
+    ({"training": {"lr": 3.0}}, "training.lr", "must be in (0, 1)"),
+    ({"training": {"epochs": 1.5}}, "training.epochs", "expected an integer"),
+    ({"training": {"method": "qlora"}}, "training.method", "full, lora"),
+    ({"regime": {"name": "hybrid", "alpha": 1.5}}, "regime.alpha", "[0, 1]"),
+    ({"regime": {"name": "mixed"}}, "regime.name", "real-only, synthetic-only, hybrid, accumulate"),
+    ({"task": {"name": "translation"}}, "task.name", "known tasks"),
+    ({"task": {"data_path": "/no/such/file.jsonl"}}, "task.data_path", "does not exist"),
+    ({"sizes": {"eval_examples": 0}}, "sizes.eval_examples", "must be positive"),
+    ({"sampling": {"top_p": 0}}, "sampling.top_p", "(0, 1]"),
+    ({"model": {"name_or_path": "./no-such-model"}}, "model.name_or_path", "does not exist"),
+    ({"model": {"name_or_path": "not a model id"}}, "model.name_or_path", "hub id"),
+    ({"model": {"tiny": {"hidden_size": 130, "num_heads": 4}}}, "model.tiny.hidden_size", "divisible"),
+    ({"mitigation": {"dedup": True}}, "mitigation.dedup", "none, exact, minhash"),
+    ({"generations": -1}, "generations", "between 0 and 100"),
+    ({"training": []}, "training", "expected a mapping"),
+])
+def test_bad_config_names_the_field(data, field, hint):
+    with pytest.raises(ConfigError) as err:
+        config_from_dict(data)
+    assert str(err.value).startswith(field + ":")
+    assert hint in str(err.value)
+
+
+def test_hub_id_and_local_model_dir_are_accepted(tmp_path):
+    assert config_from_dict({"model": {"name_or_path": "Qwen/Qwen3-0.6B"}}).model.name_or_path == "Qwen/Qwen3-0.6B"
+    (tmp_path / "config.json").write_text("{}")
+    assert config_from_dict({"model": {"name_or_path": str(tmp_path)}}).model.name_or_path == str(tmp_path)
+
+
+def test_missing_and_invalid_yaml_files_are_named(tmp_path):
+    with pytest.raises(ConfigError, match="nope.yaml does not exist"):
+        load_config(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("training: [unclosed\n")
+    with pytest.raises(ConfigError, match="bad.yaml is not valid YAML"):
+        load_config(bad)
+
+
+def test_overrides_use_dotted_fields(tmp_path):
+    cfg = load_config(REPO_EXPERIMENTS / "smoke.yaml", {"generations": 2, "training.method": "lora"})
+    assert cfg.generations == 2 and cfg.training.method == "lora"
+
+
+def test_every_choice_becomes_a_flat_param():
+    params = ExperimentConfig().to_flat_params()
+    assert params["regime.alpha"] == 0.5 and params["training.lora_rank"] == 8
+    assert params["model.tiny.hidden_size"] == 128

@@ -1,0 +1,43 @@
+import random
+
+from collapse_ray.config import MitigationConfig
+from collapse_ray.examples import Example
+from collapse_ray.mitigations import apply_mitigations
+from collapse_ray.tasks.codegen import CodeGeneration
+
+PROMPT = 'def f(x):\n    """Double x."""\n'
+
+
+def syn(body, i=0):
+    return Example(PROMPT, body, "synthetic", 0, {"i": i})
+
+
+def test_quality_filter_drops_code_that_does_not_parse():
+    examples = [syn("    return 2 * x\n"), syn("    return 2 *\n"), syn("")]
+    kept, removed = apply_mitigations(examples, CodeGeneration(), MitigationConfig(quality_filter=True), 10,
+                                      random.Random(0))
+    assert [e.completion for e in kept] == ["    return 2 * x\n"] and removed == {"quality_filter": 2}
+
+
+def test_exact_dedup_ignores_whitespace_differences():
+    examples = [syn("    return 2 * x\n"), syn("    return  2 * x\n"), syn("    return x + x\n")]
+    kept, removed = apply_mitigations(examples, CodeGeneration(), MitigationConfig(dedup="exact"), 10,
+                                      random.Random(0))
+    assert len(kept) == 2 and removed == {"dedup": 1}
+
+
+def test_minhash_drops_near_duplicates_and_keeps_distinct_code():
+    long_body = "    total = 0\n" + "".join(f"    total += x * {i}\n" for i in range(30)) + "    return total\n"
+    near = long_body.replace("* 29", "* 31")
+    other = "    words = str(x).split()\n    return sorted(set(words), key=len)\n"
+    kept, removed = apply_mitigations([syn(long_body), syn(near), syn(other)], CodeGeneration(),
+                                      MitigationConfig(dedup="minhash", minhash_threshold=0.8), 10,
+                                      random.Random(0))
+    assert [e.completion for e in kept] == [long_body, other] and removed == {"dedup": 1}
+
+
+def test_oversampled_outputs_are_selected_down_to_the_pool_size():
+    examples = [syn(f"    return {i}\n", i) for i in range(30)]
+    kept, removed = apply_mitigations(examples, CodeGeneration(), MitigationConfig(oversample=3.0), 10,
+                                      random.Random(0))
+    assert len(kept) == 10 and removed == {"selection": 20}

@@ -1,0 +1,52 @@
+import pytest
+
+from collapse_ray.generate.base import ModelRef
+from collapse_ray.trial_state import TrialState
+
+
+def finish(state, g, text="x"):
+    d = state.fresh_gen_dir(g)
+    (d / "model").mkdir()
+    (d / "model" / "weights.bin").write_text(text)
+    (d / "synthetic.jsonl").write_text("{}\n")
+    state.mark_complete(g, ModelRef(str(d / "model")), {"pass@1": 0.5})
+
+
+def test_finished_generations_are_found_again_and_relocatable(tmp_path):
+    state = TrialState(tmp_path / "a", "fp")
+    finish(state, 0)
+    finish(state, 1)
+    (tmp_path / "a").rename(tmp_path / "b")
+    done = TrialState(tmp_path / "b", "fp").finished()
+    assert [d.generation for d in done] == [0, 1]
+    assert done[1].model.path == str(tmp_path / "b" / "gen_01" / "model")
+    assert done[0].metrics == {"pass@1": 0.5}
+
+
+def test_a_generation_without_its_completion_record_is_unfinished(tmp_path):
+    state = TrialState(tmp_path, "fp")
+    finish(state, 0)
+    d = state.fresh_gen_dir(1)
+    (d / "synthetic.jsonl").write_text("partial")
+    assert [d.generation for d in state.finished()] == [0]
+
+
+def test_a_corrupted_checkpoint_is_detected_not_loaded(tmp_path):
+    state = TrialState(tmp_path, "fp")
+    finish(state, 0)
+    finish(state, 1)
+    (state.gen_dir(1) / "model" / "weights.bin").write_text("bit rot")
+    assert [d.generation for d in state.finished()] == [0]
+    (state.gen_dir(0) / "COMPLETE.json").write_text("{truncated")
+    assert state.finished() == []
+
+
+def test_a_different_config_refuses_to_reuse_the_trial_directory(tmp_path):
+    TrialState(tmp_path, "fp1")
+    with pytest.raises(ValueError, match="different config"):
+        TrialState(tmp_path, "fp2")
+
+
+def test_the_mlflow_run_id_survives(tmp_path):
+    TrialState(tmp_path, "fp").set_mlflow_run_id("abc")
+    assert TrialState(tmp_path, "fp").mlflow_run_id == "abc"
