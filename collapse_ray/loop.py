@@ -169,7 +169,9 @@ def _summary(metrics: dict) -> str:
 
 
 def _metric_settings() -> dict[str, str]:
+    from collapse_ray.metrics.drift import DRIFT_SETTINGS
     from collapse_ray.metrics.text import BLEU_SETTINGS, ROUGE_SETTINGS
 
     return {**{f"metric.bleu.{k}": v for k, v in BLEU_SETTINGS.items()},
-            **{f"metric.rouge.{k}": v for k, v in ROUGE_SETTINGS.items()}}
+            **{f"metric.rouge.{k}": v for k, v in ROUGE_SETTINGS.items()},
+            **{f"metric.drift.{k}": v for k, v in DRIFT_SETTINGS.items()}}

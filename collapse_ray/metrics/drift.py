@@ -1,0 +1,195 @@
+"""Data-distribution drift of a generation's synthetic data: pure functions over texts, token ids
+and per-text scores (the scores come from ``lm_scoring.LMScorer`` under the generation-0 model).
+
+Undefined values are NaN (e.g. self-BLEU of fewer than two texts, statistics of an empty list),
+except distinct-n, which is 0.0 when there are no n-grams at all (nothing diverse was produced).
+
+Rare tokens (for ``tail_mass``): sort the tokens seen in the real data by their real count; the
+rare tokens are those whose count is at most the largest count c* such that all tokens with
+count <= c* together hold at most ``rare_mass`` of the real token mass, plus every token never
+seen in the real data. Tokens with equal counts are thus always on the same side. By
+construction the real data's own tail mass is <= ``rare_mass``; a generation whose value falls
+below the real data's has lost the tails of the distribution (Shumailov et al.'s early collapse).
+"""
+from __future__ import annotations
+
+import ast
+import random
+import warnings
+from collections import Counter
+from typing import Iterable, Mapping, Sequence, Union
+
+import numpy as np
+from sacrebleu.tokenizers.tokenizer_13a import Tokenizer13a
+
+from collapse_ray.metrics.text import sentence_bleu4
+
+DISTINCT_ORDERS = (1, 2, 3)
+SELF_BLEU_MAX_SAMPLES = 100  # cost is quadratic: ~1.5 s for 100 texts of 80 words on one CPU core
+RARE_MASS = 0.1
+PPL_QUANTILES = (0.5, 0.9, 0.99)
+LENGTH_QUANTILES = (0.1, 0.5, 0.9)
+
+DRIFT_SETTINGS: dict = {
+    "drift_distinct_unit": "model tokens (ids from the generation-0 tokenizer)",
+    "drift_self_bleu": "mean sentence BLEU-4 of each sampled text against the other sampled texts",
+    "drift_self_bleu_max_samples": SELF_BLEU_MAX_SAMPLES,
+    "drift_rare_mass": RARE_MASS,
+    "drift_rare_definition": "real count <= c*, the largest count whose tokens (with all rarer) hold "
+                             "<= rare_mass of real token mass; unseen tokens are rare",
+    "drift_length_unit": "model tokens",
+}
+
+TokenCounts = Union[Mapping[int, int], Sequence[int], np.ndarray]
+
+_tok13a = Tokenizer13a()
+
+
+def _as_tokens(item: str | Sequence[int]) -> list:
+    """A text is split into words with sacrebleu's 13a tokenizer (as BLEU sees it); ids pass through."""
+    return _tok13a(item).split() if isinstance(item, str) else list(item)
+
+
+def distinct_n(items: Sequence[str] | Sequence[Sequence[int]], n: int) -> float:
+    """Distinct-n (Li et al. 2016): unique n-grams / total n-grams, pooled over all items.
+
+    Items are texts (13a words) or token-id lists. N-grams never span two items.
+    """
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    grams: list[tuple] = []
+    for item in items:
+        toks = _as_tokens(item)
+        grams.extend(tuple(toks[i:i + n]) for i in range(len(toks) - n + 1))
+    return len(set(grams)) / len(grams) if grams else 0.0
+
+
+def self_bleu(texts: Sequence[str], max_samples: int = SELF_BLEU_MAX_SAMPLES, seed: int = 0) -> float:
+    """Mean sentence BLEU-4 (0-100) of each text against all the others as references.
+
+    With more than ``max_samples`` texts, a seeded random subset of that size is used (both as
+    hypotheses and references): the cost is quadratic. Higher means less diverse.
+    """
+    texts = list(texts)
+    if len(texts) > max_samples:
+        texts = random.Random(seed).sample(texts, max_samples)
+    if len(texts) < 2:
+        return float("nan")
+    scores = [sentence_bleu4(hyp, texts[:i] + texts[i + 1:]) for i, hyp in enumerate(texts)]
+    return float(np.mean(scores))
+
+
+def quantiles(values: Sequence[float], qs: Sequence[float] = (0.5, 0.9, 0.99)) -> dict[str, float]:
+    """``{"p50": ..., "p90": ..., "p99": ...}`` (numpy's linear interpolation); NaN when empty."""
+    values = np.asarray(values, dtype=float)
+    return {f"p{q * 100:g}": float(np.quantile(values, q)) if values.size else float("nan") for q in qs}
+
+
+def length_stats(lengths: Sequence[int]) -> dict[str, float]:
+    """Mean, population std, p10, p50, p90 of the lengths."""
+    arr = np.asarray(lengths, dtype=float)
+    if not arr.size:
+        return {k: float("nan") for k in ("mean", "std", "p10", "p50", "p90")}
+    return {"mean": float(arr.mean()), "std": float(arr.std()), **quantiles(arr, LENGTH_QUANTILES)}
+
+
+def count_tokens(token_ids_lists: Iterable[Sequence[int]]) -> Counter:
+    """Token-id counts of a corpus: the ``real_token_counts`` that ``tail_mass`` compares against."""
+    counts: Counter = Counter()
+    for ids in token_ids_lists:
+        counts.update(int(t) for t in ids)
+    return counts
+
+
+def _count_array(real_token_counts: TokenCounts, size: int) -> np.ndarray:
+    """Counts indexed by token id, at least ``size`` long (absent ids count 0)."""
+    if isinstance(real_token_counts, Mapping):
+        arr = np.zeros(max(size, max(real_token_counts, default=-1) + 1), dtype=np.int64)
+        for tok, c in real_token_counts.items():
+            arr[int(tok)] = c
+        return arr
+    arr = np.asarray(real_token_counts, dtype=np.int64)
+    return np.pad(arr, (0, max(0, size - arr.size)))
+
+
+def rare_count_threshold(real_token_counts: TokenCounts, rare_mass: float = RARE_MASS) -> int:
+    """c*: tokens with real count <= c* are rare (see the module docstring); 0 if only unseen are."""
+    if not 0.0 <= rare_mass < 1.0:
+        raise ValueError(f"rare_mass must be in [0, 1), got {rare_mass}")
+    counts = _count_array(real_token_counts, 0)
+    counts = counts[counts > 0]
+    if not counts.size:
+        raise ValueError("real_token_counts is empty")
+    levels, n_tokens = np.unique(counts, return_counts=True)  # ascending counts
+    mass_at_or_below = np.cumsum(levels * n_tokens)
+    ok = mass_at_or_below <= rare_mass * counts.sum()
+    return int(levels[ok][-1]) if ok.any() else 0
+
+
+def tail_mass(token_ids_lists: Sequence[Sequence[int]], real_token_counts: TokenCounts,
+              rare_mass: float = RARE_MASS) -> float:
+    """Share of generated tokens that are rare in the real data (see the module docstring)."""
+    ids = np.fromiter((int(t) for seq in token_ids_lists for t in seq), dtype=np.int64)
+    if not ids.size:
+        return float("nan")
+    threshold = rare_count_threshold(real_token_counts, rare_mass)
+    counts = _count_array(real_token_counts, int(ids.max()) + 1)
+    return float(np.mean(counts[ids] <= threshold))
+
+
+def parses(code: str) -> bool:
+    """Does ``code`` parse as Python (``ast.parse``)? Pass complete source, e.g. signature + body."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # e.g. SyntaxWarning on invalid escape sequences
+            ast.parse(code)
+        return True
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return False
+
+
+def parse_rate(code_texts: Sequence[str]) -> float:
+    """Share of the texts that parse as Python; NaN when there are none."""
+    return float(np.mean([parses(c) for c in code_texts])) if code_texts else float("nan")
+
+
+def _finite(values: Sequence[float]) -> np.ndarray:
+    arr = np.asarray(values, dtype=float)
+    return arr[np.isfinite(arr)]
+
+
+def drift_metrics(texts: Sequence[str], token_ids: Sequence[Sequence[int]], real_token_counts: TokenCounts,
+                  nll_per_text: Sequence[float], entropy_per_text: Sequence[float], is_code: bool,
+                  *, rare_mass: float = RARE_MASS, self_bleu_samples: int = SELF_BLEU_MAX_SAMPLES,
+                  seed: int = 0) -> dict[str, float]:
+    """All drift metrics of one generation's synthetic texts, under stable ``drift/...`` names.
+
+    ``token_ids``, ``nll_per_text`` (mean NLL per token, nats) and ``entropy_per_text`` come from
+    scoring ``texts`` with the generation-0 model; ``real_token_counts`` from the real training
+    data under the same tokenizer. Texts with no scored token (NaN NLL) are left out of the NLL,
+    perplexity and entropy statistics. ``drift/parse_rate`` is present only when ``is_code``.
+    """
+    n = len(texts)
+    for name, seq in (("token_ids", token_ids), ("nll_per_text", nll_per_text),
+                      ("entropy_per_text", entropy_per_text)):
+        if len(seq) != n:
+            raise ValueError(f"{name} has {len(seq)} entries for {n} texts")
+    nll = _finite(nll_per_text)
+    ppl = np.exp(nll)
+    ent = _finite(entropy_per_text)
+    nan = float("nan")
+    out = {
+        "drift/n_texts": float(n),
+        "drift/nll_gen0_mean": float(nll.mean()) if nll.size else nan,
+        "drift/ppl_gen0_mean": float(ppl.mean()) if ppl.size else nan,
+        **{f"drift/ppl_gen0_{k}": v for k, v in quantiles(ppl, PPL_QUANTILES).items()},
+        "drift/entropy_mean": float(ent.mean()) if ent.size else nan,
+        **{f"drift/entropy_{k}": v for k, v in quantiles(ent, (0.1, 0.5)).items()},
+        **{f"drift/distinct_{k}": distinct_n(token_ids, k) for k in DISTINCT_ORDERS},
+        "drift/self_bleu": self_bleu(texts, self_bleu_samples, seed),
+        **{f"drift/len_{k}": v for k, v in length_stats([len(t) for t in token_ids]).items()},
+        "drift/tail_mass": tail_mass(token_ids, real_token_counts, rare_mass),
+    }
+    if is_code:
+        out["drift/parse_rate"] = parse_rate(texts)
+    return out
