@@ -122,9 +122,7 @@ def run_trial(cfg: ExperimentConfig, *, trainer: Trainer | None = None,
                 generator.load(trained.model)
                 n_samples = round(len(data.pool) * cfg.mitigation.oversample)
                 prompts = [data.pool[i % len(data.pool)] for i in range(n_samples)]
-                outputs = generator.generate([p.prompt for p in prompts],
-                                             dataclasses.replace(sampling, seed=cfg.seed * 1000 + g))
-                synthetic = task.to_synthetic(prompts, outputs, g, generator)
+                synthetic = task.synthesize(generator, prompts, dataclasses.replace(sampling, seed=cfg.seed * 1000 + g), g)
                 kept, removed = apply_mitigations(synthetic, task, cfg.mitigation, len(data.pool), rng)
                 write_jsonl(gen_dir / "synthetic.jsonl", kept)
 
@@ -164,7 +162,7 @@ def run_trial(cfg: ExperimentConfig, *, trainer: Trainer | None = None,
 
 
 def _summary(metrics: dict) -> str:
-    keys = [k for k in ("pass@1", "bleu4", "f1", "rougeL", "train/loss", "drift/ppl_gen0_mean") if k in metrics]
+    keys = [k for k in ("pass_at_1", "bleu4", "f1", "rougeL", "train/loss", "drift/ppl_gen0_mean") if k in metrics]
     return "finished: " + ", ".join(f"{k}={metrics[k]:.4g}" for k in keys)
 
 

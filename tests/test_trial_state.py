@@ -9,7 +9,7 @@ def finish(state, g, text="x"):
     (d / "model").mkdir()
     (d / "model" / "weights.bin").write_text(text)
     (d / "synthetic.jsonl").write_text("{}\n")
-    state.mark_complete(g, ModelRef(str(d / "model")), {"pass@1": 0.5})
+    state.mark_complete(g, ModelRef(str(d / "model")), {"pass_at_1": 0.5})
 
 
 def test_finished_generations_are_found_again_and_relocatable(tmp_path):
@@ -20,7 +20,7 @@ def test_finished_generations_are_found_again_and_relocatable(tmp_path):
     done = TrialState(tmp_path / "b", "fp").finished()
     assert [d.generation for d in done] == [0, 1]
     assert done[1].model.path == str(tmp_path / "b" / "gen_01" / "model")
-    assert done[0].metrics == {"pass@1": 0.5}
+    assert done[0].metrics == {"pass_at_1": 0.5}
 
 
 def test_a_generation_without_its_completion_record_is_unfinished(tmp_path):

@@ -24,6 +24,13 @@ class TaskData:
     test: list
 
 
+def complete_prompts(generator: Generator, prompts: Sequence[Example], sampling: Sampling,
+                     generation: int, finish=lambda text: text) -> list[Example]:
+    """Synthetic examples whose completions the model sampled for the prompts."""
+    outputs = generator.generate([p.prompt for p in prompts], sampling)
+    return [p.as_synthetic(finish(out), generation) for p, out in zip(prompts, outputs)]
+
+
 class Task(Protocol):
     name: str
     # Stop strings for sampling this task's completions.
@@ -32,9 +39,9 @@ class Task(Protocol):
     def load(self, data_path: str | None, seed: int, sizes) -> TaskData:
         """Read and split the real data; raise a clear error naming a missing/empty/bad file."""
 
-    def to_synthetic(self, prompts: Sequence[Example], outputs: Sequence[str], generation: int,
-                     generator: Generator) -> list[Example]:
-        """Turn the model's outputs for pool prompts into synthetic training examples."""
+    def synthesize(self, generator: Generator, prompts: Sequence[Example], sampling: Sampling,
+                   generation: int) -> list[Example]:
+        """The model's own answers to the pool's prompts, as synthetic training examples."""
 
     def quality_ok(self, example: Example) -> bool:
         """The task's quality filter (a mitigation): keep this synthetic example?"""

@@ -15,7 +15,7 @@ from collapse_ray.data import DataError
 from collapse_ray.examples import Example
 from collapse_ray.generate.base import Generator, Sampling
 from collapse_ray.tasks import register_task
-from collapse_ray.tasks.base import TaskData
+from collapse_ray.tasks.base import TaskData, complete_prompts
 
 # HumanEval's usual stop sequences: a new top-level statement ends the function.
 STOP = ("\ndef ", "\nclass ", "\nif __name__", "\nprint(", "\n#", "\nassert ")
@@ -90,9 +90,9 @@ class CodeGeneration:
         return TaskData(train=examples[:sizes.train_examples],
                         pool=examples[sizes.train_examples:need], test=test)
 
-    def to_synthetic(self, prompts: Sequence[Example], outputs: Sequence[str], generation: int,
-                     generator: Generator) -> list[Example]:
-        return [p.as_synthetic(out, generation) for p, out in zip(prompts, outputs)]
+    def synthesize(self, generator: Generator, prompts: Sequence[Example], sampling: Sampling,
+                   generation: int) -> list[Example]:
+        return complete_prompts(generator, prompts, sampling, generation)
 
     def quality_ok(self, example: Example) -> bool:
         return bool(example.completion.strip()) and parses(example)
@@ -107,7 +107,7 @@ class CodeGeneration:
         results = run_many([program_for(p, c) for p, c in zip(test, completions)], timeout_s=10.0)
         passed = [r.passed for r in results]
         return {
-            "pass@1": sum(passed) / len(passed),
+            "pass_at_1": sum(passed) / len(passed),
             "bleu4": bleu4(completions, [p["canonical_solution"] for p in test]),
             "eval_timeouts": float(sum(r.status == "timeout" for r in results)),
         }
