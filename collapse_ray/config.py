@@ -16,6 +16,7 @@ from typing import Any, Literal
 import yaml
 
 TINY_MODEL = "tiny"  # the model built here from scratch (collapse-ray base build)
+VLLM_CPU_HEAD_SIZES = frozenset({32, 64, 80, 96, 112, 128, 160, 192, 224, 256, 512})
 
 
 class ConfigError(ValueError):
@@ -89,7 +90,9 @@ class TrainingConfig:
 @dataclass
 class GeneratorConfig:
     backend: Literal["hf", "vllm"] = "hf"
-    batch_size: int = 32
+    batch_size: int = 32          # hf: prompts per generate() call
+    kv_cache_gb: float = 1.0      # vllm on CPU: KV cache size (the CPU build refuses to guess)
+    dtype: str = "auto"           # vllm: "auto", "float32", "bfloat16", ...
 
 
 @dataclass
@@ -253,6 +256,12 @@ def _check_values(cfg: ExperimentConfig) -> None:
     _require(t.max_length >= 16, "training.max_length", f"must be at least 16, got {t.max_length}")
     _require(t.lora_rank > 0, "training.lora_rank", f"must be positive, got {t.lora_rank}")
     _require(cfg.generator.batch_size > 0, "generator.batch_size", f"must be positive, got {cfg.generator.batch_size}")
+    _require(cfg.generator.kv_cache_gb > 0, "generator.kv_cache_gb", f"must be positive, got {cfg.generator.kv_cache_gb}")
+    if cfg.generator.backend == "vllm" and cfg.model.name_or_path == TINY_MODEL:
+        head = cfg.model.tiny.hidden_size // max(1, cfg.model.tiny.num_heads)
+        _require(head in VLLM_CPU_HEAD_SIZES, "model.tiny.hidden_size",
+                 f"vLLM's CPU attention needs a head size (hidden_size / num_heads) in "
+                 f"{sorted(VLLM_CPU_HEAD_SIZES)}, got {head}")
     m = cfg.mitigation
     _require(0 < m.minhash_threshold <= 1, "mitigation.minhash_threshold", f"must be in (0, 1], got {m.minhash_threshold}")
     _require(m.oversample >= 1, "mitigation.oversample", f"must be >= 1, got {m.oversample}")

@@ -59,7 +59,7 @@ def make_generator(cfg: ExperimentConfig) -> Generator:
     if cfg.generator.backend == "vllm":
         from collapse_ray.generate.vllm_actor import RayVLLMGenerator
 
-        return RayVLLMGenerator(max_model_len=cfg.training.max_length + cfg.sizes.max_new_tokens)
+        return RayVLLMGenerator(kv_cache_bytes=int(cfg.generator.kv_cache_gb * 2**30), dtype=cfg.generator.dtype)
     from collapse_ray.generate.hf import HFGenerator
 
     return HFGenerator(batch_size=cfg.generator.batch_size)

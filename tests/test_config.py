@@ -67,3 +67,8 @@ def test_every_choice_becomes_a_flat_param():
     params = ExperimentConfig().to_flat_params()
     assert params["regime.alpha"] == 0.5 and params["training.lora_rank"] == 8
     assert params["model.tiny.hidden_size"] == 128
+
+
+def test_vllm_backend_rejects_a_tiny_model_head_size_its_cpu_kernels_lack():
+    with pytest.raises(ConfigError, match="model.tiny.hidden_size: vLLM's CPU attention"):
+        config_from_dict({"generator": {"backend": "vllm"}, "model": {"tiny": {"hidden_size": 64, "num_heads": 4}}})
