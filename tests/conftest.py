@@ -13,3 +13,9 @@ def data_dir() -> Path:
     if not path.is_dir():
         pytest.skip(f"real data directory {path} not found (set COLLAPSE_RAY_DATA_DIR)")
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_cache(tmp_path_factory) -> str:
+    """One cache for the tiny base model, so the test session builds it once."""
+    return str(tmp_path_factory.mktemp("tiny-model-cache"))

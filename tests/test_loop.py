@@ -15,11 +15,6 @@ from collapse_ray.tracking import GENERATION_KEY
 pytestmark = pytest.mark.timeout(900)
 
 
-@pytest.fixture(scope="session")
-def tiny_cache(tmp_path_factory):
-    return str(tmp_path_factory.mktemp("tiny-model-cache"))
-
-
 def small_config(tmp_path, tiny_cache, **overrides):
     data = {
         "name": "loop-test",
