@@ -77,6 +77,21 @@ def mitigation_label(cfg: ExperimentConfig) -> str:
     return "+".join(parts) or "none"
 
 
+class ModelUnavailable(RuntimeError):
+    pass
+
+
+def check_model_loadable(name_or_path: str) -> None:
+    """Fail before any training when the model's config cannot be had (offline, typo, no access)."""
+    from transformers import AutoConfig
+
+    try:
+        AutoConfig.from_pretrained(name_or_path)
+    except (OSError, ValueError) as e:
+        raise ModelUnavailable(f"model.name_or_path: cannot load {name_or_path!r}: "
+                               f"{str(e).splitlines()[0]}") from None
+
+
 def run_trial(cfg: ExperimentConfig, *, trainer: Trainer | None = None,
               generator: Generator | None = None, report: Report | None = None) -> list[dict]:
     """Run (or resume) one trial; returns the metrics of every generation 0..cfg.generations."""
@@ -91,6 +106,7 @@ def run_trial(cfg: ExperimentConfig, *, trainer: Trainer | None = None,
     finished = state.finished()
     progress = Progress(cfg.name, cfg.generations + 1, first_generation=len(finished))
     base = ModelRef(resolve_model_path(cfg.model, progress=progress.say))
+    check_model_loadable(base.path)
     tracker.log_params({**cfg.to_flat_params(), "resolved_model_path": base.path, **_metric_settings()})
     for done in finished:  # finished on disk but the crash came before MLflow heard of it
         tracker.log_generation(done.generation, done.metrics)

@@ -41,9 +41,9 @@ def _param_value(value: Any) -> str:
 
 class TrialTracker:
     def __init__(self, uri: str, experiment: str):
+        check_reachable(uri)  # before importing mlflow: the answer comes in seconds
         from mlflow.tracking import MlflowClient
 
-        check_reachable(uri)
         self.client = MlflowClient(tracking_uri=uri)
         exp = self.client.get_experiment_by_name(experiment)
         self.experiment_id = exp.experiment_id if exp else self.client.create_experiment(experiment)
