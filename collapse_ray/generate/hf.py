@@ -35,6 +35,7 @@ class HFGenerator:
         self.close()
         tok = AutoTokenizer.from_pretrained(model.path)
         tok.padding_side = "left"  # generation continues from the right edge
+        tok.truncation_side = "left"  # keep the end of a long prompt: the part being completed
         if tok.pad_token is None:
             tok.pad_token = tok.eos_token
         lm = AutoModelForCausalLM.from_pretrained(model.path)
@@ -44,16 +45,19 @@ class HFGenerator:
             lm = PeftModel.from_pretrained(lm, model.adapter).merge_and_unload()
         self.model, self.tokenizer = lm.eval(), tok
 
-    def _batches(self, prompts: Sequence[str]):
+    def _batches(self, prompts: Sequence[str], room: int = 0):
+        """Left-padded batches; prompts longer than the context minus ``room`` lose their start."""
+        max_len = self.model.config.max_position_embeddings - room
         for start in range(0, len(prompts), self.batch_size):
             chunk = list(prompts[start:start + self.batch_size])
-            enc = self.tokenizer(chunk, return_tensors="pt", padding=True, add_special_tokens=False)
+            enc = self.tokenizer(chunk, return_tensors="pt", padding=True, add_special_tokens=False,
+                                 truncation=True, max_length=max_len)
             yield start, enc
 
     @torch.inference_mode()
     def generate(self, prompts: Sequence[str], sampling: Sampling) -> list[str]:
         out: list[str] = []
-        for start, enc in self._batches(prompts):
+        for start, enc in self._batches(prompts, room=sampling.max_new_tokens):
             torch.manual_seed(sampling.seed * 1_000_003 + start)  # reproducible per batch
             kwargs = dict(max_new_tokens=sampling.max_new_tokens, pad_token_id=self.tokenizer.pad_token_id,
                           eos_token_id=self.tokenizer.eos_token_id)
