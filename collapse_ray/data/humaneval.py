@@ -42,7 +42,7 @@ def load_humaneval(path: str | Path | None = None) -> list[dict]:
     return problems
 
 
-def program_for(problem: dict, completion: str) -> str:
-    """The program the sandbox runs: the completed function, its tests, and the check call."""
-    return (problem["prompt"] + completion + "\n\n" + problem["test"] + "\n"
-            + f"check({problem['entry_point']})\n")
+def program_for(problem: dict, function: str) -> str:
+    """The program the sandbox runs: the completed function (prompt + completion), its tests,
+    and the check call."""
+    return function + "\n\n" + problem["test"] + "\n" + f"check({problem['entry_point']})\n"

@@ -24,7 +24,12 @@ MAX_FUNCTION_CHARS = 1200
 
 def split_function(code: str) -> tuple[str, str] | None:
     """(signature + docstring, body) of a function's source, or None if it is not one plain
-    function with a docstring and a non-empty body."""
+    function with a docstring and a non-empty body.
+
+    The split falls before the newline that ends the docstring: byte-level BPE merges a newline
+    with the next line's indentation into one token, so a prompt ending in a bare newline asks
+    the model to continue from a token it only ever saw at the very end of a function (it then
+    answers with end-of-text)."""
     code = textwrap.dedent(code).strip("\n") + "\n"
     try:
         tree = ast.parse(code)
@@ -38,7 +43,14 @@ def split_function(code: str) -> tuple[str, str] | None:
     lines = code.splitlines(keepends=True)
     doc_end = fn.body[0].end_lineno
     prompt, body = "".join(lines[:doc_end]), "".join(lines[doc_end:])
-    return (prompt, body) if body.strip() else None
+    if not body.strip():
+        return None
+    return prompt[:-1], "\n" + body
+
+
+def model_prompt(problem: dict) -> str:
+    """A HumanEval prompt without its trailing newline (see split_function for why)."""
+    return problem["prompt"].rstrip()
 
 
 def parses(example: Example) -> bool:
@@ -103,8 +115,10 @@ class CodeGeneration:
         from collapse_ray.sandbox import run_many
 
         greedy = Sampling(max_new_tokens=sampling.max_new_tokens, temperature=0.0, seed=sampling.seed, stop=STOP)
-        completions = generator.generate([p["prompt"] for p in test], greedy)
-        results = run_many([program_for(p, c) for p, c in zip(test, completions)], timeout_s=10.0)
+        prompts = [model_prompt(p) for p in test]
+        completions = generator.generate(prompts, greedy)
+        results = run_many([program_for(p, prompt + c) for p, prompt, c in zip(test, prompts, completions)],
+                           timeout_s=10.0)
         passed = [r.passed for r in results]
         return {
             "pass_at_1": sum(passed) / len(passed),

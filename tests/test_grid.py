@@ -1,0 +1,403 @@
+"""The grid: config validation, trial expansion, resource planning, and real grids on Ray Tune
+(local Ray, a two-node Ray cluster, an MLflow tracking server, drivers killed mid-generation)."""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+import yaml
+
+from collapse_ray import grid
+from collapse_ray.cli import main as cli
+from collapse_ray.config import ConfigError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def grid_args(config, dry_run=False, resume=False) -> argparse.Namespace:
+    return argparse.Namespace(config=str(config), dry_run=dry_run, resume=resume)
+
+
+def write(tmp_path: Path, data: dict, name: str = "grid.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+SMALL_GRID = {
+    "name": "small",
+    "base": {"generations": 2, "training": {"backend": "local"}, "generator": {"backend": "hf"}},
+    "grid": {
+        "models": [{"name_or_path": "Qwen/Qwen3-0.6B"}],
+        "tasks": ["codegen"],
+        "regimes": [{"name": "real-only"}, {"name": "hybrid", "alpha": 0.5}],
+        "seeds": [0],
+    },
+}
+
+
+def with_change(dotted: str, value) -> dict:
+    data = copy.deepcopy(SMALL_GRID)
+    *parents, leaf = dotted.split(".")
+    node = data
+    for p in parents:
+        node = node[int(p)] if isinstance(node, list) else node.setdefault(p, {})
+    node[leaf] = value
+    return data
+
+
+# ---------------------------------------------------------------- dry-run and planning
+
+def test_paper_grid_dry_run_plans_90_trials_and_their_gpus_without_ray(capsys):
+    import ray
+
+    cli(["grid", str(REPO / "experiments" / "paper.yaml"), "--dry-run"])
+    out = capsys.readouterr().out
+    assert "90 trials = 10 models x 3 tasks x 3 regimes x 1 seeds x 1 mitigations" in out
+    assert len([line for line in out.splitlines() if "_s0_none " in line]) == 90
+    # Per trial: vLLM GPUs (TP) + Train GPUs, x 9 trials per model:
+    # 0.6B 1+1, 1B 1+1, 1.7B 1+2, 3B 1+4, 8B 1+8 (x2), 14B 2+8, 30B-A3B 2+8, Scout 4+8, 70B 4+8
+    assert "one trial needs at most 68.25 CPUs and 12 GPUs" in out
+    assert "summed over all trials 4414.5 CPUs and 666 GPUs" in out
+    assert "784 CPUs, 32 GPUs -> max_concurrent_trials = 6" in out
+    assert not ray.is_initialized()
+
+
+def test_smoke_grid_is_the_tiny_model_times_three_regimes_on_ray_train_and_vllm():
+    g = grid.load_grid(REPO / "experiments" / "grid_smoke.yaml")
+    trials = grid.expand(g)
+    assert [t.name for t in trials] == ["tiny_codegen_real-only_s0_none", "tiny_codegen_synthetic-only_s0_none",
+                                        "tiny_codegen_hybrid0.5_s0_none"]
+    assert {(t.config["generations"], t.config["training"]["backend"], t.config["generator"]["backend"])
+            for t in trials} == {(10, "ray", "vllm")}
+    assert grid.plan(trials, {"CPU": 2.0, "GPU": 0.0}, "2 cores").concurrency == 3
+
+
+def test_trials_are_named_from_their_axes_and_share_output_dir_and_mlflow_experiment(tmp_path):
+    model_dir = tmp_path / "My_Model"
+    model_dir.mkdir()
+    (model_dir / "config.json").write_text("{}")
+    data = copy.deepcopy(SMALL_GRID)
+    data["base"].update(output_dir="out", tracking={"uri": "sqlite:///m.db"})
+    data["grid"].update(models=["Qwen/Qwen3-0.6B", {"name_or_path": str(model_dir), "label": "mine"}],
+                        seeds=[0, 1],
+                        mitigations={"none": {}, "quality+exact": {"quality_filter": True, "dedup": "exact"}})
+    trials = grid.expand(grid.load_grid(write(tmp_path, data)), cwd=tmp_path)
+    names = [t.name for t in trials]
+    assert len(names) == 16 == len(set(names))
+    assert names[0] == "qwen3-0.6b_codegen_real-only_s0_none"
+    assert names[-1] == "mine_codegen_hybrid0.5_s1_quality+exact"
+    assert {t.config["output_dir"] for t in trials} == {str(tmp_path / "out")}
+    assert {(t.config["tracking"]["uri"], t.config["tracking"]["experiment"]) for t in trials} == \
+        {(f"sqlite:///{tmp_path / 'm.db'}", "small")}
+    last = trials[-1].config
+    assert (last["seed"], last["regime"], last["mitigation"]["dedup"]) == (1, {"name": "hybrid", "alpha": 0.5}, "exact")
+
+
+@pytest.mark.parametrize("dotted, value, field", [
+    ("grid.regimes.1.alpha", 1.5, "grid.regimes[1].alpha"),
+    ("grid.regimes.0.name", "mixed", "grid.regimes[0].name"),
+    ("grid.models.0.resources", {"gpus_per_worker": "two"}, "grid.models[0].resources.gpus_per_worker"),
+    ("grid.models.0.resources", {"strategy": "ddp", "zero_stage": 3}, "grid.models[0].resources.zero_stage"),
+    ("grid.models.0.resources", {"train_workers": 0}, "grid.models[0].resources.train_workers"),
+    ("grid.models.0.name_or_path", "not a hub id", "grid.models[0].model.name_or_path"),
+    ("grid.models.0.overrides", {"training": {"lr": 5}}, "trial qwen3-0.6b_codegen_real-only_s0_none.training.lr"),
+    ("grid.tasks", ["codegen", "poetry"], "grid.tasks[1].name"),
+    ("grid.seeds", [0, -1], "grid.seeds[1]"),
+    ("grid.seeds", [], "grid.seeds"),
+    ("grid.mitigations", {"q": {"dedup": "fuzzy"}}, "grid.mitigations.q.dedup"),
+    ("grid.axis", [1], "grid.axis"),
+    ("base.training.lr", 5, "base.training.lr"),
+    ("resources.driver_cpus", 0, "resources.driver_cpus"),
+    ("tune.max_concurent_trials", 2, "tune.max_concurent_trials"),
+    ("tune.max_failures", -1, "tune.max_failures"),
+    ("name", "two words", "name"),
+])
+def test_grid_config_errors_name_the_field(tmp_path, dotted, value, field):
+    path = write(tmp_path, with_change(dotted, value))
+    with pytest.raises(SystemExit) as err:
+        cli(["grid", str(path), "--dry-run"])
+    assert str(err.value).startswith(f"grid config error: {field}:"), str(err.value)
+
+
+def test_two_models_with_one_label_are_refused_before_anything_runs(tmp_path):
+    data = with_change("grid.models", ["Qwen/Qwen3-0.6B", {"name_or_path": "other/Qwen3-0.6B"}])
+    with pytest.raises(ConfigError, match="both be named 'qwen3-0.6b_codegen_real-only_s0_none'.*label"):
+        grid.expand(grid.load_grid(write(tmp_path, data)))
+
+
+def test_dry_run_plans_a_task_this_install_lacks_and_a_real_run_refuses_it(tmp_path, monkeypatch, capsys):
+    from collapse_ray import tasks
+
+    tasks.registered_tasks()
+    monkeypatch.delitem(tasks._REGISTRY, "summarization")
+    path = write(tmp_path, with_change("grid.tasks", ["codegen", "summarization"]))
+    grid.main(grid_args(path, dry_run=True))
+    out = capsys.readouterr().out
+    assert "4 trials" in out and "note: task(s) summarization cannot be loaded" in out
+    with pytest.raises(SystemExit, match=r"grid\.tasks\[1\]\.name: unknown task 'summarization'"):
+        grid.main(grid_args(path))
+
+
+def _trial(name: str, driver_cpus: float, generator: dict | None = None, tp_gpus: int = 0,
+           workers: int = 0, per_worker: dict | None = None) -> grid.TrialSpec:
+    res = grid.TrialResources(driver={"CPU": driver_cpus}, generator=generator, tp_gpus=tp_gpus,
+                              train_workers=workers, per_worker=per_worker or {}, strategy="ddp",
+                              zero_stage=None, tensor_parallel=max(1, tp_gpus))
+    return grid.TrialSpec(name, "m", {}, res)
+
+
+def test_concurrency_leaves_room_for_one_train_run_so_trials_never_deadlock():
+    two_cpus = {"CPU": 2.0, "GPU": 0.0}
+    # Tune's default (1 CPU per driver) with a 1-CPU Train worker: only one trial at a time.
+    assert grid.plan([_trial(f"t{i}", 1.0, workers=1, per_worker={"CPU": 1.0}) for i in range(3)],
+                     two_cpus, "test").concurrency == 1
+    # Fractional drivers: two trials hold 0.5 CPU and one Train run still fits.
+    assert grid.plan([_trial(f"t{i}", 0.25, {"CPU": 0.25}, workers=1, per_worker={"CPU": 0.5}) for i in range(4)],
+                     two_cpus, "test").concurrency == 3
+    # Training in the driver process: nothing else to leave room for.
+    assert grid.plan([_trial(f"t{i}", 1.0) for i in range(3)], two_cpus, "test").concurrency == 2
+    # 8 GPUs: each trial holds a 1-GPU vLLM engine, a Train run takes 4 GPUs -> 4 trials.
+    gpu_trials = [_trial(f"g{i}", 0.25, {"CPU": 1, "GPU": 1}, workers=4, per_worker={"CPU": 4, "GPU": 1})
+                  for i in range(10)]
+    p = grid.plan(gpu_trials, {"CPU": 64.0, "GPU": 8.0}, "test")
+    assert (p.concurrency, p.reason.split(":")[0]) == (4, "GPU")
+    # The planner counts the largest held groups first: one TP-4 trial among 1-GPU ones.
+    mixed = gpu_trials[:3] + [_trial("big", 0.25, {"CPU": 1}, tp_gpus=4, workers=4, per_worker={"GPU": 1})]
+    assert grid.plan(mixed, {"CPU": 64.0, "GPU": 12.0}, "test").concurrency == 4
+    assert grid.plan(mixed, {"CPU": 64.0, "GPU": 10.0}, "test").concurrency == 3
+
+
+def test_a_trial_larger_than_the_cluster_is_refused_with_its_needs():
+    big = _trial("llama-70b_codegen", 0.25, {"CPU": 4}, tp_gpus=4, workers=8, per_worker={"CPU": 8, "GPU": 1})
+    with pytest.raises(ConfigError, match=r"trial llama-70b_codegen needs .*12 GPU.* has 8 GPU"):
+        grid.plan([big], {"CPU": 96.0, "GPU": 8.0}, "test")
+
+
+def test_placement_group_holds_driver_then_vllm_actor_then_its_tensor_parallel_gpus(tmp_path):
+    data = with_change("base.training.backend", "ray")
+    data["base"]["generator"] = {"backend": "vllm"}
+    data["grid"]["models"] = [{"name_or_path": "Qwen/Qwen3-14B",
+                               "resources": {"train_workers": 8, "gpus_per_worker": 1, "cpus_per_worker": 8,
+                                             "strategy": "deepspeed", "zero_stage": 3, "tensor_parallel": 2}}]
+    data["resources"] = {"generator_cpus": 4}
+    res = grid.expand(grid.load_grid(write(tmp_path, data)))[0].resources
+    assert res.bundles() == [{"CPU": 0.25}, {"CPU": 4.0}, {"GPU": 1.0}, {"GPU": 1.0}]
+    assert res.training() == {"CPU": 64.0, "GPU": 8.0}
+
+
+def test_cluster_yaml_passes_ray_schema_validation_without_cloud():
+    """Ray's own launcher checks (defaults merged, JSON schema); the AWS calls ``ray up`` makes
+    next cannot run here."""
+    from jsonschema import ValidationError
+    from ray.autoscaler._private.util import prepare_config, validate_config
+
+    config = yaml.safe_load((REPO / "cluster.yaml").read_text())
+    prepared = prepare_config(copy.deepcopy(config))
+    validate_config(prepared)
+    head = prepared["available_node_types"][prepared["head_node_type"]]
+    assert head["resources"]["GPU"] == 0
+    assert any("mlflow server" in c for c in prepared["head_start_ray_commands"])
+    assert any("[gpu]" in c for c in prepared["setup_commands"])
+    assert max(t["resources"].get("GPU", 0) for t in prepared["available_node_types"].values()) == 8
+    typo = copy.deepcopy(config)
+    typo["available_node_types"]["gpu_h100"]["min_wokers"] = 0
+    with pytest.raises(ValidationError, match="min_wokers"):
+        validate_config(prepare_config(typo))
+
+
+# ---------------------------------------------------------------- real grids on Ray Tune (slow)
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory, data_dir) -> str:
+    """The tiny base model on a tiny budget: a 512-entry BPE and a 2-layer Llama (head_dim 32, as
+    vLLM's CPU attention needs) trained for a few seconds on 100 real CodeSearchNet functions."""
+    from collapse_ray.base_model import build_base_model
+    from collapse_ray.config import TinyModelConfig
+
+    records = [json.loads(line) for line in (data_dir / "codesearchnet" / "codesearchnet_python_sample.jsonl").open()]
+    tiny = TinyModelConfig(vocab_size=512, hidden_size=64, num_layers=2, num_heads=2, context_length=256,
+                           train_minutes=0.05, cache_dir=str(tmp_path_factory.mktemp("tiny")))
+    return str(build_base_model(tiny, corpus=[r["original_string"] for r in records], progress=lambda m: None))
+
+
+def tiny_grid(tmp_path: Path, model: str, data_dir: Path, *, name="g", generations=2, backend="local",
+              regimes=("real-only", "synthetic-only"), tracking=None, max_failures=1) -> Path:
+    ray_backends = backend == "ray"
+    functions = data_dir / "codesearchnet" / "codesearchnet_python_sample.jsonl"
+    data = {
+        "name": name,
+        "base": {
+            "task": {"name": "codegen", "data_path": str(functions)},
+            "generations": generations,
+            "sizes": {"train_examples": 24, "synthetic_pool": 12, "eval_examples": 6, "max_new_tokens": 24},
+            "training": {"batch_size": 8, "max_length": 128, "backend": "ray" if ray_backends else "local"},
+            "generator": {"backend": "vllm" if ray_backends else "hf", "batch_size": 16},
+            "tracking": tracking or {"uri": f"sqlite:///{tmp_path / 'mlflow.db'}"},
+            "output_dir": str(tmp_path / "runs"),
+        },
+        "grid": {"models": [{"name_or_path": model, "label": "tiny",
+                             "resources": {"train_workers": 1, "cpus_per_worker": 0.5}}],
+                 "regimes": list(regimes)},
+        "resources": {"driver_cpus": 0.25 if ray_backends else 1.0, "generator_cpus": 0.25},
+        "tune": {"max_failures": max_failures},
+    }
+    return write(tmp_path, data)
+
+
+def logged_steps(uri: str, experiment: str) -> dict[str, dict[str, list[int]]]:
+    """run name -> metric -> the steps it was logged at (every logged point, duplicates kept)."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name(experiment)
+    out = {}
+    for run in client.search_runs([exp.experiment_id]):
+        history = {k: sorted(m.step for m in client.get_metric_history(run.info.run_id, k))
+                   for k in ("generation", "train/loss", "pass_at_1")}
+        tags = {k: v for k, v in run.data.tags.items() if not k.startswith("mlflow.")}
+        out[run.info.run_name] = {**history, "status": run.info.status, "tags": tags}
+    return out
+
+
+def assert_each_generation_logged_once(runs: dict, names: list[str], generations: int) -> None:
+    assert sorted(runs) == sorted(names)
+    for name in names:
+        for key in ("generation", "train/loss", "pass_at_1"):
+            assert runs[name][key] == list(range(generations + 1)), (name, key, runs[name][key])
+        assert runs[name]["status"] == "FINISHED"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def mlflow_server(tmp_path):
+    """An ``mlflow server`` on 127.0.0.1 (SQLite store), stopped after the test."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+         "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
+         "--artifacts-destination", str(tmp_path / "artifacts")],
+        stdout=open(tmp_path / "mlflow-server.log", "w"), stderr=subprocess.STDOUT, start_new_session=True)
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(uri + "/health", timeout=2) as resp:
+                    if resp.status == 200:
+                        break
+            except OSError:
+                pass
+            assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "mlflow-server.log").read_text()
+            time.sleep(1)
+        yield uri
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)   # the server and its worker: the group it leads
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+NAMES = ["tiny_codegen_real-only_s0_none", "tiny_codegen_synthetic-only_s0_none"]
+
+
+@pytest.mark.slow
+def test_two_trial_grid_logs_one_mlflow_run_per_trial_to_a_tracking_server(tmp_path, tiny_model, data_dir,
+                                                                          mlflow_server, capsys):
+    config = tiny_grid(tmp_path, tiny_model, data_dir, tracking={"uri": mlflow_server, "experiment": "served"})
+    grid.main(grid_args(config))
+    out = capsys.readouterr().out
+    assert "[grid] g: 2 trials, up to 2 at once" in out and "2/2 trials finished" in out
+    runs = logged_steps(mlflow_server, "served")
+    assert_each_generation_logged_once(runs, NAMES, generations=2)
+    assert runs[NAMES[1]]["tags"] == {"model": tiny_model, "task": "codegen", "regime": "synthetic-only",
+                                      "seed": "0", "mitigation": "none"}
+
+
+@pytest.mark.slow
+def test_killed_drivers_are_retried_and_resume_at_their_unfinished_generation(tmp_path, tiny_model, data_dir,
+                                                                             monkeypatch):
+    # One driver dies mid-generation 1 (model trained, generation unfinished), the other right
+    # after MLflow logged generation 1 but before Tune heard of it.
+    monkeypatch.setenv(grid.CRASH_ENV, f"{NAMES[0]}:1:train,{NAMES[1]}:1:report")
+    grid.main(grid_args(tiny_grid(tmp_path, tiny_model, data_dir, max_failures=1)))
+    runs_dir = tmp_path / "runs"
+    crashed_a = (runs_dir / NAMES[0] / ".crashed-gen1-train").stat().st_mtime
+    crashed_b = (runs_dir / NAMES[1] / ".crashed-gen1-report").stat().st_mtime
+    done = {name: [(runs_dir / name / f"gen_{g:02d}" / "COMPLETE.json").stat().st_mtime for g in range(3)]
+            for name in NAMES}
+    assert done[NAMES[0]][0] < crashed_a < done[NAMES[0]][1]   # generation 1 redone, 0 kept
+    assert done[NAMES[1]][1] < crashed_b < done[NAMES[1]][2]   # generation 1 kept, 2 run after
+    assert_each_generation_logged_once(logged_steps(f"sqlite:///{tmp_path / 'mlflow.db'}", "g"), NAMES, 2)
+
+
+@pytest.mark.slow
+def test_resume_restores_a_grid_whose_trial_failed_and_runs_only_what_is_missing(tmp_path, tiny_model, data_dir,
+                                                                                monkeypatch):
+    monkeypatch.setenv(grid.CRASH_ENV, f"{NAMES[0]}:1:train")
+    config = tiny_grid(tmp_path, tiny_model, data_dir, max_failures=0)
+    with pytest.raises(SystemExit, match=f"1 trial\\(s\\) failed.*{NAMES[0]}.*--resume"):
+        grid.main(grid_args(config))
+    runs_dir = tmp_path / "runs"
+    finished_before = (runs_dir / NAMES[1] / "gen_02" / "COMPLETE.json").stat().st_mtime
+    assert not (runs_dir / NAMES[0] / "gen_01" / "COMPLETE.json").exists()
+
+    grid.main(grid_args(config, resume=True))
+    assert (runs_dir / NAMES[1] / "gen_02" / "COMPLETE.json").stat().st_mtime == finished_before
+    assert (runs_dir / NAMES[0] / "gen_02" / "COMPLETE.json").exists()
+    assert_each_generation_logged_once(logged_steps(f"sqlite:///{tmp_path / 'mlflow.db'}", "g"), NAMES, 2)
+
+
+def test_resume_without_an_earlier_grid_says_so_before_starting_ray(tmp_path):
+    import ray
+
+    config = write(tmp_path, with_change("base.output_dir", str(tmp_path / "runs")))
+    with pytest.raises(SystemExit, match="--resume: no grid state at .*small; run without --resume"):
+        grid.main(grid_args(config, resume=True))
+    assert not ray.is_initialized()
+
+
+@pytest.mark.slow
+def test_grid_on_a_two_node_cluster_with_ray_train_and_vllm(tmp_path, tiny_model, data_dir, capsys):
+    """Two trials, each a driver + a vLLM actor in its placement group and a Ray Train worker in
+    Train's own, spread over two 1-CPU nodes."""
+    import ray
+    import ray._private.state
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    cluster.add_node(num_cpus=1)
+    try:
+        ray.init(address=cluster.address)
+        grid.main(grid_args(tiny_grid(tmp_path, tiny_model, data_dir, generations=1, backend="ray")))
+        out = capsys.readouterr().out
+        assert "up to 2 at once" in out and "2/2 trials finished" in out
+        # The nodes the trial drivers (from their Tune checkpoints), vLLM actors and Train workers
+        # ran on (the GCS keeps a record of dead actors).
+        nodes = {json.loads(p.read_text())["driver_node"] for p in (tmp_path / "runs" / "_tune").rglob("pointer.json")}
+        actors = {}
+        for actor in ray._private.state.actors().values():
+            actors.setdefault(actor["ActorClassName"], set()).add(actor["Address"]["NodeID"])
+        assert len(nodes) >= 1 and {"VLLMActor", "RayTrainWorker"} <= set(actors)
+        assert len(nodes | actors["VLLMActor"] | actors["RayTrainWorker"]) == 2
+        assert_each_generation_logged_once(logged_steps(f"sqlite:///{tmp_path / 'mlflow.db'}", "g"), NAMES, 1)
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
