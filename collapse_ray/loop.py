@@ -115,7 +115,7 @@ def run_trial(cfg: ExperimentConfig, *, trainer: Trainer | None = None,
     all_metrics = [done.metrics for done in finished]
     previous = finished[-1].model if finished else None
     drift = DriftProbe(real_texts=[ex.text for ex in data.train], reference=finished[0].model if finished else None,
-                       is_code=cfg.task.name == "codegen")
+                       is_code=task.is_code)
     trainer = trainer or make_trainer(cfg, progress)
     generator = generator or make_generator(cfg)
     sampling = Sampling(max_new_tokens=cfg.sizes.max_new_tokens, temperature=cfg.sampling.temperature,
@@ -140,6 +140,9 @@ def run_trial(cfg: ExperimentConfig, *, trainer: Trainer | None = None,
                 prompts = [data.pool[i % len(data.pool)] for i in range(n_samples)]
                 synthetic = task.synthesize(generator, prompts, dataclasses.replace(sampling, seed=cfg.seed * 1000 + g), g)
                 kept, removed = apply_mitigations(synthetic, task, cfg.mitigation, len(data.pool), rng)
+                if not kept and cfg.regime.name != "real-only" and g < cfg.generations:
+                    raise RuntimeError(f"generation {g}: the mitigations removed all {len(synthetic)} synthetic "
+                                       f"samples ({removed}); generation {g + 1} would have nothing to train on")
                 write_jsonl(gen_dir / "synthetic.jsonl", kept)
 
             with progress.phase("evaluate"):

@@ -105,3 +105,19 @@ def test_killed_run_resumes_at_the_first_unfinished_generation(tmp_path, tiny_ca
     assert steps == [0, 1, 2]
     _, loss_steps = metric_steps(cfg, "train/loss")
     assert loss_steps == [0, 1, 2]
+
+
+@pytest.mark.parametrize("task, data_file, keys", [
+    ("vulnerability", "reveal/reveal_chrome.jsonl.gz", ("f1", "precision", "recall", "predicted_positive_rate")),
+    ("summarization", "codesearchnet/code_docstring_corpus_canonical_test.jsonl.gz", ("bleu4", "rougeL")),
+])
+def test_each_task_runs_two_generations_on_real_data(tmp_path, tiny_cache, data_dir, task, data_file, keys):
+    # The quality filter needs a model that is sure of some labels; this one is barely trained.
+    cfg = small_config(tmp_path, tiny_cache, **{"task.name": task, "task.data_path": str(data_dir / data_file),
+                                                "sizes.eval_examples": 16,
+                                                "mitigation.quality_filter": task == "summarization"})
+    metrics = run_trial(cfg)
+    for key in (*keys, "train/loss", "drift/ppl_gen0_mean", "synthetic/kept"):
+        _, steps = metric_steps(cfg, key)
+        assert steps == [0, 1, 2], key
+    assert all(0.0 <= m[keys[0]] <= (1.0 if task == "vulnerability" else 100.0) for m in metrics)

@@ -35,6 +35,8 @@ class Task(Protocol):
     name: str
     # Stop strings for sampling this task's completions.
     stop: tuple[str, ...]
+    # Whether synthetic texts are programs (drift then also reports the share that parses).
+    is_code: bool
 
     def load(self, data_path: str | None, seed: int, sizes) -> TaskData:
         """Read and split the real data; raise a clear error naming a missing/empty/bad file."""

@@ -85,6 +85,7 @@ def load_function_records(data_path: str | None) -> list[dict]:
 class CodeGeneration:
     name = "codegen"
     stop = STOP
+    is_code = True
 
     def load(self, data_path: str | None, seed: int, sizes) -> TaskData:
         from collapse_ray.data.humaneval import load_humaneval

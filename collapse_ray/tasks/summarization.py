@@ -138,6 +138,7 @@ def load_records(data_path: str | None) -> list[dict]:
 class CodeSummarization:
     name = "summarization"
     stop = STOP
+    is_code = False
 
     def load(self, data_path: str | None, seed: int, sizes) -> TaskData:
         examples = examples_from(load_records(data_path))
