@@ -41,3 +41,20 @@ def test_model_that_cannot_be_loaded_fails_before_training(tmp_path, monkeypatch
     with pytest.raises(ModelUnavailable, match="model.name_or_path: cannot load 'no-such-org/no-such-model'"):
         run_trial(cfg)
     assert not list((tmp_path / "runs").rglob("gen_00"))
+
+
+
+def test_mitigations_that_remove_every_sample_stop_the_trial_at_that_generation(tmp_path, tiny_cache):
+    from collapse_ray.tasks import register_task
+    from collapse_ray.tasks.codegen import CodeGeneration
+    from tests.test_loop import small_config
+
+    @register_task("codegen-that-rejects-everything")
+    class RejectingCodeGeneration(CodeGeneration):
+        def quality_ok(self, example):
+            return False
+
+    cfg = small_config(tmp_path, tiny_cache, **{"task.name": "codegen-that-rejects-everything",
+                                                "mitigation.quality_filter": True})
+    with pytest.raises(RuntimeError, match="generation 0: the mitigations removed all 8 synthetic samples"):
+        run_trial(cfg)
