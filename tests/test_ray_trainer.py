@@ -110,6 +110,7 @@ def test_ddp_on_two_gloo_workers_lowers_the_loss_and_saves_a_loadable_model(tiny
     assert mean_loss(result.model) < mean_loss(ModelRef(tiny_model)) - 0.5
 
 
+@pytest.mark.slow  # ~30 s quiet, minutes under load: each pays a TorchTrainer start-up
 def test_one_ray_worker_trains_exactly_like_the_in_process_trainer(tiny_model, local_ray, tmp_path):
     from collapse_ray.train.local import LocalTrainer
     from collapse_ray.train.ray_trainer import RayTrainer
@@ -121,6 +122,7 @@ def test_one_ray_worker_trains_exactly_like_the_in_process_trainer(tiny_model, l
     assert on_ray.train_loss == pytest.approx(local.train_loss, abs=1e-4)
 
 
+@pytest.mark.slow  # ~30 s quiet, minutes under load: each pays a TorchTrainer start-up
 def test_lora_through_ray_train_saves_an_adapter_that_peft_loads(tiny_model, local_ray, tmp_path):
     from collapse_ray.train.ray_trainer import RayTrainer
 
