@@ -148,16 +148,21 @@ def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:
 
 # ---------------------------------------------------------------- loading with type checks
 
-def load_config(path: str | os.PathLike, overrides: dict[str, Any] | None = None) -> ExperimentConfig:
+def read_yaml_mapping(path: str | os.PathLike, what: str = "config file") -> dict:
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"config file {path} does not exist")
+        raise ConfigError(f"{what} {path} does not exist")
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as e:
-        raise ConfigError(f"config file {path} is not valid YAML: {e}") from e
+        raise ConfigError(f"{what} {path} is not valid YAML: {e}") from e
     if not isinstance(data, dict):
-        raise ConfigError(f"config file {path} must hold a mapping at the top level")
+        raise ConfigError(f"{what} {path} must hold a mapping at the top level")
+    return data
+
+
+def load_config(path: str | os.PathLike, overrides: dict[str, Any] | None = None) -> ExperimentConfig:
+    data = read_yaml_mapping(path)
     for dotted, value in (overrides or {}).items():
         _set_dotted(data, dotted, value)
     return config_from_dict(data)

@@ -40,7 +40,7 @@ from typing import Any, Literal
 import yaml
 from ray.tune import Callback
 
-from collapse_ray.config import (TINY_MODEL, ConfigError, ExperimentConfig, MitigationConfig,
+from collapse_ray.config import (TINY_MODEL, ConfigError, read_yaml_mapping, ExperimentConfig, MitigationConfig,
                                  RegimeConfig, TaskConfig, _build, _check_model, config_from_dict)
 
 # Test hook: "<trial>:<generation>:<phase>[,...]" makes that trial's driver die (os._exit) once, at
@@ -111,13 +111,7 @@ def load_grid(path: str | os.PathLike, missing_tasks_ok: bool = False) -> GridCo
     """Read and validate a grid YAML; every error names its field. ``missing_tasks_ok`` lets a
     dry-run plan the project's own tasks where this install cannot load them."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"grid config file {path} does not exist")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"grid config file {path} is not valid YAML: {e}") from e
-    _require(isinstance(data, dict), "grid config", "must hold a mapping at the top level")
+    data = read_yaml_mapping(path, "grid config file")
     allowed = {"name", "base", "grid", "resources", "tune", "cluster"}
     _no_unknown(data, allowed, "")
     for key in ("name", "base", "grid"):

@@ -140,6 +140,20 @@ def _zygote_main(sock_fd: int) -> None:
             sock.send(str(pid).encode())
 
 
+def _fork_worker(cfg: dict, libc: _Libc) -> tuple[int, int]:
+    """Start the worker; the token and completion pipes then belong to it alone. Returns its pid
+    and the pipe on which it reports that its set-up succeeded."""
+    setup_r, setup_w = os.pipe()
+    worker = os.fork()
+    if worker == 0:
+        os.close(setup_r)
+        _run_child(_worker_main, cfg, libc, setup_w)
+    os.close(setup_w)
+    os.close(FD_TOKEN)
+    os.close(FD_DONE)
+    return worker, setup_r
+
+
 def _supervisor_main(cfg: dict, fds: list[int], libc: _Libc) -> None:
     """The supervisor of one run; exits 0 unless the sandbox itself broke."""
     os.setsid()
@@ -226,14 +240,7 @@ def _supervise_plain(cfg: dict, libc: _Libc, status) -> dict:
     libc.prctl(PR_SET_CHILD_SUBREAPER, 1)
     if cfg["uid"] is not None:
         os.chown(cfg["workdir"], cfg["uid"], cfg["uid"])
-    setup_r, setup_w = os.pipe()
-    worker = os.fork()
-    if worker == 0:
-        os.close(setup_r)
-        _run_child(_worker_main, cfg, libc, setup_w)
-    os.close(setup_w)
-    os.close(FD_TOKEN)
-    os.close(FD_DONE)
+    worker, setup_r = _fork_worker(cfg, libc)
     timed_out, aborted = _wait_with_deadline(worker, cfg)
     if timed_out or aborted:
         _kill_quietly(worker)
@@ -346,14 +353,7 @@ def _init_main(cfg: dict, libc: _Libc, status) -> None:
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     _setup_mounts(cfg, libc)
     cfg["mounted"] = True
-    setup_r, setup_w = os.pipe()
-    worker = os.fork()
-    if worker == 0:
-        os.close(setup_r)
-        _run_child(_worker_main, cfg, libc, setup_w)
-    os.close(setup_w)
-    os.close(FD_TOKEN)
-    os.close(FD_DONE)
+    worker, setup_r = _fork_worker(cfg, libc)
     while True:  # as pid 1 we also reap every orphan of the run, so zombies never pile up
         pid, wstatus, rusage = os.wait4(-1, 0)
         if pid == worker:
