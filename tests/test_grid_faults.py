@@ -1,0 +1,240 @@
+"""Faults inside a running grid: a process of a running trial is SIGKILLed from outside at a
+seeded-random moment, and the grid still finishes with every generation logged to MLflow exactly
+once and complete (checksums valid) on disk.
+
+Each test runs a real one-trial grid (Tune trial driver, a Ray Train V2 worker per generation's
+fit, one vLLM actor per driver) on the tiny model, 2 generations; a thread beside it finds the
+victim in Ray's actor table by class name and kills its pid:
+
+    victim                        when                                   recovery
+    RayTrainWorker                generation 1's fit, in the train       the fit fails, so the driver does; Tune
+                                  function (model not yet saved)         retries the trial at generation 1
+    VLLMActor                     generation 0's generate phase, then    the driver's next call raises
+                                  generation 1's evaluate phase          ActorDiedError; Tune retries, twice
+    trial driver (ImplicitFunc)   just after a random on-disk step of    Tune retries; what the driver owned
+                                  a random generation                    (vLLM actor, Train run) dies with it
+
+Ray's state API (ray.util.state) needs the dashboard's HTTP server, which this install lacks
+(no aiohttp_cors: the dashboard starts in minimal mode), so the actor table is read from the GCS
+through ray._private.state, as test_grid.py does.
+
+Every random choice comes from ``COLLAPSE_RAY_FAULT_SEED`` (default 0): set it to try other moments.
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from collapse_ray import grid
+from collapse_ray.trial_state import TrialState
+from tests.test_grid import (assert_each_generation_logged_once, grid_args, logged_steps,  # noqa: F401
+                             tiny_grid, tiny_model)
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
+
+GENERATIONS = 1                                   # generations 0 and 1
+TRIAL = "tiny_codegen_synthetic-only_s0_none"     # generation 1 trains on generation 0's output
+POLL_S = 0.01
+SEED = os.environ.get("COLLAPSE_RAY_FAULT_SEED", "0")
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """One local Ray for the module; the grid runs on the Ray this process is connected to.
+    ``address="local"``: a plain ``ray.init()`` joins the cluster another process's
+    ``ray.cluster_utils.Cluster`` (test_grid.py's two-node test) or ``ray start`` announced."""
+    import ray
+
+    ray.init(address="local")
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+def actors(class_name: str, state: str | None = None) -> list[dict]:
+    """Ray's actor table, by class name (a local class's may come qualified:
+    ``wrap_function.<locals>.ImplicitFunc``)."""
+    import ray._private.state
+
+    return [a for a in ray._private.state.actors(actor_state_name=state).values()
+            if a["ActorClassName"].rsplit(".", 1)[-1] == class_name]
+
+
+def created_since(class_name: str, since: float) -> list[dict]:
+    return [a for a in actors(class_name) if a["StartTime"] / 1000 >= since - 1]
+
+
+class Saboteur(threading.Thread):
+    """Runs ``plan(saboteur)`` beside the grid: the plan waits for its moments (``wait_for``) and
+    SIGKILLs processes (``kill``); an assertion failing in it fails the test."""
+
+    def __init__(self, plan):
+        super().__init__(daemon=True)
+        self.plan = plan
+        self.stop = threading.Event()
+        self.kills: list[dict] = []
+        self.error: BaseException | None = None
+
+    def wait_for(self, condition):
+        """Poll ``condition`` until it returns something truthy (returned); None if the grid ended."""
+        while not self.stop.is_set():
+            value = condition()
+            if value:
+                return value
+            time.sleep(POLL_S)
+        return None
+
+    def kill(self, actor: dict, **note) -> None:
+        os.kill(actor["Pid"], signal.SIGKILL)
+        self.kills.append({"killed_at": time.time(), "class": actor["ActorClassName"], "pid": actor["Pid"], **note})
+
+    def run(self) -> None:
+        try:
+            self.plan(self)
+        except BaseException as e:   # raised again in the test's thread
+            self.error = e
+
+    def __enter__(self) -> "Saboteur":
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        self.join(timeout=60)
+        if self.error is not None:
+            raise self.error
+
+
+def run_grid_with(plan, tmp_path: Path, tiny_model: str, data_dir: Path, kills: int = 1) -> list[dict]:
+    """Run the one-trial grid (``kills`` retries allowed) with the saboteur beside it; its kills."""
+    config = tiny_grid(tmp_path, tiny_model, data_dir, generations=GENERATIONS, backend="ray",
+                       regimes=("synthetic-only",), max_failures=kills)
+    started = time.time()
+    with Saboteur(plan) as saboteur:
+        grid.main(grid_args(config))
+    print(f"kills: {saboteur.kills}; grid took {time.time() - started:.0f}s")
+    assert len(saboteur.kills) == kills, "the grid finished before every fault was injected"
+    return saboteur.kills
+
+
+def gen_path(tmp_path: Path, generation: int, name: str = "") -> Path:
+    return tmp_path / "runs" / TRIAL / f"gen_{generation:02d}" / name
+
+
+def assert_trial_complete(tmp_path: Path) -> None:
+    """Every generation logged once (MLflow) and finished on disk with valid checksums."""
+    assert_each_generation_logged_once(logged_steps(f"sqlite:///{tmp_path / 'mlflow.db'}", "g"), [TRIAL],
+                                       GENERATIONS)
+    root = tmp_path / "runs" / TRIAL
+    fingerprint = json.loads((root / "trial.json").read_text())["fingerprint"]
+    assert [f.generation for f in TrialState(root, fingerprint).finished()] == list(range(GENERATIONS + 1))
+
+
+def tune_failures(tmp_path: Path) -> list[str]:
+    """The failures Tune recorded for the trial (its error.txt holds one entry per failure)."""
+    text = "".join(f.read_text() for f in (tmp_path / "runs" / "_tune").rglob("error.txt"))
+    return text.split("Failure # ")[1:]
+
+
+# ---------------------------------------------------------------- the faults
+
+def test_grid_recovers_from_a_ray_train_worker_killed_mid_fit(local_ray, tmp_path, tiny_model, data_dir):
+    # Generation 0's fit times this machine, from its worker coming alive to its model being saved.
+    # Generation 1's worker is killed at a random point of the second half of that span: past the
+    # worker group's start-up (a worker lost there Train V2 replaces by itself), in the train
+    # function, before the model is saved.
+    fraction = random.Random(f"{SEED}/train").uniform(0.5, 0.9)
+
+    def worker_of(s: Saboteur, generation: int) -> tuple[dict, float] | None:
+        """The generation's Train worker, and when it was seen alive."""
+        if not s.wait_for(lambda: gen_path(tmp_path, generation).is_dir()):
+            return None
+        gen_started = time.time()
+        alive = s.wait_for(lambda: [a for a in actors("RayTrainWorker", "ALIVE")
+                                    if a["StartTime"] / 1000 >= gen_started - 1])
+        return (alive[0], time.time()) if alive else None
+
+    def plan(s: Saboteur) -> None:
+        first = worker_of(s, 0)
+        saved = first and s.wait_for(lambda: gen_path(tmp_path, 0, "model").exists() and time.time())
+        second = saved and worker_of(s, 1)
+        if not second:
+            return
+        worker, alive_at = second
+        delay = fraction * (saved - first[1])
+        time.sleep(max(0.0, alive_at + delay - time.time()))
+        assert not gen_path(tmp_path, 1, "model").exists(), f"the fit saved its model within {delay:.1f}s"
+        s.kill(worker, generation=1, delay=delay, fit_0_s=saved - first[1])
+
+    started = time.time()
+    (kill,) = run_grid_with(plan, tmp_path, tiny_model, data_dir)
+    assert_trial_complete(tmp_path)
+    assert gen_path(tmp_path, 1, "COMPLETE.json").stat().st_mtime > kill["killed_at"]   # redone
+    assert len(created_since("RayTrainWorker", started)) == GENERATIONS + 2   # one fit more
+    failures = tune_failures(tmp_path)
+    assert len(failures) == 1, failures
+    assert "Training failed due to worker errors" in failures[0] and str(kill["pid"]) in failures[0], failures[0]
+
+
+def test_grid_recovers_from_the_vllm_actor_killed_while_generating_and_while_evaluating(
+        local_ray, tmp_path, tiny_model, data_dir):
+    # Generation 0: killed in its generate phase, which begins when the fit has saved the model
+    # (then: fit teardown, engine load, synthesize, synthetic.jsonl written). Generation 1 (after
+    # Tune's retry): killed in its evaluate phase, which begins when synthetic.jsonl is written.
+    rng = random.Random(f"{SEED}/vllm")
+    moments = [(0, "model", "synthetic.jsonl", "generate"), (1, "synthetic.jsonl", "COMPLETE.json", "evaluate")]
+
+    def plan(s: Saboteur) -> None:
+        for generation, start_mark, end_mark, phase in moments:
+            if not s.wait_for(lambda: gen_path(tmp_path, generation, start_mark).exists()):
+                return
+            delay = rng.uniform(0.0, 0.2 if phase == "generate" else 0.03)
+            time.sleep(delay)
+            (actor,) = actors("VLLMActor", "ALIVE")
+            assert not gen_path(tmp_path, generation, end_mark).exists(), f"{phase} ended within {delay:.2f}s"
+            s.kill(actor, generation=generation, phase=phase, delay=delay)
+
+    started = time.time()
+    kills = run_grid_with(plan, tmp_path, tiny_model, data_dir, kills=2)
+    assert_trial_complete(tmp_path)
+    for kill in kills:
+        assert gen_path(tmp_path, kill["generation"], "COMPLETE.json").stat().st_mtime > kill["killed_at"]
+    failures = tune_failures(tmp_path)
+    assert len(failures) == 2, failures
+    for failure, where in zip(failures, [("generator.load", "task.synthesize"), ("task.evaluate",)]):
+        assert "ActorDiedError" in failure and any(w in failure for w in where), failure
+    assert len(created_since("VLLMActor", started)) == 3   # each driver builds its own
+
+
+def test_grid_recovers_from_its_trial_driver_killed_at_a_random_point(local_ray, tmp_path, tiny_model, data_dir):
+    rng = random.Random(f"{SEED}/driver")
+    generation = rng.randrange(GENERATIONS + 1)
+    mark = rng.choice(["", "model", "synthetic.jsonl", "COMPLETE.json"])   # "": the generation's start
+    delay = rng.uniform(0.0, 0.5)
+
+    def plan(s: Saboteur) -> None:
+        if not s.wait_for(lambda: gen_path(tmp_path, generation, mark).exists()):
+            return
+        time.sleep(delay)
+        (driver,) = actors("ImplicitFunc", "ALIVE")   # Tune's function trainable (repr: trial_driver)
+        finished = gen_path(tmp_path, generation, "COMPLETE.json").exists()
+        s.kill(driver, generation=generation, after=mark or "start", delay=delay, finished=finished)
+
+    started = time.time()
+    (kill,) = run_grid_with(plan, tmp_path, tiny_model, data_dir)
+    assert_trial_complete(tmp_path)
+    # The generation is kept if it had finished when the driver died, else redone.
+    redone = gen_path(tmp_path, generation, "COMPLETE.json").stat().st_mtime > kill["killed_at"]
+    assert redone != kill["finished"]
+    assert len(tune_failures(tmp_path)) == 1
+    assert len(created_since("ImplicitFunc", started)) == 2
+    # What the dead driver owned died with it: nothing of the trial is left running.
+    assert not [a for cls in ("VLLMActor", "RayTrainWorker", "TrainController") for a in actors(cls, "ALIVE")]
