@@ -9,10 +9,11 @@ from sacrebleu.metrics import BLEU
 from collapse_ray.data import DataError
 from collapse_ray.data.codesearchnet import summary_of
 from collapse_ray.examples import SYNTHETIC, Example
+from collapse_ray.data.codesearchnet import load_function_records
 from collapse_ray.generate.base import Sampling
 from collapse_ray.tasks import get_task
 from collapse_ray.tasks.summarization import (MAX_CODE_CHARS, MAX_SUMMARY_WORDS, MIN_SUMMARY_WORDS, PROMPT_SUFFIX,
-                                              STOP, CodeSummarization, code_of, examples_from, load_records,
+                                              STOP, CodeSummarization, code_of, examples_from,
                                               strip_docstring)
 
 SIZES = SimpleNamespace(train_examples=300, synthetic_pool=200, eval_examples=100)
@@ -60,7 +61,7 @@ def function_of(prompt: str) -> ast.FunctionDef:
 # ---------------------------------------------------------------- loading real files
 
 def test_codesearchnet_records_become_examples_without_their_docstring(csn_dir):
-    records = load_records(str(csn_dir / "codesearchnet_python_sample.jsonl"))
+    records = load_function_records(str(csn_dir / "codesearchnet_python_sample.jsonl"))
     examples = examples_from(records)
     assert len(records) == 100 and len(examples) == 62
     for ex in examples:
@@ -70,7 +71,7 @@ def test_codesearchnet_records_become_examples_without_their_docstring(csn_dir):
 
 
 def test_the_reference_is_the_cleaned_first_docstring_paragraph(csn_dir):
-    record = load_records(str(csn_dir / "codesearchnet_python_sample.jsonl"))[0]
+    record = load_function_records(str(csn_dir / "codesearchnet_python_sample.jsonl"))[0]
     (ex,) = examples_from([record])
     assert ex.meta["reference"] == summary_of(record["docstring"])
     assert ex.meta["reference"] == "Return command help for use in global parser usage string"

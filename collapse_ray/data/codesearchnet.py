@@ -242,6 +242,13 @@ def summary_tokens(summary: str) -> list[str]:
 
 # ---------------------------------------------------------------- loading
 
+def load_function_records(data_path: str | os.PathLike | None) -> list[dict]:
+    """The records in ``data_path``, or, without one, every documented standard-library function."""
+    if data_path is not None:
+        return load_code_docstring_pairs(data_path)
+    return list(extract_functions(stdlib_roots(), repo_name="python-stdlib"))
+
+
 def load_code_docstring_pairs(path: str | os.PathLike | None = None, *,
                               max_records: int | None = None, progress=print) -> list[dict]:
     """CodeSearchNet-format records from a ``.jsonl`` / ``.jsonl.gz`` file.

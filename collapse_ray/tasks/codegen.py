@@ -12,6 +12,7 @@ import textwrap
 from typing import Sequence
 
 from collapse_ray.data import DataError
+from collapse_ray.data.codesearchnet import load_function_records
 from collapse_ray.examples import Example
 from collapse_ray.generate.base import Generator, Sampling
 from collapse_ray.tasks import register_task
@@ -71,14 +72,6 @@ def function_examples(records: Sequence[dict]) -> list[Example]:
         if split is not None:
             out.append(Example(split[0], split[1], meta={"func_name": r.get("func_name", "")}))
     return out
-
-
-def load_function_records(data_path: str | None) -> list[dict]:
-    from collapse_ray.data import codesearchnet
-
-    if data_path is not None:
-        return codesearchnet.load_code_docstring_pairs(data_path)
-    return list(codesearchnet.extract_functions(codesearchnet.stdlib_roots()))
 
 
 @register_task("codegen")

@@ -20,6 +20,7 @@ import warnings
 from typing import Sequence
 
 from collapse_ray.data import DataError
+from collapse_ray.data.codesearchnet import load_function_records
 from collapse_ray.examples import Example
 from collapse_ray.generate.base import Generator, Sampling
 from collapse_ray.tasks import register_task
@@ -126,14 +127,6 @@ def examples_from(records: Sequence[dict]) -> list[Example]:
     return out
 
 
-def load_records(data_path: str | None) -> list[dict]:
-    from collapse_ray.data import codesearchnet
-
-    if data_path is not None:
-        return codesearchnet.load_code_docstring_pairs(data_path)
-    return list(codesearchnet.extract_functions(codesearchnet.stdlib_roots(), repo_name="python-stdlib"))
-
-
 @register_task("summarization")
 class CodeSummarization:
     name = "summarization"
@@ -141,7 +134,7 @@ class CodeSummarization:
     is_code = False
 
     def load(self, data_path: str | None, seed: int, sizes) -> TaskData:
-        examples = examples_from(load_records(data_path))
+        examples = examples_from(load_function_records(data_path))
         n_train, n_pool, n_test = sizes.train_examples, sizes.synthetic_pool, sizes.eval_examples
         need = n_train + n_pool + n_test
         if len(examples) < need:
