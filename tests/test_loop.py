@@ -112,10 +112,10 @@ def test_killed_run_resumes_at_the_first_unfinished_generation(tmp_path, tiny_ca
     ("summarization", "codesearchnet/code_docstring_corpus_canonical_test.jsonl.gz", ("bleu4", "rougeL")),
 ])
 def test_each_task_runs_two_generations_on_real_data(tmp_path, tiny_cache, data_dir, task, data_file, keys):
-    # The quality filter needs a model that is sure of some labels; this one is barely trained.
+    # No quality filter: what a barely trained model's output passes depends on how many steps its
+    # base got in 0.1 min on this machine, so it could remove everything (tested in test_bad_input).
     cfg = small_config(tmp_path, tiny_cache, **{"task.name": task, "task.data_path": str(data_dir / data_file),
-                                                "sizes.eval_examples": 16,
-                                                "mitigation.quality_filter": task == "summarization"})
+                                                "sizes.eval_examples": 16})
     metrics = run_trial(cfg)
     for key in (*keys, "train/loss", "drift/ppl_gen0_mean", "synthetic/kept"):
         _, steps = metric_steps(cfg, key)
