@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from collapse_ray import sandbox
-from collapse_ray.sandbox import SandboxResult, run_many, run_program
+from collapse_ray.sandbox import (SandboxResult, SandboxUnisolated, api, resources, run_many,
+                                  run_program)
 
 REPO = Path(__file__).resolve().parents[1]
 FAST = dict(timeout_s=5)
@@ -53,7 +54,7 @@ def machine_unchanged(monkeypatch, marker):
     (Only this test's runs are checked: other processes may be using the sandbox meanwhile.)"""
     leased_uids: set[int] = set()
     workdirs: list[str] = []
-    pick_uid, make_workdir = sandbox._pick_uid, sandbox._workdir
+    pick_uid, make_workdir = resources.pick_uid, resources.workdir
 
     def recording_pick_uid() -> int:
         uid = pick_uid()
@@ -66,24 +67,26 @@ def machine_unchanged(monkeypatch, marker):
             workdirs.append(path)
             yield path
 
-    monkeypatch.setattr(sandbox, "_pick_uid", recording_pick_uid)
-    monkeypatch.setattr(sandbox, "_workdir", recording_workdir)
+    monkeypatch.setattr(resources, "pick_uid", recording_pick_uid)
+    monkeypatch.setattr(resources, "workdir", recording_workdir)
     yield
     assert processes_matching(leased_uids, marker) == []
     assert [path for path in workdirs if os.path.exists(path)] == []
 
 
 @pytest.fixture(params=["namespaces", "plain"])
-def mode(request, monkeypatch) -> str:
+def mode(request, monkeypatch) -> dict:
     """Both ways the sandbox can run as root: with namespaces (when the kernel lets us) and
-    without. (Not as root, programs run as the calling user: nothing to isolate them from.)"""
+    without (allowed explicitly). Returns the keyword arguments a run needs in that mode.
+    (tests/test_sandbox_hostile.py runs the hostile corpus as an ordinary user too.)"""
     if os.geteuid() != 0:
-        pytest.skip("the sandbox isolates programs only when it runs as root")
+        pytest.skip("these tests exercise root's modes (namespaces and a per-run uid)")
     if request.param == "plain":
-        monkeypatch.setattr(sandbox, "_USE_NAMESPACES", False)
-    elif not run_program("pass\n", **FAST).network_isolated:
+        monkeypatch.setattr(api, "_USE_NAMESPACES", False)
+        return {"allow_unisolated": True}
+    if not run_program("pass\n", **FAST).network_isolated:
         pytest.skip("namespaces are not available here")
-    return request.param
+    return {}
 
 
 def test_a_correct_program_passes():
@@ -204,7 +207,7 @@ def test_a_trace_function_that_skips_assertions_is_refused():
     # raise the harness's own completion event, then leave
     "import sys, os; sys.audit('collapse_ray.sandbox.done'); os._exit(0)",
     # run the harness again on an empty program, then leave
-    "import sys, os; sys._getframe(1).f_globals['_run'](compile('', 'x', 'exec'), {}, sys.audit);"
+    "import sys, os; sys._getframe(1).f_globals['run_harness'](compile('', 'x', 'exec'), {}, sys.audit);"
     " os._exit(0)",
     # write token-shaped bytes to every descriptor, then leave
     "import os\nfor fd in range(3, 256):\n"
@@ -268,7 +271,8 @@ def test_a_busy_signal_handler_that_ignores_sigterm_times_out():
 
 
 def test_a_fork_bomb_fails_on_the_process_limit(mode):
-    result = run_program("import os\nwhile True:\n    os.fork()\n", timeout_s=10, max_processes=16)
+    result = run_program("import os\nwhile True:\n    os.fork()\n", timeout_s=10, max_processes=16,
+                         **mode)
     assert result.status == "failed"
     assert "BlockingIOError" in result.stderr_tail
 
@@ -286,7 +290,7 @@ def test_the_process_limit_is_per_run_even_as_root(mode):
         except BlockingIOError:
             pass
         assert 0 < started < 8, started
-    """), timeout_s=10, max_processes=8)
+    """), timeout_s=10, max_processes=8, **mode)
     assert result.status == "passed", result.stderr_tail
 
 
@@ -306,7 +310,8 @@ def test_a_file_over_the_size_limit_fails():
 
 
 def test_huge_output_is_cut_off_and_fails(mode):
-    result = run_program("while True:\n    print('x' * 1000)\n", timeout_s=10, max_output_kb=64)
+    result = run_program("while True:\n    print('x' * 1000)\n", timeout_s=10, max_output_kb=64,
+                         **mode)
     assert result.status == "failed"
     assert "output limit exceeded" in result.stderr_tail
 
@@ -354,7 +359,7 @@ def test_files_outside_the_working_directory_can_be_neither_written_nor_deleted(
             open("inside.txt", "w").write("the working directory is writable")
             assert succeeded == [], len(succeeded)
             os.remove({paths[0]!r})  # unguarded: the run must fail right here
-        """), **FAST)
+        """), **FAST, **mode)
         assert result.status == "failed"
         assert "AssertionError" not in result.stderr_tail
         assert "os.remove" in result.stderr_tail
@@ -370,7 +375,7 @@ def test_with_namespaces_writes_to_tmp_and_shm_stay_inside_the_run():
     name = f"sandbox-escape-{uuid.uuid4().hex}"
     # With the interpreter itself under /tmp (a venv in a clone there), /tmp cannot be swapped for a
     # private tmpfs without hiding Python: it stays visible but read-only, which also contains writes.
-    tmp_is_private = not any(p == "/tmp" or p.startswith("/tmp/") for p in sandbox._interpreter_dirs())
+    tmp_is_private = not any(p == "/tmp" or p.startswith("/tmp/") for p in resources.interpreter_dirs())
     private = ("/tmp", "/dev/shm") if tmp_is_private else ("/dev/shm",)
     read_only = ("/var/tmp",) if tmp_is_private else ("/var/tmp", "/tmp")
     result = run_program(program(f"""
@@ -440,7 +445,7 @@ def test_secrets_in_the_environment_and_the_home_directory_are_not_visible(monke
                 names = []
             assert {home_canary.name!r} not in names
             print(open({str(home_canary)!r}).read(), file=sys.stderr)
-        """), **FAST)
+        """), **FAST, **mode)
         assert result.status == "failed"  # reading the canary raised
         assert "AssertionError" not in result.stderr_tail
         assert ("FileNotFoundError" in result.stderr_tail
@@ -489,10 +494,21 @@ def test_the_network_is_unreachable_with_namespaces(local_server):
 
 def test_without_namespaces_the_result_says_the_network_was_not_isolated(local_server,
                                                                          monkeypatch):
-    monkeypatch.setattr(sandbox, "_USE_NAMESPACES", False)
+    monkeypatch.setattr(api, "_USE_NAMESPACES", False)
     port, connections = local_server
-    result = run_program(CONNECT.format(port=port), **FAST)
-    assert (result.status, result.network_isolated) == ("passed", False)
+    result = run_program(CONNECT.format(port=port), allow_unisolated=True, **FAST)
+    assert (result.status, result.network_isolated, result.isolation) == ("passed", False, "plain")
+
+
+def test_without_namespaces_a_run_is_refused_unless_unisolated_runs_are_allowed(monkeypatch):
+    monkeypatch.setattr(api, "_USE_NAMESPACES", False)
+    with pytest.raises(SandboxUnisolated, match="allow_unisolated"):
+        run_program("pass\n", **FAST)
+    with pytest.raises(SandboxUnisolated, match="sandbox.allow_unisolated"):
+        sandbox.check_isolation()
+    with pytest.raises(SandboxUnisolated):
+        run_many(["pass\n", "pass\n"], max_workers=2, **FAST)
+    assert sandbox.check_isolation(allow_unisolated=True) == "plain"
 
 
 def test_a_detached_child_does_not_outlive_the_run(marker, mode):
@@ -504,7 +520,7 @@ def test_a_detached_child_does_not_outlive_the_run(marker, mode):
                 os.execv("/bin/sh", ["sh", "-c", "sleep 60; :", {marker!r}])
             os._exit(0)
         time.sleep(0.5)
-    """), **FAST)
+    """), **FAST, **mode)
     assert result.status == "passed", result.stderr_tail
     assert processes_matching(set(), marker) == []
 
