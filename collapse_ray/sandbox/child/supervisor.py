@@ -68,10 +68,20 @@ def _isolate(cfg: dict, libc: Libc) -> tuple[str, str]:
 def _process_limit(cfg: dict) -> int:
     if cfg["uid"] is not None:  # the run's own uid: its processes are exactly the run's
         return cfg["max_processes"]
-    if cfg["mode"] == MODE_USER_NAMESPACE:
+    if cfg["mode"] == MODE_USER_NAMESPACE and _kernel_at_least(5, 14):
         return cfg["max_processes"] + USER_NAMESPACE_OVERHEAD
-    # Plain, not root: RLIMIT_NPROC counts all of this user's processes, so allow for those.
+    # Plain (or an older kernel), not root: RLIMIT_NPROC counts all of this user's processes,
+    # so allow for those.
     return len(processes_of_uid(os.getuid())) + cfg["max_processes"]
+
+
+def _kernel_at_least(major: int, minor: int) -> bool:
+    """Since 5.14 RLIMIT_NPROC counts a uid's processes per user namespace."""
+    release = os.uname().release.split("-")[0].split(".")
+    try:
+        return (int(release[0]), int(release[1])) >= (major, minor)
+    except (IndexError, ValueError):
+        return False
 
 
 def arrange_fds(fds: list[int]) -> None:
