@@ -25,7 +25,7 @@ import pytest
 
 from collapse_ray import sandbox
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 ORDINARY_USER = "nobody"
 FAST = {"timeout_s": 5}
 
@@ -176,10 +176,10 @@ class Host:
     secret in each user's home and on a process's command line, listeners on 127.0.0.1 and on
     an abstract unix socket, and a sleeping process of each user."""
 
-    def __init__(self, user: pwd.struct_passwd):
+    def __init__(self, user: pwd.struct_passwd, marker: str):
         tag = uuid.uuid4().hex
         self.secret = f"collapse-ray-secret-{tag}"
-        self.marker = f"collapse-ray-hostile-{tag}"
+        self.marker = marker
         self.folders = [Path(tempfile.mkdtemp(prefix="collapse-ray-hostile-", dir=d))
                         for d in ("/tmp", "/var/tmp", REPO)]
         self.canaries = []
@@ -288,8 +288,8 @@ def user_python(ordinary_user) -> str:
 
 
 @pytest.fixture
-def host(ordinary_user):
-    host = Host(ordinary_user)
+def host(ordinary_user, marker):
+    host = Host(ordinary_user, marker)
     yield host
     host.close()
 
@@ -315,20 +315,9 @@ def user_namespaces_work(user, python) -> bool:
     return results[0]["isolation"] == sandbox.MODE_USER_NAMESPACE
 
 
-def leftovers(marker: str) -> list[str]:
-    found = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                if marker.encode() in f.read():
-                    found.append(pid)
-        except OSError:
-            pass
-    return found
-
-
 @pytest.mark.parametrize("who", ["root", "ordinary user"])
-def test_the_hostile_corpus_is_contained(who, host, ordinary_user, user_python):
+def test_the_hostile_corpus_is_contained(who, host, ordinary_user, user_python,
+                                         leftover_processes):
     if who != "root" and not user_namespaces_work(ordinary_user, user_python):
         pytest.skip("this kernel refuses unprivileged user namespaces: see the refusal tests")
     fields = host.fields()
@@ -352,7 +341,7 @@ def test_the_hostile_corpus_is_contained(who, host, ordinary_user, user_python):
     assert host.connections == []
     assert [v.poll() for v in host.victims] == [None, None]
     assert not any(host.secret in r["stderr_tail"] for r in corpus)
-    assert leftovers(host.marker) == []
+    assert leftover_processes() == []
     assert (bomb[0]["status"], "BlockingIOError" in bomb[0]["stderr_tail"]) == ("failed", True)
 
 
