@@ -111,6 +111,14 @@ class TrackingConfig:
 
 
 @dataclass
+class SandboxConfig:
+    # Where no namespace can isolate generated programs (not root, and the kernel refuses an
+    # unprivileged user namespace), evaluation refuses to run unless this is true: the programs
+    # then run as this user, able to read and write what it can and to reach the network.
+    allow_unisolated: bool = False
+
+
+@dataclass
 class ExperimentConfig:
     name: str = "experiment"
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -123,6 +131,7 @@ class ExperimentConfig:
     generator: GeneratorConfig = field(default_factory=GeneratorConfig)
     mitigation: MitigationConfig = field(default_factory=MitigationConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    sandbox: SandboxConfig = field(default_factory=SandboxConfig)
     seed: int = 0
     output_dir: str = "runs"
 

@@ -33,7 +33,7 @@ from collapse_ray.trial_state import TrialState
 
 # Fields that do not change what a trial computes: a trial may be resumed with other values
 # (more generations, another tracking server).
-_RESUMABLE_FIELDS = ("generations", "tracking", "output_dir", "generator")
+_RESUMABLE_FIELDS = ("generations", "tracking", "output_dir", "generator", "sandbox")
 
 Report = Callable[[int, dict, Path], None]
 
@@ -99,6 +99,7 @@ def run_trial(cfg: ExperimentConfig, *, trainer: Trainer | None = None,
     from collapse_ray.synthetic_drift import DriftProbe
 
     task = get_task(cfg.task.name)
+    task.allow_unisolated = cfg.sandbox.allow_unisolated  # read by tasks that run programs
     data = task.load(cfg.task.data_path, cfg.seed, cfg.sizes)  # bad data fails before any compute
     state = TrialState(Path(cfg.output_dir) / cfg.name, config_fingerprint(cfg))
     tracker = TrialTracker(cfg.tracking.uri, cfg.tracking.experiment)

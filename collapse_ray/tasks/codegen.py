@@ -79,6 +79,9 @@ class CodeGeneration:
     name = "codegen"
     stop = STOP
     is_code = True
+    # config sandbox.allow_unisolated (set by the loop): run programs where no namespace can
+    # isolate them, instead of refusing to evaluate.
+    allow_unisolated = False
 
     def load(self, data_path: str | None, seed: int, sizes) -> TaskData:
         from collapse_ray.data.humaneval import load_humaneval
@@ -106,13 +109,14 @@ class CodeGeneration:
     def evaluate(self, generator: Generator, test: Sequence[dict], sampling: Sampling) -> dict[str, float]:
         from collapse_ray.data.humaneval import program_for
         from collapse_ray.metrics.text import bleu4
-        from collapse_ray.sandbox import run_many
+        from collapse_ray.sandbox import check_isolation, run_many
 
+        check_isolation(self.allow_unisolated)  # refuse before generating, not after
         greedy = Sampling(max_new_tokens=sampling.max_new_tokens, temperature=0.0, seed=sampling.seed, stop=STOP)
         prompts = [model_prompt(p) for p in test]
         completions = generator.generate(prompts, greedy)
         results = run_many([program_for(p, prompt + c) for p, prompt, c in zip(test, prompts, completions)],
-                           timeout_s=10.0)
+                           timeout_s=10.0, allow_unisolated=self.allow_unisolated)
         passed = [r.passed for r in results]
         return {
             "pass_at_1": sum(passed) / len(passed),
