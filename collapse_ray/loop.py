@@ -5,7 +5,7 @@
         model_g      = fine-tune(init, train_set_g)           # init: base model, or model_{g-1}
         outputs_g    = model_g answers the pool's prompts
         synthetic_g  = mitigations(outputs_g)                 # quality filter, dedup, selection
-        metrics_g    = task metrics of model_g + drift of synthetic_g (perplexity under model_0, ...)
+        metrics_g    = task metrics of model_g + drift of what model_g wrote (perplexity under model_0, ...)
         checkpoint generation g; log metrics_g to MLflow at step g
 
 Plain Python: runs in process without Ray. The Ray grid passes its own trainer, generator and
@@ -115,8 +115,7 @@ def run_trial(cfg: ExperimentConfig, *, trainer: Trainer | None = None,
     history = [read_jsonl(done.synthetic_path) for done in finished]
     all_metrics = [done.metrics for done in finished]
     previous = finished[-1].model if finished else None
-    drift = DriftProbe(real_texts=[ex.text for ex in data.train], reference=finished[0].model if finished else None,
-                       is_code=task.is_code)
+    drift = DriftProbe(task, data.train, reference=finished[0].model if finished else None)
     trainer = trainer or make_trainer(cfg, progress)
     generator = generator or make_generator(cfg)
     sampling = Sampling(max_new_tokens=cfg.sizes.max_new_tokens, temperature=cfg.sampling.temperature,
@@ -151,7 +150,7 @@ def run_trial(cfg: ExperimentConfig, *, trainer: Trainer | None = None,
             with progress.phase("drift"):
                 if g == 0:
                     drift.set_reference(trained.model)
-                drift_metrics = drift.measure([ex.text for ex in kept], current=trained.model)
+                drift_metrics, drift_files = drift.measure(kept, current=trained.model, out_dir=gen_dir / "drift")
 
             metrics = {
                 **task_metrics, **drift_metrics,
@@ -166,6 +165,8 @@ def run_trial(cfg: ExperimentConfig, *, trainer: Trainer | None = None,
             state.mark_complete(g, trained.model, metrics)
             tracker.log_generation(g, metrics)
             tracker.log_artifact(str(gen_dir / "synthetic.jsonl"), artifact_path=f"synthetic/gen_{g:02d}")
+            for path in drift_files:
+                tracker.log_artifact(str(path), artifact_path=f"drift/gen_{g:02d}")
             if report is not None:
                 report(g, metrics, gen_dir)
             history.append(kept)

@@ -49,12 +49,15 @@ def test_two_generations_end_to_end_log_every_metric_at_every_step(tmp_path, tin
     cfg = small_config(tmp_path, tiny_cache)
     metrics = run_trial(cfg)
     assert len(metrics) == 3
-    for key in ("pass_at_1", "bleu4", "train/loss", "drift/ppl_gen0_mean", "drift/distinct_2", "drift/parse_rate"):
+    for key in ("pass_at_1", "bleu4", "train/loss", "drift/ppl_gen0_mean", "drift/ppl_gen0_corpus",
+                "drift/distinct_2", "drift/parse_rate"):
         run, steps = metric_steps(cfg, key)
         assert steps == [0, 1, 2], key
     client = MlflowClient(cfg.tracking.uri)
     artifacts = [a.path for a in client.list_artifacts(run.info.run_id, "synthetic")]
     assert artifacts == ["synthetic/gen_00", "synthetic/gen_01", "synthetic/gen_02"]
+    histograms = [a.path for a in client.list_artifacts(run.info.run_id, "drift/gen_02")]
+    assert histograms == ["drift/gen_02/ppl_gen0_histogram.json"]
     assert run.data.params["regime.name"] == "synthetic-only"
     assert run.data.tags["task"] == "codegen" and run.info.status == "FINISHED"
     assert metrics[0]["train/share_real"] == 1.0 and "train/share_real" not in metrics[1]
@@ -108,8 +111,10 @@ def test_killed_run_resumes_at_the_first_unfinished_generation(tmp_path, tiny_ca
 
 
 @pytest.mark.parametrize("task, data_file, keys", [
-    ("vulnerability", "reveal/reveal_chrome.jsonl.gz", ("f1", "precision", "recall", "predicted_positive_rate")),
-    ("summarization", "codesearchnet/code_docstring_corpus_canonical_test.jsonl.gz", ("bleu4", "rougeL")),
+    ("vulnerability", "reveal/reveal_chrome.jsonl.gz", ("f1", "precision", "recall", "predicted_positive_rate",
+                                                        "drift/label_positive_rate", "drift/label_agreement")),
+    ("summarization", "codesearchnet/code_docstring_corpus_canonical_test.jsonl.gz",
+     ("bleu4", "rougeL", "drift/ppl_gen0_mean", "drift/self_bleu")),
 ])
 def test_each_task_runs_two_generations_on_real_data(tmp_path, tiny_cache, data_dir, task, data_file, keys):
     # No quality filter: what a barely trained model's output passes depends on how many steps its
@@ -117,7 +122,7 @@ def test_each_task_runs_two_generations_on_real_data(tmp_path, tiny_cache, data_
     cfg = small_config(tmp_path, tiny_cache, **{"task.name": task, "task.data_path": str(data_dir / data_file),
                                                 "sizes.eval_examples": 16})
     metrics = run_trial(cfg)
-    for key in (*keys, "train/loss", "drift/ppl_gen0_mean", "synthetic/kept"):
+    for key in (*keys, "train/loss", "synthetic/kept"):
         _, steps = metric_steps(cfg, key)
         assert steps == [0, 1, 2], key
     assert all(0.0 <= m[keys[0]] <= (1.0 if task == "vulnerability" else 100.0) for m in metrics)

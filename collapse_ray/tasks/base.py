@@ -37,6 +37,8 @@ class Task(Protocol):
     stop: tuple[str, ...]
     # Whether synthetic texts are programs (drift then also reports the share that parses).
     is_code: bool
+    # Optional: ``label_drift(kept: Sequence[Example]) -> dict[str, float]``. A task whose synthetic
+    # data are pseudo-labels defines it; its drift is then measured on the labels, not on the text.
 
     def load(self, data_path: str | None, seed: int, sizes) -> TaskData:
         """Read and split the real data; raise a clear error naming a missing/empty/bad file."""
