@@ -126,3 +126,14 @@ def test_each_task_runs_two_generations_on_real_data(tmp_path, tiny_cache, data_
         _, steps = metric_steps(cfg, key)
         assert steps == [0, 1, 2], key
     assert all(0.0 <= m[keys[0]] <= (1.0 if task == "vulnerability" else 100.0) for m in metrics)
+
+
+def test_a_regime_with_its_own_parameters_mixes_each_generation_in_the_loop(tmp_path, tiny_cache, capsys):
+    cfg = small_config(tmp_path, tiny_cache, generations=1,
+                       regime={"name": "fixed-real", "real_examples": 4, "real_share": 0.5})
+    metrics = run_trial(cfg)
+    assert [m["train/examples"] for m in metrics] == [16.0, 8.0]   # generation 0: sizes.train_examples real
+    assert [m["train/share_real"] for m in metrics] == [1.0, 0.5]
+    run, _ = metric_steps(cfg, "train/examples")
+    assert run.data.params["regime.real_examples"] == "4" and "regime.alpha" not in run.data.params
+    assert "finished: pass_at_1=" in capsys.readouterr().err   # the task's headline metrics lead the summary
