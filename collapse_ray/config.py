@@ -91,7 +91,9 @@ class TrainingConfig:
 class GeneratorConfig:
     backend: Literal["hf", "vllm"] = "hf"
     batch_size: int = 32          # hf: prompts per generate() call
-    kv_cache_gb: float = 1.0      # vllm on CPU: KV cache size (the CPU build refuses to guess)
+    # vllm: KV cache size; None: 1 GiB on CPU (its build refuses to guess), on GPU what
+    # vLLM's gpu_memory_utilization leaves after the weights.
+    kv_cache_gb: float | None = None
     dtype: str = "auto"           # vllm: "auto", "float32", "bfloat16", ...
 
 
@@ -169,7 +171,7 @@ def load_config(path: str | os.PathLike, overrides: dict[str, Any] | None = None
 
 
 def config_from_dict(data: dict[str, Any]) -> ExperimentConfig:
-    return _build(ExperimentConfig, data, "").validate()
+    return build_dataclass(ExperimentConfig, data, "").validate()
 
 
 def _set_dotted(data: dict, dotted: str, value: Any) -> None:
@@ -180,16 +182,22 @@ def _set_dotted(data: dict, dotted: str, value: Any) -> None:
     node[leaf] = value
 
 
-def _build(cls: type, data: Any, where: str):
+def build_dataclass(cls: type, data: Any, where: str):
+    """``cls`` from a mapping, each value type-checked; errors name the field below ``where``
+    (unknown fields, wrong types, a field without a default left out)."""
     if not isinstance(data, dict):
         raise ConfigError(f"{where or 'config'}: expected a mapping, got {type(data).__name__}")
     hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
+    fields = dataclasses.fields(cls)
+    names = {f.name for f in fields}
     unknown = sorted(set(data) - names)
     if unknown:
         raise ConfigError(
             f"{_join(where, unknown[0])}: unknown field; allowed fields: {', '.join(sorted(names))}"
         )
+    for f in fields:
+        no_default = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        require(f.name in data or not no_default, _join(where, f.name), "is required")
     kwargs = {k: _coerce(hints[k], v, _join(where, k)) for k, v in data.items()}
     return cls(**kwargs)
 
@@ -201,7 +209,7 @@ def _join(where: str, name: str) -> str:
 def _coerce(tp: Any, value: Any, where: str) -> Any:
     origin = typing.get_origin(tp)
     if dataclasses.is_dataclass(tp):
-        return _build(tp, value, where)
+        return build_dataclass(tp, value, where)
     if origin is Literal:
         allowed = typing.get_args(tp)
         if value not in allowed:
@@ -234,7 +242,7 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
 
 # ---------------------------------------------------------------- value checks
 
-def _require(ok: bool, where: str, message: str) -> None:
+def require(ok: bool, where: str, message: str) -> None:
     if not ok:
         raise ConfigError(f"{where}: {message}")
 
@@ -242,53 +250,54 @@ def _require(ok: bool, where: str, message: str) -> None:
 def _check_values(cfg: ExperimentConfig) -> None:
     from collapse_ray.tasks import registered_tasks
 
-    _require(0 <= cfg.generations <= 100, "generations", f"must be between 0 and 100, got {cfg.generations}")
-    _require(cfg.task.name in registered_tasks(), "task.name",
+    require(0 <= cfg.generations <= 100, "generations", f"must be between 0 and 100, got {cfg.generations}")
+    require(cfg.task.name in registered_tasks(), "task.name",
              f"unknown task {cfg.task.name!r}; known tasks: {', '.join(registered_tasks())}")
     if cfg.task.data_path is not None:
-        _require(Path(cfg.task.data_path).exists(), "task.data_path", f"{cfg.task.data_path} does not exist")
-    _require(0.0 <= cfg.regime.alpha <= 1.0, "regime.alpha", f"must be in [0, 1], got {cfg.regime.alpha}")
+        require(Path(cfg.task.data_path).exists(), "task.data_path", f"{cfg.task.data_path} does not exist")
+    require(0.0 <= cfg.regime.alpha <= 1.0, "regime.alpha", f"must be in [0, 1], got {cfg.regime.alpha}")
     for name in ("train_examples", "synthetic_pool", "eval_examples", "max_new_tokens"):
         value = getattr(cfg.sizes, name)
-        _require(value > 0, f"sizes.{name}", f"must be positive, got {value}")
-    _require(cfg.sampling.temperature >= 0, "sampling.temperature", f"must be >= 0, got {cfg.sampling.temperature}")
-    _require(0 < cfg.sampling.top_p <= 1, "sampling.top_p", f"must be in (0, 1], got {cfg.sampling.top_p}")
+        require(value > 0, f"sizes.{name}", f"must be positive, got {value}")
+    require(cfg.sampling.temperature >= 0, "sampling.temperature", f"must be >= 0, got {cfg.sampling.temperature}")
+    require(0 < cfg.sampling.top_p <= 1, "sampling.top_p", f"must be in (0, 1], got {cfg.sampling.top_p}")
     t = cfg.training
-    _require(t.epochs > 0, "training.epochs", f"must be positive, got {t.epochs}")
-    _require(t.max_steps is None or t.max_steps > 0, "training.max_steps", f"must be positive, got {t.max_steps}")
-    _require(0 < t.lr < 1, "training.lr", f"must be in (0, 1), got {t.lr}")
-    _require(t.batch_size > 0, "training.batch_size", f"must be positive, got {t.batch_size}")
-    _require(t.max_length >= 16, "training.max_length", f"must be at least 16, got {t.max_length}")
-    _require(t.lora_rank > 0, "training.lora_rank", f"must be positive, got {t.lora_rank}")
-    _require(cfg.generator.batch_size > 0, "generator.batch_size", f"must be positive, got {cfg.generator.batch_size}")
-    _require(cfg.generator.kv_cache_gb > 0, "generator.kv_cache_gb", f"must be positive, got {cfg.generator.kv_cache_gb}")
+    require(t.epochs > 0, "training.epochs", f"must be positive, got {t.epochs}")
+    require(t.max_steps is None or t.max_steps > 0, "training.max_steps", f"must be positive, got {t.max_steps}")
+    require(0 < t.lr < 1, "training.lr", f"must be in (0, 1), got {t.lr}")
+    require(t.batch_size > 0, "training.batch_size", f"must be positive, got {t.batch_size}")
+    require(t.max_length >= 16, "training.max_length", f"must be at least 16, got {t.max_length}")
+    require(t.lora_rank > 0, "training.lora_rank", f"must be positive, got {t.lora_rank}")
+    require(cfg.generator.batch_size > 0, "generator.batch_size", f"must be positive, got {cfg.generator.batch_size}")
+    kv = cfg.generator.kv_cache_gb
+    require(kv is None or kv > 0, "generator.kv_cache_gb", f"must be positive, got {kv}")
     if cfg.generator.backend == "vllm" and cfg.model.name_or_path == TINY_MODEL:
         head = cfg.model.tiny.hidden_size // max(1, cfg.model.tiny.num_heads)
-        _require(head in VLLM_CPU_HEAD_SIZES, "model.tiny.hidden_size",
+        require(head in VLLM_CPU_HEAD_SIZES, "model.tiny.hidden_size",
                  f"vLLM's CPU attention needs a head size (hidden_size / num_heads) in "
                  f"{sorted(VLLM_CPU_HEAD_SIZES)}, got {head}")
     m = cfg.mitigation
-    _require(0 < m.minhash_threshold <= 1, "mitigation.minhash_threshold", f"must be in (0, 1], got {m.minhash_threshold}")
-    _require(m.oversample >= 1, "mitigation.oversample", f"must be >= 1, got {m.oversample}")
-    _check_model(cfg.model)
-    _require(bool(cfg.tracking.uri.strip()), "tracking.uri", "must not be empty")
+    require(0 < m.minhash_threshold <= 1, "mitigation.minhash_threshold", f"must be in (0, 1], got {m.minhash_threshold}")
+    require(m.oversample >= 1, "mitigation.oversample", f"must be >= 1, got {m.oversample}")
+    check_model(cfg.model)
+    require(bool(cfg.tracking.uri.strip()), "tracking.uri", "must not be empty")
 
 
-def _check_model(model: ModelConfig) -> None:
+def check_model(model: ModelConfig) -> None:
     ref = model.name_or_path
     if ref == TINY_MODEL:
         tiny = model.tiny
-        _require(tiny.hidden_size % tiny.num_heads == 0, "model.tiny.hidden_size",
+        require(tiny.hidden_size % tiny.num_heads == 0, "model.tiny.hidden_size",
                  f"must be divisible by model.tiny.num_heads ({tiny.num_heads}), got {tiny.hidden_size}")
-        _require(tiny.vocab_size >= 300, "model.tiny.vocab_size", f"must be at least 300 (256 bytes + specials), got {tiny.vocab_size}")
-        _require(tiny.train_minutes > 0, "model.tiny.train_minutes", f"must be positive, got {tiny.train_minutes}")
+        require(tiny.vocab_size >= 300, "model.tiny.vocab_size", f"must be at least 300 (256 bytes + specials), got {tiny.vocab_size}")
+        require(tiny.train_minutes > 0, "model.tiny.train_minutes", f"must be positive, got {tiny.train_minutes}")
         return
     looks_local = ref.startswith((".", "/", "~")) or Path(ref).exists()
     if looks_local:
         path = Path(ref).expanduser()
-        _require(path.is_dir(), "model.name_or_path", f"local model directory {ref} does not exist")
-        _require((path / "config.json").is_file() or (path / "adapter_config.json").is_file(),
+        require(path.is_dir(), "model.name_or_path", f"local model directory {ref} does not exist")
+        require((path / "config.json").is_file() or (path / "adapter_config.json").is_file(),
                  "model.name_or_path", f"{ref} holds no config.json: not a model in HF format")
         return
-    _require(ref.count("/") == 1 and all(ref.split("/")), "model.name_or_path",
+    require(ref.count("/") == 1 and all(ref.split("/")), "model.name_or_path",
              f"{ref!r} is neither 'tiny', a local HF model directory, nor a hub id like 'Qwen/Qwen3-0.6B'")
