@@ -16,9 +16,8 @@ import yaml
 from collapse_ray.regimes import Regime, default_regime
 from collapse_ray.typed import ConfigError, build, require
 
-# grid.py's names for these (it builds its parts with the same builder).
-_build = build
-RegimeConfig = Regime
+# The grid spec builds its parts with the same builder and checks.
+build_dataclass = build
 
 TINY_MODEL = "tiny"  # the model built here from scratch (collapse-ray base build)
 VLLM_CPU_HEAD_SIZES = frozenset({32, 64, 80, 96, 112, 128, 160, 192, 224, 256, 512})
@@ -88,7 +87,8 @@ class TrainingConfig:
 class GeneratorConfig:
     backend: Literal["hf", "vllm"] = "hf"
     batch_size: int = 32          # hf: prompts per generate() call
-    kv_cache_gb: float = 1.0      # vllm on CPU: KV cache size (the CPU build refuses to guess)
+    # vllm: KV cache size; None: 1 GiB on CPU (its build refuses to guess), sized by vLLM on GPU.
+    kv_cache_gb: float | None = None
     dtype: str = "auto"           # vllm: "auto", "float32", "bfloat16", ...
 
 
@@ -206,7 +206,8 @@ def _check_values(cfg: ExperimentConfig) -> None:
     require(t.max_length >= 16, "training.max_length", f"must be at least 16, got {t.max_length}")
     require(t.lora_rank > 0, "training.lora_rank", f"must be positive, got {t.lora_rank}")
     require(cfg.generator.batch_size > 0, "generator.batch_size", f"must be positive, got {cfg.generator.batch_size}")
-    require(cfg.generator.kv_cache_gb > 0, "generator.kv_cache_gb", f"must be positive, got {cfg.generator.kv_cache_gb}")
+    kv = cfg.generator.kv_cache_gb
+    require(kv is None or kv > 0, "generator.kv_cache_gb", f"must be positive, got {kv}")
     if cfg.generator.backend == "vllm" and cfg.model.name_or_path == TINY_MODEL:
         head = cfg.model.tiny.hidden_size // max(1, cfg.model.tiny.num_heads)
         require(head in VLLM_CPU_HEAD_SIZES, "model.tiny.hidden_size",
@@ -216,7 +217,7 @@ def _check_values(cfg: ExperimentConfig) -> None:
     require(0 < m.minhash_threshold <= 1, "mitigation.minhash_threshold", f"must be in (0, 1], got {m.minhash_threshold}")
     require(m.oversample >= 1, "mitigation.oversample", f"must be >= 1, got {m.oversample}")
     cfg.regime.check_sizes(cfg.sizes, "regime")
-    _check_model(cfg.model)
+    check_model(cfg.model)
     require(bool(cfg.tracking.uri.strip()), "tracking.uri", "must not be empty")
 
 
@@ -235,7 +236,7 @@ def check_task(task: TaskConfig, where: str) -> TaskConfig:
     return dataclasses.replace(task, options=options)
 
 
-def _check_model(model: ModelConfig) -> None:
+def check_model(model: ModelConfig) -> None:
     ref = model.name_or_path
     if ref == TINY_MODEL:
         tiny = model.tiny

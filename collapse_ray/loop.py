@@ -8,8 +8,9 @@
         metrics_g    = task metrics of model_g + drift of what model_g wrote (perplexity under model_0, ...)
         checkpoint generation g; log metrics_g to MLflow at step g
 
-Plain Python: runs in process without Ray. The Ray grid passes its own trainer, generator and
-``report`` hook (which hands each generation to Tune); the body stays the same.
+Plain Python: runs in process without Ray. The Ray grid passes the trainer and generator that
+backends.py built for the trial's reserved resources, and a ``report`` hook (which hands each
+generation to Tune); the body stays the same.
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ import random
 from pathlib import Path
 from typing import Callable
 
+from collapse_ray.backends import build_generator, build_trainer
 from collapse_ray.config import ExperimentConfig
 from collapse_ray.examples import read_jsonl, write_jsonl
 from collapse_ray.generate.base import Generator, ModelRef, Sampling
@@ -29,7 +31,7 @@ from collapse_ray.regimes import provenance
 from collapse_ray.tasks import get_task
 from collapse_ray.tracking import TrialTracker
 from collapse_ray.train.base import Trainer
-from collapse_ray.trial_state import TrialState
+from collapse_ray.trial_state import TrialState, trial_dir
 
 # Fields that do not change what a trial computes: a trial may be resumed with other values
 # (more generations, another tracking server).
@@ -55,29 +57,11 @@ def config_fingerprint(cfg: ExperimentConfig) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def make_trainer(cfg: ExperimentConfig, progress: Progress) -> Trainer:
-    if cfg.training.backend == "ray":
-        from collapse_ray.train.ray_trainer import RayTrainer
-
-        return RayTrainer(cfg.training)
-    from collapse_ray.train.local import LocalTrainer
-
-    return LocalTrainer(cfg.training, progress=progress.say)
-
-
-def make_generator(cfg: ExperimentConfig) -> Generator:
-    if cfg.generator.backend == "vllm":
-        from collapse_ray.generate.vllm_actor import RayVLLMGenerator
-
-        return RayVLLMGenerator(kv_cache_bytes=int(cfg.generator.kv_cache_gb * 2**30), dtype=cfg.generator.dtype)
-    from collapse_ray.generate.hf import HFGenerator
-
-    return HFGenerator(batch_size=cfg.generator.batch_size)
-
-
-def trial_tags(cfg: ExperimentConfig) -> dict[str, str]:
+def trial_tags(cfg: ExperimentConfig, mitigation: str | None = None) -> dict[str, str]:
+    """The MLflow run's tags; ``mitigation``: the grid's label for the trial's mitigation settings
+    (the same as in its run name), else a label made from the settings."""
     return {"model": cfg.model.name_or_path, "task": cfg.task.name, "regime": cfg.regime.name,
-            "seed": str(cfg.seed), "mitigation": mitigation_label(cfg)}
+            "seed": str(cfg.seed), "mitigation": mitigation or mitigation_label(cfg)}
 
 
 def mitigation_label(cfg: ExperimentConfig) -> str:
@@ -102,18 +86,20 @@ def check_model_loadable(name_or_path: str) -> None:
                                f"{str(e).splitlines()[0]}") from None
 
 
-def run_trial(cfg: ExperimentConfig, *, trainer: Trainer | None = None,
-              generator: Generator | None = None, report: Report | None = None) -> list[dict]:
-    """Run (or resume) one trial; returns the metrics of every generation 0..cfg.generations."""
+def run_trial(cfg: ExperimentConfig, *, trainer: Trainer | None = None, generator: Generator | None = None,
+              report: Report | None = None, mitigation: str | None = None) -> list[dict]:
+    """Run (or resume) one trial; returns the metrics of every generation 0..cfg.generations.
+    Without ``trainer`` / ``generator`` it builds them in this process (backends.py);
+    ``mitigation``: the label of the trial's mitigation settings (see trial_tags)."""
     from collapse_ray.base_model import resolve_model_path
     from collapse_ray.synthetic_drift import DriftProbe
 
     task = get_task(cfg.task.name, cfg.task.options)
     task.allow_unisolated = cfg.sandbox.allow_unisolated  # read by tasks that run programs
     data = task.load(cfg.task.data_path, cfg.seed, cfg.sizes)  # bad data fails before any compute
-    state = TrialState(Path(cfg.output_dir) / cfg.name, config_fingerprint(cfg))
+    state = TrialState(trial_dir(cfg.output_dir, cfg.name), config_fingerprint(cfg))
     tracker = TrialTracker(cfg.tracking.uri, cfg.tracking.experiment)
-    state.set_mlflow_run_id(tracker.start(cfg.name, trial_tags(cfg), run_id=state.mlflow_run_id))
+    state.set_mlflow_run_id(tracker.start(cfg.name, trial_tags(cfg, mitigation), run_id=state.mlflow_run_id))
     finished = state.finished()
     progress = Progress(cfg.name, cfg.generations + 1, first_generation=len(finished))
     base = ModelRef(resolve_model_path(cfg.model, progress=progress.say))
@@ -126,8 +112,8 @@ def run_trial(cfg: ExperimentConfig, *, trainer: Trainer | None = None,
     all_metrics = [done.metrics for done in finished]
     previous = finished[-1].model if finished else None
     drift = DriftProbe(task, data.train, reference=finished[0].model if finished else None)
-    trainer = trainer or make_trainer(cfg, progress)
-    generator = generator or make_generator(cfg)
+    trainer = trainer or build_trainer(cfg, progress.say)
+    generator = generator or build_generator(cfg)
     sampling = Sampling(max_new_tokens=cfg.sizes.max_new_tokens, temperature=cfg.sampling.temperature,
                         top_p=cfg.sampling.top_p, stop=task.stop)
     try:

@@ -56,6 +56,11 @@ class FinishedGeneration:
     metrics: dict[str, float]
 
 
+def trial_dir(output_dir: str | os.PathLike, trial_name: str) -> Path:
+    """Where a trial keeps its state: ``<output_dir>/<trial>``."""
+    return Path(output_dir) / trial_name
+
+
 class TrialState:
     def __init__(self, root: str | os.PathLike, fingerprint: str):
         self.root = Path(root)
@@ -68,6 +73,20 @@ class TrialState:
                 f"output_dir or experiment name, or delete that directory to start over")
         self._meta = {**meta, "fingerprint": fingerprint}
         write_json_atomic(self._meta_path, self._meta)
+
+    @classmethod
+    def read(cls, root: str | os.PathLike) -> "TrialState":
+        """A trial's state as it is on disk, read only: nothing is created or written, and no
+        fingerprint is checked (a directory that holds no trial reads as one with nothing finished)."""
+        state = cls.__new__(cls)
+        state.root = Path(root)
+        state._meta_path = state.root / "trial.json"
+        state._meta = json.loads(state._meta_path.read_text()) if state._meta_path.is_file() else {}
+        return state
+
+    def is_finished(self, generations: int) -> bool:
+        """Whether generations 0..``generations`` are all finished (and intact)."""
+        return len(self.finished()) > generations
 
     @property
     def mlflow_run_id(self) -> str | None:

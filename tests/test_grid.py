@@ -19,7 +19,8 @@ import yaml
 
 from collapse_ray import grid
 from collapse_ray.cli import main as cli
-from collapse_ray.config import ConfigError
+from collapse_ray.config import ConfigError, ExperimentConfig
+from tests import grid_crash_hook
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -78,7 +79,7 @@ def test_smoke_grid_is_the_tiny_model_times_three_regimes_on_ray_train_and_vllm(
     trials = grid.expand(g)
     assert [t.name for t in trials] == ["tiny_codegen_real-only_s0_none", "tiny_codegen_synthetic-only_s0_none",
                                         "tiny_codegen_hybrid0.5_s0_none"]
-    assert {(t.config["generations"], t.config["training"]["backend"], t.config["generator"]["backend"])
+    assert {(t.config.generations, t.config.training.backend, t.config.generator.backend)
             for t in trials} == {(10, "ray", "vllm")}
     assert grid.plan(trials, {"CPU": 2.0, "GPU": 0.0}, "2 cores").concurrency == 3
 
@@ -97,11 +98,11 @@ def test_trials_are_named_from_their_axes_and_share_output_dir_and_mlflow_experi
     assert len(names) == 16 == len(set(names))
     assert names[0] == "qwen3-0.6b_codegen_real-only_s0_none"
     assert names[-1] == "mine_codegen_hybrid0.5_s1_quality+exact"
-    assert {t.config["output_dir"] for t in trials} == {str(tmp_path / "out")}
-    assert {(t.config["tracking"]["uri"], t.config["tracking"]["experiment"]) for t in trials} == \
+    assert {t.config.output_dir for t in trials} == {str(tmp_path / "out")}
+    assert {(t.config.tracking.uri, t.config.tracking.experiment) for t in trials} == \
         {(f"sqlite:///{tmp_path / 'm.db'}", "small")}
     last = trials[-1].config
-    assert (last["seed"], last["regime"], last["mitigation"]["dedup"]) == (1, {"name": "hybrid", "alpha": 0.5}, "exact")
+    assert (last.seed, last.regime.name, last.regime.alpha, last.mitigation.dedup) == (1, "hybrid", 0.5, "exact")
 
 
 @pytest.mark.parametrize("dotted, value, field", [
@@ -151,12 +152,47 @@ def test_dry_run_plans_a_task_this_install_lacks_and_a_real_run_refuses_it(tmp_p
         grid.main(grid_args(path))
 
 
+def test_each_trial_keeps_its_own_generations_in_the_dry_run_and_progress_lines(tmp_path, capsys):
+    """A model's overrides may change generations: neither report may take the first trial's."""
+    from types import SimpleNamespace
+
+    from collapse_ray.grid.tune_runner import GridProgress
+
+    data = with_change("grid.models", ["Qwen/Qwen3-0.6B", {"name_or_path": "Qwen/Qwen3-1.7B",
+                                                           "overrides": {"generations": 5}}])
+    path = write(tmp_path, data)
+    cli(["grid", str(path), "--dry-run"])
+    out = capsys.readouterr().out
+    rows = {line.split()[0]: line.split()[1] for line in out.splitlines() if "_s0_none " in line}
+    assert rows == {"qwen3-0.6b_codegen_real-only_s0_none": "0..2", "qwen3-0.6b_codegen_hybrid0.5_s0_none": "0..2",
+                    "qwen3-1.7b_codegen_real-only_s0_none": "0..5", "qwen3-1.7b_codegen_hybrid0.5_s0_none": "0..5"}
+    assert "generations each" not in out
+
+    progress = GridProgress(grid.expand(grid.load_grid(path)))
+    for name, generation in (("qwen3-0.6b_codegen_real-only_s0_none", 1), ("qwen3-1.7b_codegen_real-only_s0_none", 4)):
+        progress.on_trial_result(0, [], SimpleNamespace(config={"trial": name}), {"generation": generation})
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split("] ")[1] for line in lines] == ["qwen3-0.6b_codegen_real-only_s0_none: generation 1/2 done ",
+                                                       "qwen3-1.7b_codegen_real-only_s0_none: generation 4/5 done "]
+
+
+def test_a_trial_carries_its_mitigation_label_into_its_name_and_mlflow_tags(tmp_path):
+    from collapse_ray.loop import trial_tags
+
+    data = with_change("grid.mitigations", {"q": {"quality_filter": True}})
+    trials = grid.expand(grid.load_grid(write(tmp_path, data)))
+    assert [t.name.rsplit("_", 1)[1] for t in trials] == ["q", "q"]
+    assert {trial_tags(t.config, t.labels.mitigation)["mitigation"] for t in trials} == {"q"}
+    assert trial_tags(trials[0].config)["mitigation"] == "quality"   # a single run names its settings
+
+
 def _trial(name: str, driver_cpus: float, generator: dict | None = None, tp_gpus: int = 0,
-           workers: int = 0, per_worker: dict | None = None) -> grid.TrialSpec:
+           workers: int = 0, per_worker: dict | None = None) -> grid.Trial:
     res = grid.TrialResources(driver={"CPU": driver_cpus}, generator=generator, tp_gpus=tp_gpus,
                               train_workers=workers, per_worker=per_worker or {}, strategy="ddp",
                               zero_stage=None, tensor_parallel=max(1, tp_gpus))
-    return grid.TrialSpec(name, "m", {}, res)
+    labels = grid.TrialLabels(model=name, task="codegen", regime="real-only", seed=0, mitigation="none")
+    return grid.Trial(ExperimentConfig(name=labels.name), labels, res)
 
 
 def test_concurrency_leaves_room_for_one_train_run_so_trials_never_deadlock():
@@ -181,8 +217,8 @@ def test_concurrency_leaves_room_for_one_train_run_so_trials_never_deadlock():
 
 
 def test_a_trial_larger_than_the_cluster_is_refused_with_its_needs():
-    big = _trial("llama-70b_codegen", 0.25, {"CPU": 4}, tp_gpus=4, workers=8, per_worker={"CPU": 8, "GPU": 1})
-    with pytest.raises(ConfigError, match=r"trial llama-70b_codegen needs .*12 GPU.* has 8 GPU"):
+    big = _trial("llama-70b", 0.25, {"CPU": 4}, tp_gpus=4, workers=8, per_worker={"CPU": 8, "GPU": 1})
+    with pytest.raises(ConfigError, match=r"trial llama-70b_codegen_real-only_s0_none needs .*12 GPU.* has 8 GPU"):
         grid.plan([big], {"CPU": 96.0, "GPU": 8.0}, "test")
 
 
@@ -234,7 +270,7 @@ def tiny_model(tmp_path_factory, data_dir) -> str:
 
 
 def tiny_grid(tmp_path: Path, model: str, data_dir: Path, *, name="g", generations=2, backend="local",
-              regimes=("real-only", "synthetic-only"), tracking=None, max_failures=1) -> Path:
+              regimes=("real-only", "synthetic-only"), tracking=None, max_failures=1, mitigations=None) -> Path:
     ray_backends = backend == "ray"
     functions = data_dir / "codesearchnet" / "codesearchnet_python_sample.jsonl"
     data = {
@@ -250,7 +286,7 @@ def tiny_grid(tmp_path: Path, model: str, data_dir: Path, *, name="g", generatio
         },
         "grid": {"models": [{"name_or_path": model, "label": "tiny",
                              "resources": {"train_workers": 1, "cpus_per_worker": 0.5}}],
-                 "regimes": list(regimes)},
+                 "regimes": list(regimes), **({"mitigations": mitigations} if mitigations else {})},
         "resources": {"driver_cpus": 0.25 if ray_backends else 1.0, "generator_cpus": 0.25},
         "tune": {"max_failures": max_failures},
     }
@@ -339,7 +375,7 @@ def test_killed_drivers_are_retried_and_resume_at_their_unfinished_generation(tm
                                                                              monkeypatch):
     # One driver dies mid-generation 1 (model trained, generation unfinished), the other right
     # after MLflow logged generation 1 but before Tune heard of it.
-    monkeypatch.setenv(grid.CRASH_ENV, f"{NAMES[0]}:1:train,{NAMES[1]}:1:report")
+    grid_crash_hook.arm(monkeypatch, f"{NAMES[0]}:1:train,{NAMES[1]}:1:report")
     grid.main(grid_args(tiny_grid(tmp_path, tiny_model, data_dir, max_failures=1)))
     runs_dir = tmp_path / "runs"
     crashed_a = (runs_dir / NAMES[0] / ".crashed-gen1-train").stat().st_mtime
@@ -354,18 +390,22 @@ def test_killed_drivers_are_retried_and_resume_at_their_unfinished_generation(tm
 @pytest.mark.slow
 def test_resume_restores_a_grid_whose_trial_failed_and_runs_only_what_is_missing(tmp_path, tiny_model, data_dir,
                                                                                 monkeypatch):
-    monkeypatch.setenv(grid.CRASH_ENV, f"{NAMES[0]}:1:train")
-    config = tiny_grid(tmp_path, tiny_model, data_dir, max_failures=0)
-    with pytest.raises(SystemExit, match=f"1 trial\\(s\\) failed.*{NAMES[0]}.*--resume"):
+    # The grid's label for exact dedup, "dedup", names the runs and is their MLflow tag (not "exact").
+    names = [name.replace("_none", "_dedup") for name in NAMES]
+    grid_crash_hook.arm(monkeypatch, f"{names[0]}:1:train")
+    config = tiny_grid(tmp_path, tiny_model, data_dir, max_failures=0, mitigations={"dedup": {"dedup": "exact"}})
+    with pytest.raises(SystemExit, match=f"1 trial\\(s\\) failed.*{names[0]}.*--resume"):
         grid.main(grid_args(config))
     runs_dir = tmp_path / "runs"
-    finished_before = (runs_dir / NAMES[1] / "gen_02" / "COMPLETE.json").stat().st_mtime
-    assert not (runs_dir / NAMES[0] / "gen_01" / "COMPLETE.json").exists()
+    finished_before = (runs_dir / names[1] / "gen_02" / "COMPLETE.json").stat().st_mtime
+    assert not (runs_dir / names[0] / "gen_01" / "COMPLETE.json").exists()
 
     grid.main(grid_args(config, resume=True))
-    assert (runs_dir / NAMES[1] / "gen_02" / "COMPLETE.json").stat().st_mtime == finished_before
-    assert (runs_dir / NAMES[0] / "gen_02" / "COMPLETE.json").exists()
-    assert_each_generation_logged_once(logged_steps(f"sqlite:///{tmp_path / 'mlflow.db'}", "g"), NAMES, 2)
+    assert (runs_dir / names[1] / "gen_02" / "COMPLETE.json").stat().st_mtime == finished_before
+    assert (runs_dir / names[0] / "gen_02" / "COMPLETE.json").exists()
+    runs = logged_steps(f"sqlite:///{tmp_path / 'mlflow.db'}", "g")
+    assert_each_generation_logged_once(runs, names, 2)
+    assert {runs[name]["tags"]["mitigation"] for name in names} == {"dedup"}
 
 
 def test_resume_without_an_earlier_grid_says_so_before_starting_ray(tmp_path):

@@ -50,3 +50,17 @@ def test_a_different_config_refuses_to_reuse_the_trial_directory(tmp_path):
 def test_the_mlflow_run_id_survives(tmp_path):
     TrialState(tmp_path, "fp").set_mlflow_run_id("abc")
     assert TrialState(tmp_path, "fp").mlflow_run_id == "abc"
+
+
+def test_reading_a_trial_writes_nothing_and_tells_whether_it_finished(tmp_path):
+    assert not TrialState.read(tmp_path / "absent").is_finished(0)
+    assert not (tmp_path / "absent").exists()
+    state = TrialState(tmp_path / "t", "fp")
+    finish(state, 0)
+    finish(state, 1)
+    before = set((tmp_path / "t").rglob("*"))
+    assert TrialState.read(tmp_path / "t").is_finished(1)
+    assert not TrialState.read(tmp_path / "t").is_finished(2)
+    (tmp_path / "t" / "gen_01" / "model" / "weights.bin").write_text("corrupt")
+    assert not TrialState.read(tmp_path / "t").is_finished(1)
+    assert set((tmp_path / "t").rglob("*")) == before

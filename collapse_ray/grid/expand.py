@@ -1,0 +1,138 @@
+"""A grid's trials: one per model x task x regime x seed x mitigation, in a fixed order.
+
+Each trial carries its ExperimentConfig (validated once, here), the labels its name is made of
+(the run name and the MLflow tags use the same ones) and the resources it reserves on Ray.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import itertools
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from collapse_ray.backends import TrialResources
+from collapse_ray.config import TINY_MODEL, ConfigError, ExperimentConfig, TaskConfig
+from collapse_ray.regimes import Regime
+from collapse_ray.grid.spec import GridConfig, GridResources, ModelResources, validate_experiment, with_prefix
+
+# In tracking.uri: the machine running `collapse-ray grid` (the head node under `ray job submit`),
+# filled in by the Tune runner, which asks Ray.
+DRIVER_IP = "${DRIVER_IP}"
+
+
+@dataclass(frozen=True)
+class TrialLabels:
+    model: str
+    task: str
+    regime: str
+    seed: int
+    mitigation: str          # the grid's key for the trial's mitigation settings
+
+    @property
+    def name(self) -> str:
+        return f"{self.model}_{self.task}_{self.regime}_s{self.seed}_{self.mitigation}"
+
+
+@dataclass(frozen=True)
+class Trial:
+    config: ExperimentConfig
+    labels: TrialLabels
+    resources: TrialResources
+
+    @property
+    def name(self) -> str:
+        return self.labels.name
+
+
+def regime_label(regime: Regime) -> str:
+    return regime.label()
+
+
+def expand(grid: GridConfig, missing_tasks_ok: bool = False, cwd: str | os.PathLike | None = None) -> list[Trial]:
+    """Every trial of the grid, each validated. Relative paths are resolved against ``cwd``
+    (Tune runs each trial in a directory of its own)."""
+    trials, seen = [], set()
+    axes = itertools.product(grid.models, grid.tasks, grid.regimes, grid.seeds, grid.mitigations.items())
+    for model, task, regime, seed, (mitigation_label, mitigation) in axes:
+        labels = TrialLabels(model.label, task.name, regime_label(regime), seed, mitigation_label)
+        name = labels.name
+        if name in seen:
+            raise ConfigError(f"grid: two trials would both be named {name!r}; give the models distinct "
+                              f"labels (grid.models[].label)")
+        seen.add(name)
+        data = _deep_merge(grid.base, model.overrides)
+        data.update(name=name, seed=seed, task=dataclasses.asdict(task), regime=dataclasses.asdict(regime),
+                    mitigation=dataclasses.asdict(mitigation))
+        data["model"] = _deep_merge(data.get("model", {}), {"name_or_path": model.name_or_path,
+                                                            **({"tiny": model.tiny} if model.tiny else {})})
+        data = _absolute_paths(data, Path(cwd or os.getcwd()))
+        cfg = with_prefix(f"trial {name}", lambda: validate_experiment(data, missing_tasks_ok))
+        if cfg.task.name != data["task"]["name"]:   # a dry-run validated a task it cannot load as a known one
+            cfg = dataclasses.replace(cfg, task=TaskConfig(**data["task"]))
+        trials.append(Trial(cfg, labels, _resources(cfg, model.resources, grid.resources)))
+    return trials
+
+
+def with_driver_ip(trials: list[Trial], ip: str) -> list[Trial]:
+    """The trials with ``${DRIVER_IP}`` in tracking.uri replaced by ``ip``."""
+    def resolved(cfg: ExperimentConfig) -> ExperimentConfig:
+        uri = cfg.tracking.uri.replace(DRIVER_IP, ip)
+        return dataclasses.replace(cfg, tracking=dataclasses.replace(cfg.tracking, uri=uri))
+
+    return [dataclasses.replace(t, config=resolved(t.config)) for t in trials]
+
+
+def _deep_merge(base: dict, override: dict) -> dict:
+    out = copy.deepcopy(base)
+    for k, v in override.items():
+        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else copy.deepcopy(v)
+    return out
+
+
+def _absolute_paths(data: dict, cwd: Path) -> dict:
+    data = copy.deepcopy(data)
+
+    def absolute(p: str) -> str:
+        return str((cwd / Path(p).expanduser()).resolve()) if not Path(p).expanduser().is_absolute() else p
+
+    data["output_dir"] = absolute(data.get("output_dir", ExperimentConfig.output_dir))
+    model = data.setdefault("model", {})
+    ref = model.get("name_or_path", TINY_MODEL)
+    if ref != TINY_MODEL and (ref.startswith((".", "/", "~")) or Path(ref).exists()):
+        model["name_or_path"] = absolute(ref)
+    tiny = model.setdefault("tiny", {})
+    tiny["cache_dir"] = absolute(tiny.get("cache_dir", ".cache/collapse_ray"))
+    if (data.get("task") or {}).get("data_path"):
+        data["task"]["data_path"] = absolute(data["task"]["data_path"])
+    tracking = data.setdefault("tracking", {})
+    uri = os.path.expandvars(tracking.get("uri", "sqlite:///mlflow.db"))
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        uri = "sqlite:///" + absolute(uri[len("sqlite:///"):])
+    elif "://" not in uri:   # a plain directory (MLflow's file store)
+        uri = absolute(uri)
+    tracking["uri"] = uri
+    return data
+
+
+def _resources(cfg: ExperimentConfig, model: ModelResources, grid: GridResources) -> TrialResources:
+    ray_train = cfg.training.backend == "ray"
+    vllm = cfg.generator.backend == "vllm"
+    driver_computes = not ray_train or not vllm
+    driver_cpus = grid.driver_cpus if grid.driver_cpus is not None else (1.0 if driver_computes else 0.25)
+    gpu = model.gpus_per_worker > 0
+    tp = model.tensor_parallel
+    generator = None
+    if vllm:
+        generator = {"CPU": grid.generator_cpus, "GPU": 1.0 if gpu and tp == 1 else 0.0}
+    return TrialResources(
+        driver={"CPU": driver_cpus},
+        generator={k: v for k, v in generator.items() if v} if generator else None,
+        tp_gpus=tp if vllm and gpu and tp > 1 else 0,
+        train_workers=model.train_workers if ray_train else 0,
+        per_worker={"CPU": model.cpus_per_worker, "GPU": model.gpus_per_worker},
+        strategy=model.strategy if ray_train else "in-process",
+        zero_stage=model.zero_stage,
+        tensor_parallel=tp,
+    )

@@ -1,0 +1,68 @@
+"""A trial hook for the grid's fault tests (grid/tune_runner.py: ``COLLAPSE_RAY_TRIAL_HOOK``).
+
+With ``COLLAPSE_RAY_TRIAL_HOOK=tests.grid_crash_hook:crash_once`` and ``CRASH_ENV`` holding
+comma-separated ``<trial>:<generation>:<phase>`` entries, that trial's driver dies (os._exit) once,
+at phase "train" (model saved, generation unfinished) or "report" (MLflow logged, Tune not told).
+A marker file in the trial's directory makes it once: the retried driver runs through.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+from collapse_ray.trial_state import trial_dir
+
+HOOK = "tests.grid_crash_hook:crash_once"
+CRASH_ENV = "COLLAPSE_RAY_GRID_CRASH_ONCE"
+
+
+def arm(monkeypatch, entries: str) -> None:
+    """Install the hook for the grid this test runs (its Ray workers inherit the environment)."""
+    from collapse_ray.grid.tune_runner import TRIAL_HOOK_ENV
+
+    monkeypatch.setenv(TRIAL_HOOK_ENV, HOOK)
+    monkeypatch.setenv(CRASH_ENV, entries)
+
+
+def crash_once(cfg, trainer, report):
+    crash = _CrashOnce.from_env(cfg.name, trial_dir(cfg.output_dir, cfg.name))
+
+    def crashing_report(generation, metrics, gen_dir):
+        crash.at(generation, "report")
+        report(generation, metrics, gen_dir)
+
+    return _CrashingTrainer(trainer, crash), crashing_report
+
+
+class _CrashOnce:
+    def __init__(self, generation: int | None, phase: str | None, marker: Path | None):
+        self.generation, self.phase, self.marker = generation, phase, marker
+
+    @classmethod
+    def from_env(cls, trial: str, state_dir: Path) -> "_CrashOnce":
+        for entry in os.environ.get(CRASH_ENV, "").split(","):
+            parts = entry.strip().split(":")
+            if len(parts) == 3 and parts[0] == trial:
+                return cls(int(parts[1]), parts[2], state_dir / f".crashed-gen{parts[1]}-{parts[2]}")
+        return cls(None, None, None)
+
+    def at(self, generation: int, phase: str) -> None:
+        if (generation, phase) == (self.generation, self.phase) and not self.marker.exists():
+            self.marker.write_text(f"{time.time()}\n")
+            print(f"[{CRASH_ENV}] killing this trial driver at generation {generation}, phase {phase}",
+                  file=sys.stderr, flush=True)
+            os._exit(1)
+
+
+class _CrashingTrainer:
+    """Passes through to the real trainer; lets the crash fire after a generation's training."""
+
+    def __init__(self, inner, crash: _CrashOnce):
+        self.inner, self.crash = inner, crash
+
+    def train(self, init, texts, out_dir, seed):
+        result = self.inner.train(init, texts, out_dir, seed)
+        self.crash.at(int(Path(out_dir).parent.name.removeprefix("gen_")), "train")
+        return result
