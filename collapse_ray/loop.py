@@ -26,6 +26,7 @@ from collapse_ray.generate.base import Generator, ModelRef, Sampling
 from collapse_ray.mitigations import apply_mitigations
 from collapse_ray.progress import Progress
 from collapse_ray.regimes import mix, provenance
+from collapse_ray.resource_meter import ProcessTreeMeter
 from collapse_ray.tasks import get_task
 from collapse_ray.tracking import TrialTracker
 from collapse_ray.train.base import Trainer
@@ -93,8 +94,10 @@ def check_model_loadable(name_or_path: str) -> None:
 
 
 def run_trial(cfg: ExperimentConfig, *, trainer: Trainer | None = None,
-              generator: Generator | None = None, report: Report | None = None) -> list[dict]:
-    """Run (or resume) one trial; returns the metrics of every generation 0..cfg.generations."""
+              generator: Generator | None = None, report: Report | None = None,
+              parent_run_id: str | None = None) -> list[dict]:
+    """Run (or resume) one trial; returns the metrics of every generation 0..cfg.generations.
+    ``parent_run_id``: the grid launch's MLflow run, under which this trial's run is nested."""
     from collapse_ray.base_model import resolve_model_path
     from collapse_ray.synthetic_drift import DriftProbe
 
@@ -102,12 +105,14 @@ def run_trial(cfg: ExperimentConfig, *, trainer: Trainer | None = None,
     data = task.load(cfg.task.data_path, cfg.seed, cfg.sizes)  # bad data fails before any compute
     state = TrialState(Path(cfg.output_dir) / cfg.name, config_fingerprint(cfg))
     tracker = TrialTracker(cfg.tracking.uri, cfg.tracking.experiment)
-    state.set_mlflow_run_id(tracker.start(cfg.name, trial_tags(cfg), run_id=state.mlflow_run_id))
+    state.set_mlflow_run_id(tracker.start(cfg.name, trial_tags(cfg), run_id=state.mlflow_run_id,
+                                          parent_run_id=parent_run_id))
     finished = state.finished()
     progress = Progress(cfg.name, cfg.generations + 1, first_generation=len(finished))
     base = ModelRef(resolve_model_path(cfg.model, progress=progress.say))
     check_model_loadable(base.path)
     tracker.log_params({**cfg.to_flat_params(), "resolved_model_path": base.path, **_metric_settings()})
+    tracker.log_manifest([cfg.task.data_path], base.path)
     for done in finished:  # finished on disk but the crash came before MLflow heard of it
         tracker.log_generation(done.generation, done.metrics)
 
@@ -120,6 +125,7 @@ def run_trial(cfg: ExperimentConfig, *, trainer: Trainer | None = None,
     generator = generator or make_generator(cfg)
     sampling = Sampling(max_new_tokens=cfg.sizes.max_new_tokens, temperature=cfg.sampling.temperature,
                         top_p=cfg.sampling.top_p, stop=task.stop)
+    meter = ProcessTreeMeter().start()   # this trial's own CPU-seconds and peak memory per generation
     try:
         for g in range(len(finished), cfg.generations + 1):
             progress.begin_generation(g)
@@ -160,7 +166,7 @@ def run_trial(cfg: ExperimentConfig, *, trainer: Trainer | None = None,
                 **{f"synthetic/removed_{k}": float(v) for k, v in removed.items()},
                 **{f"train/share_{k}": v / len(train_set) for k, v in provenance(train_set).items()
                    if k == "real"},
-                **{f"time/{k}_s": v for k, v in progress.phase_seconds.items()},
+                **{f"time/{k}_s": v for k, v in progress.phase_seconds.items()}, **meter.sample(),
             }
             state.mark_complete(g, trained.model, metrics)
             tracker.log_generation(g, metrics)
@@ -175,6 +181,7 @@ def run_trial(cfg: ExperimentConfig, *, trainer: Trainer | None = None,
         tracker.finish("FAILED")
         raise
     finally:
+        meter.stop()
         generator.close()
     tracker.finish("FINISHED")
     return all_metrics

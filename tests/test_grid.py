@@ -278,43 +278,6 @@ def assert_each_generation_logged_once(runs: dict, names: list[str], generations
         assert runs[name]["status"] == "FINISHED"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture
-def mlflow_server(tmp_path):
-    """An ``mlflow server`` on 127.0.0.1 (SQLite store), stopped after the test."""
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-         "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
-         "--artifacts-destination", str(tmp_path / "artifacts")],
-        stdout=open(tmp_path / "mlflow-server.log", "w"), stderr=subprocess.STDOUT, start_new_session=True)
-    uri = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(uri + "/health", timeout=2) as resp:
-                    if resp.status == 200:
-                        break
-            except OSError:
-                pass
-            assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "mlflow-server.log").read_text()
-            time.sleep(1)
-        yield uri
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)   # the server and its worker: the group it leads
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-
-
 NAMES = ["tiny_codegen_real-only_s0_none", "tiny_codegen_synthetic-only_s0_none"]
 
 
