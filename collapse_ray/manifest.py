@@ -34,9 +34,10 @@ def package_versions(names: Iterable[str] = PACKAGES) -> dict[str, str | None]:
     return out
 
 
-def project_git_commit() -> str:
-    """The commit of the checkout this package runs from; 'unknown' outside a git checkout."""
-    here = Path(__file__).resolve().parent
+def project_git_commit(directory: str | os.PathLike | None = None) -> str:
+    """The commit of the checkout ``directory`` (default: this package's) is in; 'unknown'
+    outside a git checkout."""
+    here = Path(directory) if directory is not None else Path(__file__).resolve().parent
     try:
         result = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True,
                                 timeout=10)

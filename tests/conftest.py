@@ -1,3 +1,4 @@
+import contextlib
 import os
 import signal
 import socket
@@ -33,15 +34,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def mlflow_server(tmp_path):
-    """An ``mlflow server`` on 127.0.0.1 (SQLite store), stopped after the test."""
+@contextlib.contextmanager
+def serve_mlflow(directory: Path):
+    """An ``mlflow server`` on 127.0.0.1 with its SQLite store and artifacts in ``directory``."""
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-         "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
-         "--artifacts-destination", str(tmp_path / "artifacts")],
-        stdout=open(tmp_path / "mlflow-server.log", "w"), stderr=subprocess.STDOUT, start_new_session=True)
+         "--backend-store-uri", f"sqlite:///{directory / 'server.db'}",
+         "--artifacts-destination", str(directory / "artifacts")],
+        stdout=open(directory / "mlflow-server.log", "w"), stderr=subprocess.STDOUT, start_new_session=True)
     uri = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 120
@@ -52,7 +53,7 @@ def mlflow_server(tmp_path):
                         break
             except OSError:
                 pass
-            assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "mlflow-server.log").read_text()
+            assert proc.poll() is None and time.monotonic() < deadline, (directory / "mlflow-server.log").read_text()
             time.sleep(1)
         yield uri
     finally:
@@ -62,3 +63,10 @@ def mlflow_server(tmp_path):
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+
+
+@pytest.fixture
+def mlflow_server(tmp_path):
+    """An ``mlflow server`` for one test, stopped after it."""
+    with serve_mlflow(tmp_path) as uri:
+        yield uri

@@ -10,6 +10,8 @@ matplotlib.use("Agg")   # files only; no display on a cluster node
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from collapse_ray.report.stats import BASELINE_REGIME  # noqa: E402
+
 BAND = "±1 sd over seeds"
 
 
@@ -27,7 +29,7 @@ def draw_metric(summary: pd.DataFrame, task: str, metric: str, path: Path) -> No
     data = summary[(summary["task"] == task) & (summary["metric"] == metric)]
     models = sorted(data["model"].unique())
     mitigations = sorted(data["mitigation"].unique())
-    regimes = sorted(data["regime"].unique())
+    regimes = sorted(data["regime"].unique(), key=lambda r: (r != BASELINE_REGIME, r))   # the baseline first
     colors = {r: f"C{i}" for i, r in enumerate(regimes)}
     fig, axes = plt.subplots(len(mitigations), len(models), squeeze=False, sharex=True,
                              figsize=(4.2 * len(models) + 1.0, 3.2 * len(mitigations) + 0.8))
