@@ -66,29 +66,29 @@ def directions_md(directions: dict[str, str]) -> str:
 
 def report_md(*, source: str, figures: Sequence[Path], out_dir: Path, table_md: str, paired: str, onset: str,
               directions: str, fraction: float, notes: Sequence[str]) -> str:
-    parts = [
-        "# Collapse report\n",
-        source + "\n",
+    blocks = [
+        "# Collapse report",
+        source,
         "Every number and figure below is drawn from `long.csv` (one row per trial, generation and "
         "metric). Conventions: mean and sd are over seeds (sd: sample standard deviation, ddof = 1; "
         "none for one seed); n is the number of seeds; percentages are the change of the seed mean "
-        "against generation 0, relative to |gen-0 mean|.\n",
-        *(f"- note: {n}\n" for n in notes),
-        "\n## Collapse curves\n",
-        "Line: mean over seeds; band: ±1 sd over seeds (drawn where n ≥ 2); n in the legend.\n",
-        *(f"![{p.stem}]({p.relative_to(out_dir).as_posix()})\n" for p in figures),
-        "\n## The study's table (`table.csv`)\n",
+        "against generation 0, relative to |gen-0 mean|.",
+        *(f"Note: {n}" for n in notes),
+        "## Collapse curves",
+        "Line: mean over seeds; band: ±1 sd over seeds (drawn where n ≥ 2); n in the legend.",
+        *(f"![{p.stem}]({p.relative_to(out_dir).as_posix()})" for p in figures),
+        "## The study's table (`table.csv`)",
         table_md,
-        "\n## Paired differences against real-only (`paired.csv`)\n",
+        "## Paired differences against real-only (`paired.csv`)",
         "Each regime minus real-only for the same model, task, mitigation and seed, at the last "
-        "generation; 95% CI: Student's t interval over the seeds' differences (scipy.stats.t).\n\n",
+        "generation; 95% CI: Student's t interval over the seeds' differences (scipy.stats.t).",
         paired,
-        "\n## Collapse onset (`onset.csv`)\n",
+        "## Collapse onset (`onset.csv`)",
         f"Onset: the first generation g ≥ 1 from which the seed mean has moved at least {fraction:.0%} "
         "of its generation-0 value in the collapse direction, at g and at g + 1. `n/a`: the "
-        "generation-0 mean is 0; `none`: no such generation in the generations run.\n\n",
+        "generation-0 mean is 0; `none`: no such generation in the generations run.",
         onset,
-        "\nCollapse directions:\n\n",
+        "Collapse directions:",
         directions,
     ]
-    return "".join(parts)
+    return "\n\n".join(b.rstrip("\n") for b in blocks) + "\n"
