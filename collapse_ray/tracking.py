@@ -85,6 +85,8 @@ class TrialTracker(_RunLogger):
         when resuming a trial."""
         if run_id is not None:
             self.client.update_run(run_id, status="RUNNING")
+            if parent_run_id:   # a resumed trial belongs to the launch that resumed it
+                self.client.set_tag(run_id, PARENT_RUN_TAG, parent_run_id)
             self.run_id = run_id
         else:
             tags = {**tags, **({PARENT_RUN_TAG: parent_run_id} if parent_run_id else {})}

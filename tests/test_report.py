@@ -186,9 +186,14 @@ def test_report_end_to_end_against_an_mlflow_server(report):
         {f["path"] for f in listed["files"]}
 
 
-def test_a_resumed_grid_reopens_its_parent_run(report):
+def test_a_resumed_grid_reopens_its_parent_run_and_its_trials_stay_nested(report):
     again = GridRunTracker(report["uri"], EXPERIMENT).start("report-study", {}, report["state"])
     assert again == report["parent"]
+    trial = TrialTracker(report["uri"], EXPERIMENT)
+    trial.start("ignored on resume", {}, run_id=report["children"][0], parent_run_id=again)
+    run = rest(report["uri"], "runs/get", {"run_id": report["children"][0]})["run"]
+    assert {t["key"]: t["value"] for t in run["data"]["tags"]}["mlflow.parentRunId"] == again
+    assert run["info"]["status"] == "RUNNING"
 
 
 def test_report_of_an_unknown_experiment_names_the_ones_there(report, tmp_path):

@@ -14,7 +14,9 @@ import datetime
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from collapse_ray.report import collect, figures, markdown, stats
 from collapse_ray.report.collect import ReportError
+from collapse_ray.report.metric_names import COLLAPSE_DIRECTION, report_metrics
 
 __all__ = ["ReportError", "ReportFiles", "build_report", "main"]
 
@@ -32,9 +34,6 @@ class ReportFiles:
 
 def build_report(experiment: str, tracking_uri: str, out_dir: str | Path, parent_run_id: str | None = None,
                  onset_fraction: float = 0.10) -> ReportFiles:
-    from collapse_ray.report import collect, figures, markdown, stats
-    from collapse_ray.report.metric_names import COLLAPSE_DIRECTION, report_metrics
-
     if not 0 < onset_fraction < 1:
         raise ReportError(f"--onset-fraction must be between 0 and 1, got {onset_fraction}")
     out = Path(out_dir)

@@ -21,17 +21,17 @@ class ReportError(RuntimeError):
 
 
 def open_client(tracking_uri: str):
-    from mlflow.tracking import MlflowClient
-
     from collapse_ray.tracking import TrackingError, check_reachable
 
     try:
-        check_reachable(tracking_uri)
+        check_reachable(tracking_uri)   # seconds, before mlflow's import
     except TrackingError as e:
         raise ReportError(str(e)) from None
     if tracking_uri.startswith("sqlite:///") and not Path(tracking_uri[len("sqlite:///"):]).is_file():
         # MLflow would silently create an empty store here
         raise ReportError(f"--tracking-uri {tracking_uri}: no such database file")
+    from mlflow.tracking import MlflowClient
+
     return MlflowClient(tracking_uri=tracking_uri)
 
 
