@@ -38,7 +38,7 @@ def cmd_run(args) -> None:
 
 def cmd_validate(args) -> None:
     cfg = _load(args)
-    print(f"{args.config}: valid ({cfg.task.name}, {cfg.regime.name}, {cfg.generations} generations)")
+    print(f"{args.config}: valid ({cfg.task.name}, {cfg.regime.label()}, {cfg.generations} generations)")
 
 
 def cmd_base_build(args) -> None:

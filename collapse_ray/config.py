@@ -7,20 +7,21 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 
+from collapse_ray.regimes import Regime, default_regime
+from collapse_ray.typed import ConfigError, build, require
+
+# grid.py's names for these (it builds its parts with the same builder).
+_build = build
+RegimeConfig = Regime
+
 TINY_MODEL = "tiny"  # the model built here from scratch (collapse-ray base build)
 VLLM_CPU_HEAD_SIZES = frozenset({32, 64, 80, 96, 112, 128, 160, 192, 224, 256, 512})
-
-
-class ConfigError(ValueError):
-    """A config field has a wrong name, type or value."""
 
 
 @dataclass
@@ -50,13 +51,9 @@ class TaskConfig:
     name: str = "codegen"
     # Where the task's real data lives; None uses the task's default source.
     data_path: str | None = None
-
-
-@dataclass
-class RegimeConfig:
-    name: Literal["real-only", "synthetic-only", "hybrid", "accumulate"] = "synthetic-only"
-    # hybrid: the real fraction of each generation's training set.
-    alpha: float = 0.5
+    # The task's own settings: a mapping in YAML, its Options dataclass once validated
+    # (None: the task's defaults). docs/tasks.md lists each task's options.
+    options: Any = None
 
 
 @dataclass
@@ -111,11 +108,20 @@ class TrackingConfig:
 
 
 @dataclass
+class SandboxConfig:
+    # Where no namespace can isolate generated programs (not root, and the kernel refuses an
+    # unprivileged user namespace), evaluation refuses to run unless this is true: the programs
+    # then run as this user, able to read and write what it can and to reach the network.
+    allow_unisolated: bool = False
+
+
+@dataclass
 class ExperimentConfig:
     name: str = "experiment"
     model: ModelConfig = field(default_factory=ModelConfig)
     task: TaskConfig = field(default_factory=TaskConfig)
-    regime: RegimeConfig = field(default_factory=RegimeConfig)
+    # A registered regime with its own parameters (collapse_ray/regimes/): {name: hybrid, alpha: 0.5}.
+    regime: Regime = field(default_factory=default_regime)
     generations: int = 10
     sizes: SizesConfig = field(default_factory=SizesConfig)
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
@@ -123,10 +129,12 @@ class ExperimentConfig:
     generator: GeneratorConfig = field(default_factory=GeneratorConfig)
     mitigation: MitigationConfig = field(default_factory=MitigationConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    sandbox: SandboxConfig = field(default_factory=SandboxConfig)
     seed: int = 0
     output_dir: str = "runs"
 
     def validate(self) -> "ExperimentConfig":
+        """Check every value; ``task.options`` becomes the task's typed options."""
         _check_values(self)
         return self
 
@@ -169,7 +177,7 @@ def load_config(path: str | os.PathLike, overrides: dict[str, Any] | None = None
 
 
 def config_from_dict(data: dict[str, Any]) -> ExperimentConfig:
-    return _build(ExperimentConfig, data, "").validate()
+    return build(ExperimentConfig, data, "").validate()
 
 
 def _set_dotted(data: dict, dotted: str, value: Any) -> None:
@@ -180,115 +188,68 @@ def _set_dotted(data: dict, dotted: str, value: Any) -> None:
     node[leaf] = value
 
 
-def _build(cls: type, data: Any, where: str):
-    if not isinstance(data, dict):
-        raise ConfigError(f"{where or 'config'}: expected a mapping, got {type(data).__name__}")
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
-    if unknown:
-        raise ConfigError(
-            f"{_join(where, unknown[0])}: unknown field; allowed fields: {', '.join(sorted(names))}"
-        )
-    kwargs = {k: _coerce(hints[k], v, _join(where, k)) for k, v in data.items()}
-    return cls(**kwargs)
-
-
-def _join(where: str, name: str) -> str:
-    return f"{where}.{name}" if where else name
-
-
-def _coerce(tp: Any, value: Any, where: str) -> Any:
-    origin = typing.get_origin(tp)
-    if dataclasses.is_dataclass(tp):
-        return _build(tp, value, where)
-    if origin is Literal:
-        allowed = typing.get_args(tp)
-        if value not in allowed:
-            raise ConfigError(f"{where}: {value!r} is not allowed; choose one of {', '.join(map(str, allowed))}")
-        return value
-    if origin in (typing.Union, types.UnionType):
-        args = typing.get_args(tp)
-        if value is None and type(None) in args:
-            return None
-        (inner,) = [a for a in args if a is not type(None)]
-        return _coerce(inner, value, where)
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{where}: expected a number, got {value!r}")
-        return float(value)
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{where}: expected an integer, got {value!r}")
-        return value
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{where}: expected true or false, got {value!r}")
-        return value
-    if tp is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{where}: expected a string, got {value!r}")
-        return value
-    return value
-
-
 # ---------------------------------------------------------------- value checks
 
-def _require(ok: bool, where: str, message: str) -> None:
-    if not ok:
-        raise ConfigError(f"{where}: {message}")
-
-
 def _check_values(cfg: ExperimentConfig) -> None:
-    from collapse_ray.tasks import registered_tasks
-
-    _require(0 <= cfg.generations <= 100, "generations", f"must be between 0 and 100, got {cfg.generations}")
-    _require(cfg.task.name in registered_tasks(), "task.name",
-             f"unknown task {cfg.task.name!r}; known tasks: {', '.join(registered_tasks())}")
-    if cfg.task.data_path is not None:
-        _require(Path(cfg.task.data_path).exists(), "task.data_path", f"{cfg.task.data_path} does not exist")
-    _require(0.0 <= cfg.regime.alpha <= 1.0, "regime.alpha", f"must be in [0, 1], got {cfg.regime.alpha}")
+    require(0 <= cfg.generations <= 100, "generations", f"must be between 0 and 100, got {cfg.generations}")
+    cfg.task = check_task(cfg.task, "task")
     for name in ("train_examples", "synthetic_pool", "eval_examples", "max_new_tokens"):
         value = getattr(cfg.sizes, name)
-        _require(value > 0, f"sizes.{name}", f"must be positive, got {value}")
-    _require(cfg.sampling.temperature >= 0, "sampling.temperature", f"must be >= 0, got {cfg.sampling.temperature}")
-    _require(0 < cfg.sampling.top_p <= 1, "sampling.top_p", f"must be in (0, 1], got {cfg.sampling.top_p}")
+        require(value > 0, f"sizes.{name}", f"must be positive, got {value}")
+    require(cfg.sampling.temperature >= 0, "sampling.temperature", f"must be >= 0, got {cfg.sampling.temperature}")
+    require(0 < cfg.sampling.top_p <= 1, "sampling.top_p", f"must be in (0, 1], got {cfg.sampling.top_p}")
     t = cfg.training
-    _require(t.epochs > 0, "training.epochs", f"must be positive, got {t.epochs}")
-    _require(t.max_steps is None or t.max_steps > 0, "training.max_steps", f"must be positive, got {t.max_steps}")
-    _require(0 < t.lr < 1, "training.lr", f"must be in (0, 1), got {t.lr}")
-    _require(t.batch_size > 0, "training.batch_size", f"must be positive, got {t.batch_size}")
-    _require(t.max_length >= 16, "training.max_length", f"must be at least 16, got {t.max_length}")
-    _require(t.lora_rank > 0, "training.lora_rank", f"must be positive, got {t.lora_rank}")
-    _require(cfg.generator.batch_size > 0, "generator.batch_size", f"must be positive, got {cfg.generator.batch_size}")
-    _require(cfg.generator.kv_cache_gb > 0, "generator.kv_cache_gb", f"must be positive, got {cfg.generator.kv_cache_gb}")
+    require(t.epochs > 0, "training.epochs", f"must be positive, got {t.epochs}")
+    require(t.max_steps is None or t.max_steps > 0, "training.max_steps", f"must be positive, got {t.max_steps}")
+    require(0 < t.lr < 1, "training.lr", f"must be in (0, 1), got {t.lr}")
+    require(t.batch_size > 0, "training.batch_size", f"must be positive, got {t.batch_size}")
+    require(t.max_length >= 16, "training.max_length", f"must be at least 16, got {t.max_length}")
+    require(t.lora_rank > 0, "training.lora_rank", f"must be positive, got {t.lora_rank}")
+    require(cfg.generator.batch_size > 0, "generator.batch_size", f"must be positive, got {cfg.generator.batch_size}")
+    require(cfg.generator.kv_cache_gb > 0, "generator.kv_cache_gb", f"must be positive, got {cfg.generator.kv_cache_gb}")
     if cfg.generator.backend == "vllm" and cfg.model.name_or_path == TINY_MODEL:
         head = cfg.model.tiny.hidden_size // max(1, cfg.model.tiny.num_heads)
-        _require(head in VLLM_CPU_HEAD_SIZES, "model.tiny.hidden_size",
+        require(head in VLLM_CPU_HEAD_SIZES, "model.tiny.hidden_size",
                  f"vLLM's CPU attention needs a head size (hidden_size / num_heads) in "
                  f"{sorted(VLLM_CPU_HEAD_SIZES)}, got {head}")
     m = cfg.mitigation
-    _require(0 < m.minhash_threshold <= 1, "mitigation.minhash_threshold", f"must be in (0, 1], got {m.minhash_threshold}")
-    _require(m.oversample >= 1, "mitigation.oversample", f"must be >= 1, got {m.oversample}")
+    require(0 < m.minhash_threshold <= 1, "mitigation.minhash_threshold", f"must be in (0, 1], got {m.minhash_threshold}")
+    require(m.oversample >= 1, "mitigation.oversample", f"must be >= 1, got {m.oversample}")
+    cfg.regime.check_sizes(cfg.sizes, "regime")
     _check_model(cfg.model)
-    _require(bool(cfg.tracking.uri.strip()), "tracking.uri", "must not be empty")
+    require(bool(cfg.tracking.uri.strip()), "tracking.uri", "must not be empty")
+
+
+def check_task(task: TaskConfig, where: str) -> TaskConfig:
+    """The task with its options typed; its name must be registered and its data path exist."""
+    from collapse_ray.tasks import registered_tasks, task_class, unavailable_tasks
+
+    missing = unavailable_tasks()
+    require(task.name not in missing, f"{where}.name",
+             f"task {task.name!r} needs the package {missing.get(task.name)!r}, which is not installed")
+    require(task.name in registered_tasks(), f"{where}.name",
+             f"unknown task {task.name!r}; known tasks: {', '.join(registered_tasks())}")
+    if task.data_path is not None:
+        require(Path(task.data_path).exists(), f"{where}.data_path", f"{task.data_path} does not exist")
+    options = task_class(task.name).parse_options(task.options, f"{where}.options")
+    return dataclasses.replace(task, options=options)
 
 
 def _check_model(model: ModelConfig) -> None:
     ref = model.name_or_path
     if ref == TINY_MODEL:
         tiny = model.tiny
-        _require(tiny.hidden_size % tiny.num_heads == 0, "model.tiny.hidden_size",
+        require(tiny.hidden_size % tiny.num_heads == 0, "model.tiny.hidden_size",
                  f"must be divisible by model.tiny.num_heads ({tiny.num_heads}), got {tiny.hidden_size}")
-        _require(tiny.vocab_size >= 300, "model.tiny.vocab_size", f"must be at least 300 (256 bytes + specials), got {tiny.vocab_size}")
-        _require(tiny.train_minutes > 0, "model.tiny.train_minutes", f"must be positive, got {tiny.train_minutes}")
+        require(tiny.vocab_size >= 300, "model.tiny.vocab_size", f"must be at least 300 (256 bytes + specials), got {tiny.vocab_size}")
+        require(tiny.train_minutes > 0, "model.tiny.train_minutes", f"must be positive, got {tiny.train_minutes}")
         return
     looks_local = ref.startswith((".", "/", "~")) or Path(ref).exists()
     if looks_local:
         path = Path(ref).expanduser()
-        _require(path.is_dir(), "model.name_or_path", f"local model directory {ref} does not exist")
-        _require((path / "config.json").is_file() or (path / "adapter_config.json").is_file(),
+        require(path.is_dir(), "model.name_or_path", f"local model directory {ref} does not exist")
+        require((path / "config.json").is_file() or (path / "adapter_config.json").is_file(),
                  "model.name_or_path", f"{ref} holds no config.json: not a model in HF format")
         return
-    _require(ref.count("/") == 1 and all(ref.split("/")), "model.name_or_path",
+    require(ref.count("/") == 1 and all(ref.split("/")), "model.name_or_path",
              f"{ref!r} is neither 'tiny', a local HF model directory, nor a hub id like 'Qwen/Qwen3-0.6B'")

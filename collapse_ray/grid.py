@@ -189,7 +189,7 @@ def _validate_experiment(data: dict, missing_tasks_ok: bool) -> ExperimentConfig
 
     task = (data.get("task") or {}).get("name", TaskConfig.name)
     if missing_tasks_ok and _is_builtin_task(task) and task not in registered_tasks():
-        data = {**data, "task": {**data.get("task", {}), "name": registered_tasks()[0]}}
+        data = {**data, "task": {**data.get("task", {}), "name": registered_tasks()[0], "options": None}}
     return config_from_dict(data)
 
 
@@ -251,15 +251,15 @@ def _task(value: Any, where: str, missing_ok: bool) -> TaskConfig:
 
 def _is_builtin_task(name: Any) -> bool:
     """One of the project's own tasks (which a dry-run may plan even where it cannot load)."""
-    from collapse_ray.tasks import _BUILTIN_MODULES
+    from collapse_ray.tasks import unavailable_tasks
 
-    return name in _BUILTIN_MODULES
+    return name in unavailable_tasks()
 
 
 def _regime(value: Any, where: str) -> RegimeConfig:
-    regime = _build(RegimeConfig, {"name": value} if isinstance(value, str) else value, where)
-    _require(0.0 <= regime.alpha <= 1.0, f"{where}.alpha", f"must be in [0, 1], got {regime.alpha}")
-    return regime
+    from collapse_ray.regimes import parse_regime
+
+    return parse_regime(value, where)
 
 
 def _seed(value: Any, where: str) -> int:
@@ -333,7 +333,7 @@ def _deep_merge(base: dict, override: dict) -> dict:
 
 
 def regime_label(regime: RegimeConfig) -> str:
-    return f"hybrid{regime.alpha:g}" if regime.name == "hybrid" else regime.name
+    return regime.label()
 
 
 def expand(grid: GridConfig, missing_tasks_ok: bool = False, cwd: str | os.PathLike | None = None) -> list[TrialSpec]:
@@ -686,7 +686,7 @@ def _prepare(trials: list[TrialSpec]) -> None:
     for key in sorted({json.dumps([t.config[k] for k in ("task", "seed", "sizes")], sort_keys=True) for t in trials}):
         task, seed, sizes = json.loads(key)
         try:
-            get_task(task["name"]).load(task["data_path"], seed, SizesConfig(**sizes))
+            get_task(task["name"], task.get("options")).load(task["data_path"], seed, SizesConfig(**sizes))
         except DataError as e:
             raise SystemExit(f"grid: task {task['name']} (seed {seed}) cannot load its data: {e}") from None
     for uri, experiment in sorted({(t.config["tracking"]["uri"], t.config["tracking"]["experiment"]) for t in trials}):
@@ -699,6 +699,8 @@ def _prepare(trials: list[TrialSpec]) -> None:
 def _fit(grid: GridConfig, trials: list[TrialSpec], storage: str, resume: bool):
     import ray
     from ray import tune
+
+    from collapse_ray.tasks import headline_metrics
 
     path = f"{storage.rstrip('/')}/{grid.name}"
     if grid.cluster is not None:
@@ -727,7 +729,8 @@ def _fit(grid: GridConfig, trials: list[TrialSpec], storage: str, resume: bool):
             run_config=tune.RunConfig(
                 name=grid.name, storage_path=storage,
                 failure_config=tune.FailureConfig(max_failures=grid.tune.max_failures),
-                callbacks=[GridProgress(len(trials), trials[0].config["generations"])]),
+                callbacks=[GridProgress(len(trials), trials[0].config["generations"],
+                                        {t.name: headline_metrics(t.config["task"]["name"]) for t in trials})]),
         )
     results = tuner.fit()
     failed = [str(r.config.get("trial")) for r in results if r.error is not None]
@@ -750,8 +753,9 @@ def _finished_on_disk(trial: TrialSpec) -> bool:
 class GridProgress(Callback):
     """One line per finished generation and per trial state change, on the grid driver."""
 
-    def __init__(self, n_trials: int, generations: int):
+    def __init__(self, n_trials: int, generations: int, headline: dict[str, tuple[str, ...]]):
         self.n_trials, self.generations = n_trials, generations
+        self.headline = headline   # trial name -> its task's headline metrics
         self.done: set[str] = set()
         self.started = time.monotonic()
 
@@ -764,7 +768,7 @@ class GridProgress(Callback):
         self._line(f"{trial.config['trial']}: started")
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        keys = [k for k in ("pass_at_1", "bleu4", "f1", "rougeL", "train/loss") if k in result]
+        keys = [k for k in (*self.headline.get(trial.config["trial"], ()), "train/loss") if k in result]
         shown = ", ".join(f"{k}={result[k]:.4g}" for k in keys)
         self._line(f"{trial.config['trial']}: generation {result.get('generation')}/{self.generations} done {shown}")
 

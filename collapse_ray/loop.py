@@ -5,7 +5,7 @@
         model_g      = fine-tune(init, train_set_g)           # init: base model, or model_{g-1}
         outputs_g    = model_g answers the pool's prompts
         synthetic_g  = mitigations(outputs_g)                 # quality filter, dedup, selection
-        metrics_g    = task metrics of model_g + drift of synthetic_g (perplexity under model_0, ...)
+        metrics_g    = task metrics of model_g + drift of what model_g wrote (perplexity under model_0, ...)
         checkpoint generation g; log metrics_g to MLflow at step g
 
 Plain Python: runs in process without Ray. The Ray grid passes its own trainer, generator and
@@ -25,7 +25,7 @@ from collapse_ray.examples import read_jsonl, write_jsonl
 from collapse_ray.generate.base import Generator, ModelRef, Sampling
 from collapse_ray.mitigations import apply_mitigations
 from collapse_ray.progress import Progress
-from collapse_ray.regimes import mix, provenance
+from collapse_ray.regimes import provenance
 from collapse_ray.resource_meter import ProcessTreeMeter
 from collapse_ray.tasks import get_task
 from collapse_ray.tracking import TrialTracker
@@ -34,15 +34,25 @@ from collapse_ray.trial_state import TrialState
 
 # Fields that do not change what a trial computes: a trial may be resumed with other values
 # (more generations, another tracking server).
-_RESUMABLE_FIELDS = ("generations", "tracking", "output_dir", "generator")
+_RESUMABLE_FIELDS = ("generations", "tracking", "output_dir", "generator", "sandbox")
 
 Report = Callable[[int, dict, Path], None]
 
 
 def config_fingerprint(cfg: ExperimentConfig) -> str:
+    """A hash of what the trial computes. It keeps the shape it had before regimes and task
+    options became registered classes, so trials started then still resume: every regime carries
+    ``alpha`` (0.5 unless it has its own), and a task option counts only when it differs from its
+    default (so adding an option with a default never orphans a trial on disk)."""
     data = dataclasses.asdict(cfg)
     for name in _RESUMABLE_FIELDS:
         data.pop(name)
+    data["regime"] = {"alpha": 0.5, **data["regime"]}
+    task = data["task"]
+    defaults = dataclasses.asdict(type(cfg.task.options)()) if dataclasses.is_dataclass(cfg.task.options) else {}
+    changed = {k: v for k, v in (task.pop("options") or {}).items() if defaults.get(k, object()) != v}
+    if changed:
+        task["options"] = changed
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -101,7 +111,8 @@ def run_trial(cfg: ExperimentConfig, *, trainer: Trainer | None = None,
     from collapse_ray.base_model import resolve_model_path
     from collapse_ray.synthetic_drift import DriftProbe
 
-    task = get_task(cfg.task.name)
+    task = get_task(cfg.task.name, cfg.task.options)
+    task.allow_unisolated = cfg.sandbox.allow_unisolated  # read by tasks that run programs
     data = task.load(cfg.task.data_path, cfg.seed, cfg.sizes)  # bad data fails before any compute
     state = TrialState(Path(cfg.output_dir) / cfg.name, config_fingerprint(cfg))
     tracker = TrialTracker(cfg.tracking.uri, cfg.tracking.experiment)
@@ -119,8 +130,7 @@ def run_trial(cfg: ExperimentConfig, *, trainer: Trainer | None = None,
     history = [read_jsonl(done.synthetic_path) for done in finished]
     all_metrics = [done.metrics for done in finished]
     previous = finished[-1].model if finished else None
-    drift = DriftProbe(real_texts=[ex.text for ex in data.train], reference=finished[0].model if finished else None,
-                       is_code=task.is_code)
+    drift = DriftProbe(task, data.train, reference=finished[0].model if finished else None)
     trainer = trainer or make_trainer(cfg, progress)
     generator = generator or make_generator(cfg)
     sampling = Sampling(max_new_tokens=cfg.sizes.max_new_tokens, temperature=cfg.sampling.temperature,
@@ -133,8 +143,7 @@ def run_trial(cfg: ExperimentConfig, *, trainer: Trainer | None = None,
             gen_dir = state.fresh_gen_dir(g)
 
             with progress.phase("mix"):
-                train_set = mix(cfg.regime.name, data.train, history, g, cfg.sizes.train_examples, rng,
-                                alpha=cfg.regime.alpha)
+                train_set = cfg.regime.mix(data.train, history, g, cfg.sizes.train_examples, rng)
             init = base if g == 0 or cfg.training.init == "base" else previous
             with progress.phase("train"):
                 trained = trainer.train(init, [ex.text for ex in train_set], str(gen_dir / "model"),
@@ -146,7 +155,7 @@ def run_trial(cfg: ExperimentConfig, *, trainer: Trainer | None = None,
                 prompts = [data.pool[i % len(data.pool)] for i in range(n_samples)]
                 synthetic = task.synthesize(generator, prompts, dataclasses.replace(sampling, seed=cfg.seed * 1000 + g), g)
                 kept, removed = apply_mitigations(synthetic, task, cfg.mitigation, len(data.pool), rng)
-                if not kept and cfg.regime.name != "real-only" and g < cfg.generations:
+                if not kept and cfg.regime.uses_synthetic and g < cfg.generations:
                     raise RuntimeError(f"generation {g}: the mitigations removed all {len(synthetic)} synthetic "
                                        f"samples ({removed}); generation {g + 1} would have nothing to train on")
                 write_jsonl(gen_dir / "synthetic.jsonl", kept)
@@ -156,7 +165,7 @@ def run_trial(cfg: ExperimentConfig, *, trainer: Trainer | None = None,
             with progress.phase("drift"):
                 if g == 0:
                     drift.set_reference(trained.model)
-                drift_metrics = drift.measure([ex.text for ex in kept], current=trained.model)
+                drift_metrics, drift_files = drift.measure(kept, current=trained.model, out_dir=gen_dir / "drift")
 
             metrics = {
                 **task_metrics, **drift_metrics,
@@ -171,12 +180,14 @@ def run_trial(cfg: ExperimentConfig, *, trainer: Trainer | None = None,
             state.mark_complete(g, trained.model, metrics)
             tracker.log_generation(g, metrics)
             tracker.log_artifact(str(gen_dir / "synthetic.jsonl"), artifact_path=f"synthetic/gen_{g:02d}")
+            for path in drift_files:
+                tracker.log_artifact(str(path), artifact_path=f"drift/gen_{g:02d}")
             if report is not None:
                 report(g, metrics, gen_dir)
             history.append(kept)
             all_metrics.append(metrics)
             previous = trained.model
-            progress.say(_summary(metrics))
+            progress.say(_summary(metrics, task.headline_metrics))
     except BaseException:
         tracker.finish("FAILED")
         raise
@@ -187,8 +198,8 @@ def run_trial(cfg: ExperimentConfig, *, trainer: Trainer | None = None,
     return all_metrics
 
 
-def _summary(metrics: dict) -> str:
-    keys = [k for k in ("pass_at_1", "bleu4", "f1", "rougeL", "train/loss", "drift/ppl_gen0_mean") if k in metrics]
+def _summary(metrics: dict, headline: tuple[str, ...]) -> str:
+    keys = [k for k in (*headline, "train/loss", "drift/ppl_gen0_mean") if k in metrics]
     return "finished: " + ", ".join(f"{k}={metrics[k]:.4g}" for k in keys)
 
 

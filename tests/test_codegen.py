@@ -26,3 +26,23 @@ def test_humaneval_canonical_solutions_pass_and_pass_bodies_fail():
     results = run_many(canonical + empty)
     assert sum(r.passed for r in results[:164]) == 164
     assert sum(r.passed for r in results[164:]) == 0
+
+
+def test_the_function_length_limit_is_a_task_option(tmp_path):
+    import json
+    from types import SimpleNamespace
+
+    from collapse_ray.data import DataError
+    from collapse_ray.tasks import get_task
+
+    long_body = "".join(f"    x{i} = a + {i}\n" for i in range(20))
+    functions = [FUNCTION.replace("add", f"add{i}") for i in range(2)]
+    functions += [f'def long{i}(a):\n    """Long."""\n{long_body}    return a\n' for i in range(2)]
+    path = tmp_path / "functions.jsonl"
+    path.write_text("".join(json.dumps({"code": code, "docstring": "Doc.", "func_name": f"f{i}"}) + "\n"
+                            for i, code in enumerate(functions)))
+    sizes = SimpleNamespace(train_examples=2, synthetic_pool=2, eval_examples=1)
+    data = get_task("codegen").load(str(path), seed=0, sizes=sizes)
+    assert len(data.train) + len(data.pool) == 4
+    with pytest.raises(DataError, match="only 2 usable functions"):
+        get_task("codegen", {"max_function_chars": 100}).load(str(path), seed=0, sizes=sizes)

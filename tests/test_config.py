@@ -24,7 +24,16 @@ def test_defaults_are_valid():
     ({"training": {"epochs": 1.5}}, "training.epochs", "expected an integer"),
     ({"training": {"method": "qlora"}}, "training.method", "full, lora"),
     ({"regime": {"name": "hybrid", "alpha": 1.5}}, "regime.alpha", "[0, 1]"),
-    ({"regime": {"name": "mixed"}}, "regime.name", "real-only, synthetic-only, hybrid, accumulate"),
+    ({"regime": {"name": "mixed"}}, "regime.name", "known regimes: accumulate, accumulate-subsample, fixed-real"),
+    ({"regime": {"name": "accumulate", "alpha": 0.5}}, "regime.alpha", "only applies to regime hybrid"),
+    ({"task": {"name": "vulnerability", "options": {"min_confidence": 2}}}, "task.options.min_confidence", "[0, 1]"),
+    ({"task": {"name": "vulnerability", "options": {"max_code_chars": "long"}}}, "task.options.max_code_chars",
+     "expected an integer"),
+    ({"task": {"name": "codegen", "options": {"min_confidence": 0.5}}}, "task.options.min_confidence",
+     "unknown field; allowed fields: max_function_chars"),
+    ({"task": {"name": "summarization", "options": {"max_summary_words": 2}}}, "task.options.max_summary_words",
+     "at least min_summary_words (3)"),
+    ({"task": {"options": [1]}}, "task.options", "expected a mapping"),
     ({"task": {"name": "translation"}}, "task.name", "known tasks"),
     ({"task": {"data_path": "/no/such/file.jsonl"}}, "task.data_path", "does not exist"),
     ({"sizes": {"eval_examples": 0}}, "sizes.eval_examples", "must be positive"),
@@ -64,9 +73,43 @@ def test_overrides_use_dotted_fields(tmp_path):
 
 
 def test_every_choice_becomes_a_flat_param():
-    params = ExperimentConfig().to_flat_params()
-    assert params["regime.alpha"] == 0.5 and params["training.lora_rank"] == 8
+    params = config_from_dict({"regime": {"name": "hybrid", "alpha": 0.25}}).to_flat_params()
+    assert params["regime.alpha"] == 0.25 and params["training.lora_rank"] == 8
     assert params["model.tiny.hidden_size"] == 128
+    assert params["task.options.max_function_chars"] == 1200
+
+
+def test_a_regime_logs_only_its_own_parameters():
+    params = config_from_dict({"regime": {"name": "accumulate"}}).to_flat_params()
+    assert params["regime.name"] == "accumulate" and not any(k.startswith("regime.") and k != "regime.name"
+                                                              for k in params)
+
+
+def test_task_options_are_typed_with_the_tasks_defaults():
+    cfg = config_from_dict({"task": {"name": "vulnerability", "options": {"min_confidence": 0.9}}})
+    assert (cfg.task.options.min_confidence, cfg.task.options.max_code_chars) == (0.9, 320)
+    from collapse_ray.tasks import get_task
+
+    assert get_task(cfg.task.name, cfg.task.options).options is cfg.task.options
+
+
+def test_a_changed_task_option_changes_the_fingerprint_and_a_default_one_does_not():
+    from collapse_ray.loop import config_fingerprint
+
+    base = config_from_dict({"task": {"name": "vulnerability"}})
+    same = config_from_dict({"task": {"name": "vulnerability", "options": {"min_confidence": 0.75}}})
+    other = config_from_dict({"task": {"name": "vulnerability", "options": {"min_confidence": 0.9}}})
+    assert config_fingerprint(base) == config_fingerprint(same) != config_fingerprint(other)
+
+
+def test_a_regime_parameter_changes_the_fingerprint():
+    from collapse_ray.loop import config_fingerprint
+
+    fingerprints = {config_fingerprint(config_from_dict({"regime": r})) for r in (
+        "accumulate", "accumulate-subsample", {"name": "hybrid", "alpha": 0.5}, {"name": "hybrid", "alpha": 0.25},
+        {"name": "fixed-real", "real_examples": 10, "real_share": 0.5},
+        {"name": "fixed-real", "real_examples": 20, "real_share": 0.5})}
+    assert len(fingerprints) == 6
 
 
 def test_vllm_backend_rejects_a_tiny_model_head_size_its_cpu_kernels_lack():

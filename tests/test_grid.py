@@ -140,7 +140,9 @@ def test_dry_run_plans_a_task_this_install_lacks_and_a_real_run_refuses_it(tmp_p
     from collapse_ray import tasks
 
     tasks.registered_tasks()
+    # as when the module's import fails for want of a third-party package
     monkeypatch.delitem(tasks._REGISTRY, "summarization")
+    monkeypatch.setitem(tasks._UNAVAILABLE, "summarization", "rouge_score")
     path = write(tmp_path, with_change("grid.tasks", ["codegen", "summarization"]))
     grid.main(grid_args(path, dry_run=True))
     out = capsys.readouterr().out
@@ -288,6 +290,7 @@ def test_two_trial_grid_logs_one_mlflow_run_per_trial_to_a_tracking_server(tmp_p
     grid.main(grid_args(config))
     out = capsys.readouterr().out
     assert "[grid] g: 2 trials, up to 2 at once" in out and "2/2 trials finished" in out
+    assert f"{NAMES[0]}: generation 2/2 done pass_at_1=" in out   # the task's headline metrics lead
     runs = logged_steps(mlflow_server, "served")
     assert_each_generation_logged_once(runs, NAMES, generations=2)
     assert runs[NAMES[1]]["tags"] == {"model": tiny_model, "task": "codegen", "regime": "synthetic-only",

@@ -50,13 +50,15 @@ def test_two_generations_end_to_end_log_every_metric_at_every_step(tmp_path, tin
     cfg = small_config(tmp_path, tiny_cache)
     metrics = run_trial(cfg)
     assert len(metrics) == 3
-    for key in ("pass_at_1", "bleu4", "train/loss", "drift/ppl_gen0_mean", "drift/distinct_2", "drift/parse_rate",
-                "sys/cpu_seconds", "sys/peak_rss_mb"):
+    for key in ("pass_at_1", "bleu4", "train/loss", "drift/ppl_gen0_mean", "drift/ppl_gen0_corpus",
+                "drift/distinct_2", "drift/parse_rate", "sys/cpu_seconds", "sys/peak_rss_mb"):
         run, steps = metric_steps(cfg, key)
         assert steps == [0, 1, 2], key
     client = MlflowClient(cfg.tracking.uri)
     artifacts = [a.path for a in client.list_artifacts(run.info.run_id, "synthetic")]
     assert artifacts == ["synthetic/gen_00", "synthetic/gen_01", "synthetic/gen_02"]
+    histograms = [a.path for a in client.list_artifacts(run.info.run_id, "drift/gen_02")]
+    assert histograms == ["drift/gen_02/ppl_gen0_histogram.json"]
     manifest = client.download_artifacts(run.info.run_id, "manifest.json", str(tmp_path))
     assert "config.json" in json.loads(open(manifest).read())["base_model"]["files"]
     assert all(m["sys/cpu_seconds"] > 0 and m["sys/peak_rss_mb"] > 0 for m in metrics)
@@ -113,8 +115,10 @@ def test_killed_run_resumes_at_the_first_unfinished_generation(tmp_path, tiny_ca
 
 
 @pytest.mark.parametrize("task, data_file, keys", [
-    ("vulnerability", "reveal/reveal_chrome.jsonl.gz", ("f1", "precision", "recall", "predicted_positive_rate")),
-    ("summarization", "codesearchnet/code_docstring_corpus_canonical_test.jsonl.gz", ("bleu4", "rougeL")),
+    ("vulnerability", "reveal/reveal_chrome.jsonl.gz", ("f1", "precision", "recall", "predicted_positive_rate",
+                                                        "drift/label_positive_rate", "drift/label_agreement")),
+    ("summarization", "codesearchnet/code_docstring_corpus_canonical_test.jsonl.gz",
+     ("bleu4", "rougeL", "drift/ppl_gen0_mean", "drift/self_bleu")),
 ])
 def test_each_task_runs_two_generations_on_real_data(tmp_path, tiny_cache, data_dir, task, data_file, keys):
     # No quality filter: what a barely trained model's output passes depends on how many steps its
@@ -122,7 +126,18 @@ def test_each_task_runs_two_generations_on_real_data(tmp_path, tiny_cache, data_
     cfg = small_config(tmp_path, tiny_cache, **{"task.name": task, "task.data_path": str(data_dir / data_file),
                                                 "sizes.eval_examples": 16})
     metrics = run_trial(cfg)
-    for key in (*keys, "train/loss", "drift/ppl_gen0_mean", "synthetic/kept"):
+    for key in (*keys, "train/loss", "synthetic/kept"):
         _, steps = metric_steps(cfg, key)
         assert steps == [0, 1, 2], key
     assert all(0.0 <= m[keys[0]] <= (1.0 if task == "vulnerability" else 100.0) for m in metrics)
+
+
+def test_a_regime_with_its_own_parameters_mixes_each_generation_in_the_loop(tmp_path, tiny_cache, capsys):
+    cfg = small_config(tmp_path, tiny_cache, generations=1,
+                       regime={"name": "fixed-real", "real_examples": 4, "real_share": 0.5})
+    metrics = run_trial(cfg)
+    assert [m["train/examples"] for m in metrics] == [16.0, 8.0]   # generation 0: sizes.train_examples real
+    assert [m["train/share_real"] for m in metrics] == [1.0, 0.5]
+    run, _ = metric_steps(cfg, "train/examples")
+    assert run.data.params["regime.real_examples"] == "4" and "regime.alpha" not in run.data.params
+    assert "finished: pass_at_1=" in capsys.readouterr().err   # the task's headline metrics lead the summary

@@ -10,6 +10,7 @@ from sklearn.metrics import f1_score, precision_score, recall_score
 
 from collapse_ray.metrics import drift
 from collapse_ray.metrics.classification import binary_metrics
+from collapse_ray.metrics.label_drift import label_drift
 from collapse_ray.metrics.passk import mean_pass_at_k, pass_at_k
 from collapse_ray.metrics.text import BLEU_SETTINGS, ROUGE_SETTINGS, bleu4, rouge_l, sentence_bleu4
 
@@ -148,13 +149,14 @@ def test_parse_rate_counts_texts_that_ast_parse():
 
 
 def test_drift_metrics_gathers_every_metric_under_stable_names():
-    texts = ["def f():\n    return 1\n", "def g(:\n"]
+    completions = ["\n    return 1\n", "\n    return (\n"]
+    programs = ["def f():\n    return 1\n", "def g():\n    return (\n"]
     ids = [[0, 1, 2], [0, 3, 9]]
-    m = drift.drift_metrics(texts, ids, REAL_COUNTS, [1.0, float("nan")], [2.0, 3.0], is_code=True)
+    m = drift.drift_metrics(completions, ids, REAL_COUNTS, [1.0, float("nan")], [2.0, 3.0], [3, 0], programs)
     assert set(m) == {
-        "drift/n_texts", "drift/nll_gen0_mean", "drift/ppl_gen0_mean", "drift/ppl_gen0_p50",
-        "drift/ppl_gen0_p90", "drift/ppl_gen0_p99", "drift/entropy_mean", "drift/entropy_p10",
-        "drift/entropy_p50", "drift/distinct_1", "drift/distinct_2", "drift/distinct_3",
+        "drift/n_texts", "drift/scored_tokens", "drift/nll_gen0_mean", "drift/ppl_gen0_mean", "drift/ppl_gen0_p50",
+        "drift/ppl_gen0_p90", "drift/ppl_gen0_p99", "drift/ppl_gen0_corpus", "drift/entropy_mean",
+        "drift/entropy_p10", "drift/entropy_p50", "drift/distinct_1", "drift/distinct_2", "drift/distinct_3",
         "drift/self_bleu", "drift/len_mean", "drift/len_std", "drift/len_p10", "drift/len_p50",
         "drift/len_p90", "drift/tail_mass", "drift/parse_rate",
     }
@@ -162,4 +164,44 @@ def test_drift_metrics_gathers_every_metric_under_stable_names():
     assert m["drift/entropy_mean"] == 2.5
     assert m["drift/parse_rate"] == 0.5
     assert m["drift/tail_mass"] == 2 / 6
-    assert "drift/parse_rate" not in drift.drift_metrics(texts, ids, Counter(REAL_COUNTS), [1, 1], [1, 1], False)
+    assert "drift/parse_rate" not in drift.drift_metrics(completions, ids, Counter(REAL_COUNTS), [1, 1], [1, 1], [3, 3])
+    with pytest.raises(ValueError, match="programs has 1 entries for 2 completions"):
+        drift.drift_metrics(completions, ids, REAL_COUNTS, [1, 1], [1, 1], [3, 3], programs[:1])
+
+
+def test_corpus_perplexity_weighs_every_token_the_same():
+    # Text A: 1 token of NLL 3; text B: 3 tokens of mean NLL 1. Per-text mean of exp: (e^3 + e) / 2.
+    assert drift.corpus_perplexity([3.0, 1.0], [1, 3]) == pytest.approx(math.exp((3 + 3) / 4))
+    assert drift.corpus_perplexity([3.0, float("nan")], [1, 0]) == pytest.approx(math.exp(3))
+    assert math.isnan(drift.corpus_perplexity([float("nan")], [0]))
+    m = drift.drift_metrics(["a", "b c d"], [[1], [2, 3, 4]], REAL_COUNTS, [3.0, 1.0], [1, 1], [1, 3])
+    assert m["drift/ppl_gen0_corpus"] == pytest.approx(math.exp(1.5))
+    assert m["drift/ppl_gen0_mean"] == pytest.approx((math.exp(3) + math.e) / 2)
+
+
+def test_perplexity_histogram_uses_fixed_log_bins_and_keeps_the_values():
+    h = drift.perplexity_histogram([1.0, 1.2, 10.0, 99.0, 2e5, float("nan")])
+    edges = np.asarray(h["edges"])
+    assert edges[0] == 1.0 and edges[-1] == pytest.approx(1e5) and len(h["counts"]) == 50
+    assert np.allclose(np.diff(np.log10(edges)), 0.1)
+    assert sum(h["counts"]) == 4 and h["above_last_edge"] == 1 and h["n_texts"] == 5
+    assert h["counts"][0] == 2 and h["counts"][10] == 1 and h["counts"][19] == 1  # [1, 1.26), [10, 12.6), [79, 100)
+    assert h["perplexities"] == [1.0, 1.2, 10.0, 99.0, 2e5]
+
+
+def test_label_drift_equals_a_hand_computation():
+    pseudo, confidence, truth = [1, 1, 0, 1, 0], [0.9, 0.8, 0.6, 0.7, 1.0], [1, 0, 0, 0, 0]
+    m = label_drift(pseudo, confidence, truth)
+    assert m["drift/n_labels"] == 5
+    assert m["drift/label_positive_rate"] == pytest.approx(3 / 5)
+    assert m["drift/label_dataset_positive_rate"] == pytest.approx(1 / 5)
+    assert m["drift/label_confidence_mean"] == pytest.approx(4.0 / 5)
+    # deviations from 0.8: .1, 0, -.2, -.1, .2 -> squares sum to .10, over n = 5
+    assert m["drift/label_confidence_sd"] == pytest.approx(math.sqrt(0.10 / 5))
+    assert m["drift/label_agreement"] == pytest.approx(3 / 5)  # items 1, 3, 5
+    assert m["drift/label_entropy"] == pytest.approx(-(0.6 * math.log2(0.6) + 0.4 * math.log2(0.4)))
+    assert label_drift([1, 1], [0.9, 0.9], [0, 1])["drift/label_entropy"] == 0.0
+    empty = label_drift([], [], [])
+    assert empty["drift/n_labels"] == 0 and all(math.isnan(v) for k, v in empty.items() if k != "drift/n_labels")
+    with pytest.raises(ValueError, match="must match one to one"):
+        label_drift([1], [0.5, 0.5], [1])

@@ -255,3 +255,12 @@ def test_perfect_summaries_score_full_marks(task_data):
 def test_the_task_is_registered_by_name():
     task = get_task("summarization")
     assert isinstance(task, CodeSummarization) and task.name == "summarization"
+
+
+def test_the_summary_length_bounds_are_task_options(csn_dir):
+    records = load_function_records(str(csn_dir / "codesearchnet_python_sample.jsonl"))
+    task = get_task("summarization", {"min_summary_words": 8})
+    kept = examples_from(records, task.options)
+    assert 0 < len(kept) < len(examples_from(records))
+    assert all(len(ex.meta["reference"].split()) >= 8 for ex in kept)
+    assert not task.quality_ok(summary_example("Return the sum of two numbers"))   # 6 words

@@ -1,5 +1,7 @@
-"""Data-distribution drift of a generation's synthetic data: pure functions over texts, token ids
-and per-text scores (the scores come from ``lm_scoring.LMScorer`` under the generation-0 model).
+"""Data-distribution drift of a generation's synthetic data: pure functions over the completions
+the model wrote (texts, token ids) and their per-text scores (from ``lm_scoring.LMScorer``, which
+scores each completion with its prompt as context). Prompts never enter these metrics, except the
+parse rate of code, which is judged on prompt + completion (a function body alone is not a program).
 
 Undefined values are NaN (e.g. self-BLEU of fewer than two texts, statistics of an empty list),
 except distinct-n, which is 0.0 when there are no n-grams at all (nothing diverse was produced).
@@ -22,6 +24,7 @@ from typing import Iterable, Mapping, Sequence, Union
 import numpy as np
 from sacrebleu.tokenizers.tokenizer_13a import Tokenizer13a
 
+from collapse_ray.metrics.label_drift import LABEL_DRIFT_SETTINGS
 from collapse_ray.metrics.text import sentence_bleu4
 
 DISTINCT_ORDERS = (1, 2, 3)
@@ -29,15 +32,24 @@ SELF_BLEU_MAX_SAMPLES = 100  # cost is quadratic: ~1.5 s for 100 texts of 80 wor
 RARE_MASS = 0.1
 PPL_QUANTILES = (0.5, 0.9, 0.99)
 LENGTH_QUANTILES = (0.1, 0.5, 0.9)
+# Fixed histogram bins for per-text perplexity, the same every generation so they compare:
+# 10 per decade from 1 to 1e5 (a per-text perplexity is >= 1: its mean NLL is >= 0).
+PPL_HISTOGRAM_EDGES = tuple(10 ** (k / 10) for k in range(51))
 
 DRIFT_SETTINGS: dict = {
+    "drift_text": "the completion only (the prompt is the real data's); code parse rate: prompt + completion",
+    "drift_lm_tokens": "prompt ids + completion ids, each tokenised without special tokens; only "
+                       "completion tokens that are not special are scored",
+    "drift_ppl_aggregation": "per-text exp(mean NLL), then mean and quantiles over texts; corpus: "
+                             "exp(total NLL / total scored tokens)",
     "drift_distinct_unit": "model tokens (ids from the generation-0 tokenizer)",
-    "drift_self_bleu": "mean sentence BLEU-4 of each sampled text against the other sampled texts",
+    "drift_self_bleu": "mean sentence BLEU-4 of each sampled completion against the other sampled completions",
     "drift_self_bleu_max_samples": SELF_BLEU_MAX_SAMPLES,
     "drift_rare_mass": RARE_MASS,
     "drift_rare_definition": "real count <= c*, the largest count whose tokens (with all rarer) hold "
                              "<= rare_mass of real token mass; unseen tokens are rare",
     "drift_length_unit": "model tokens",
+    **LABEL_DRIFT_SETTINGS,
 }
 
 TokenCounts = Union[Mapping[int, int], Sequence[int], np.ndarray]
@@ -158,38 +170,63 @@ def _finite(values: Sequence[float]) -> np.ndarray:
     return arr[np.isfinite(arr)]
 
 
-def drift_metrics(texts: Sequence[str], token_ids: Sequence[Sequence[int]], real_token_counts: TokenCounts,
-                  nll_per_text: Sequence[float], entropy_per_text: Sequence[float], is_code: bool,
+def corpus_perplexity(nll_per_text: Sequence[float], scored_per_text: Sequence[int]) -> float:
+    """exp(total NLL / total scored tokens): every token weighs the same, whatever its text's length.
+    Texts with no scored token (or a NaN NLL) are left out; NaN when nothing is left."""
+    pairs = [(nll * n, n) for nll, n in zip(nll_per_text, scored_per_text) if n > 0 and np.isfinite(nll)]
+    tokens = sum(n for _, n in pairs)
+    return float(np.exp(sum(total for total, _ in pairs) / tokens)) if tokens else float("nan")
+
+
+def perplexity_histogram(perplexities: Sequence[float]) -> dict:
+    """Counts of per-text perplexities in the fixed bins ``PPL_HISTOGRAM_EDGES`` (a value on an
+    inner edge falls in the bin to its right; the last bin holds its right edge), the count above
+    the last edge, and the sorted values themselves. NaN values are left out."""
+    values = np.sort(_finite(perplexities))
+    counts, edges = np.histogram(values, bins=np.asarray(PPL_HISTOGRAM_EDGES))
+    return {"edges": edges.tolist(), "counts": counts.tolist(),
+            "below_first_edge": int((values < edges[0]).sum()), "above_last_edge": int((values > edges[-1]).sum()),
+            "n_texts": int(values.size), "perplexities": values.tolist()}
+
+
+def drift_metrics(completions: Sequence[str], token_ids: Sequence[Sequence[int]], real_token_counts: TokenCounts,
+                  nll_per_text: Sequence[float], entropy_per_text: Sequence[float],
+                  scored_per_text: Sequence[int], programs: Sequence[str] | None = None,
                   *, rare_mass: float = RARE_MASS, self_bleu_samples: int = SELF_BLEU_MAX_SAMPLES,
                   seed: int = 0) -> dict[str, float]:
-    """All drift metrics of one generation's synthetic texts, under stable ``drift/...`` names.
+    """All drift metrics of one generation's synthetic completions, under stable ``drift/...`` names.
 
-    ``token_ids``, ``nll_per_text`` (mean NLL per token, nats) and ``entropy_per_text`` come from
-    scoring ``texts`` with the generation-0 model; ``real_token_counts`` from the real training
-    data under the same tokenizer. Texts with no scored token (NaN NLL) are left out of the NLL,
-    perplexity and entropy statistics. ``drift/parse_rate`` is present only when ``is_code``.
+    ``token_ids`` (each completion's scored tokens), ``nll_per_text`` (mean NLL per scored token,
+    nats) and ``scored_per_text`` come from scoring the completions under the generation-0 model,
+    ``entropy_per_text`` under the model that wrote them; ``real_token_counts`` counts the real
+    training completions' tokens under the same tokenizer. Texts with no scored token (NaN NLL)
+    are left out of the NLL, perplexity and entropy statistics. ``drift/parse_rate`` is present
+    only when ``programs`` (the texts to parse, one per completion) is given.
     """
-    n = len(texts)
+    n = len(completions)
     for name, seq in (("token_ids", token_ids), ("nll_per_text", nll_per_text),
-                      ("entropy_per_text", entropy_per_text)):
+                      ("entropy_per_text", entropy_per_text), ("scored_per_text", scored_per_text),
+                      ("programs", programs if programs is not None else completions)):
         if len(seq) != n:
-            raise ValueError(f"{name} has {len(seq)} entries for {n} texts")
+            raise ValueError(f"{name} has {len(seq)} entries for {n} completions")
     nll = _finite(nll_per_text)
     ppl = np.exp(nll)
     ent = _finite(entropy_per_text)
     nan = float("nan")
     out = {
         "drift/n_texts": float(n),
+        "drift/scored_tokens": float(sum(scored_per_text)),
         "drift/nll_gen0_mean": float(nll.mean()) if nll.size else nan,
         "drift/ppl_gen0_mean": float(ppl.mean()) if ppl.size else nan,
         **{f"drift/ppl_gen0_{k}": v for k, v in quantiles(ppl, PPL_QUANTILES).items()},
+        "drift/ppl_gen0_corpus": corpus_perplexity(nll_per_text, scored_per_text),
         "drift/entropy_mean": float(ent.mean()) if ent.size else nan,
         **{f"drift/entropy_{k}": v for k, v in quantiles(ent, (0.1, 0.5)).items()},
         **{f"drift/distinct_{k}": distinct_n(token_ids, k) for k in DISTINCT_ORDERS},
-        "drift/self_bleu": self_bleu(texts, self_bleu_samples, seed),
+        "drift/self_bleu": self_bleu(completions, self_bleu_samples, seed),
         **{f"drift/len_{k}": v for k, v in length_stats([len(t) for t in token_ids]).items()},
         "drift/tail_mass": tail_mass(token_ids, real_token_counts, rare_mass),
     }
-    if is_code:
-        out["drift/parse_rate"] = parse_rate(texts)
+    if programs is not None:
+        out["drift/parse_rate"] = parse_rate(programs)
     return out

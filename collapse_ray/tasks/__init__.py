@@ -1,36 +1,65 @@
-"""Task registry: a task is one module that registers itself by name."""
+"""Task registry: a task is one module of this package holding a class that registers itself by
+name. Modules are found with pkgutil, so adding a task is adding a file."""
 from __future__ import annotations
 
 import importlib
-from typing import Callable
+import pkgutil
 
-_REGISTRY: dict[str, Callable[[], object]] = {}
-_BUILTIN_MODULES = ("codegen", "vulnerability", "summarization")
+_REGISTRY: dict[str, type] = {}
+# Task modules this install cannot import, with the missing package: a grid dry-run still plans them.
+_UNAVAILABLE: dict[str, str] = {}
+_discovered = False
 
 
 def register_task(name: str):
-    def deco(factory):
-        _REGISTRY[name] = factory
-        return factory
+    def deco(cls):
+        _REGISTRY[name] = cls
+        return cls
     return deco
 
 
-def _load_builtins() -> None:
-    for module in _BUILTIN_MODULES:
+def _discover() -> None:
+    global _discovered
+    if _discovered:
+        return
+    for module in pkgutil.iter_modules(__path__):
+        if module.name == "base" or module.name.startswith("_"):
+            continue
         try:
-            importlib.import_module(f"collapse_ray.tasks.{module}")
+            importlib.import_module(f"{__name__}.{module.name}")
         except ModuleNotFoundError as e:
-            if e.name != f"collapse_ray.tasks.{module}":
-                raise
+            if e.name is None or e.name.split(".")[0] == __name__.split(".")[0]:
+                raise   # a bug in the project, not a missing optional package
+            _UNAVAILABLE[module.name] = e.name
+    _discovered = True
 
 
 def registered_tasks() -> list[str]:
-    _load_builtins()
+    _discover()
     return sorted(_REGISTRY)
 
 
-def get_task(name: str):
-    _load_builtins()
+def unavailable_tasks() -> dict[str, str]:
+    """Task modules that could not be imported here -> the package they miss."""
+    _discover()
+    return dict(_UNAVAILABLE)
+
+
+def task_class(name: str) -> type:
+    _discover()
     if name not in _REGISTRY:
         raise KeyError(f"unknown task {name!r}; known tasks: {', '.join(sorted(_REGISTRY))}")
-    return _REGISTRY[name]()
+    return _REGISTRY[name]
+
+
+def headline_metrics(name: str) -> tuple[str, ...]:
+    """The metrics that summarise a task (progress lines, reports)."""
+    return task_class(name).headline_metrics
+
+
+def get_task(name: str, options=None):
+    """The task, with ``options``: its Options instance, a mapping (checked here), or None (defaults)."""
+    cls = task_class(name)
+    if not isinstance(options, cls.Options):
+        options = cls.parse_options(options, "task.options")
+    return cls(options)

@@ -1,21 +1,24 @@
-"""What a task is: its real data, how the model's outputs become synthetic data, its evaluation.
+"""What a task is: its real data, how the model's outputs become synthetic data, its evaluation,
+its headline metrics and its options.
 
 The loop only talks to this interface and never branches on a task's name.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol, Sequence
+from typing import Any, ClassVar, Sequence
 
 from collapse_ray.examples import Example
 from collapse_ray.generate.base import Generator, Sampling
+from collapse_ray.typed import build
 
 
 @dataclass(frozen=True)
 class TaskData:
     """A task's real data, split deterministically from the seed.
 
-    ``train``: real training examples. ``pool``: examples whose *prompts* the model answers to make
+    ``train``: real training examples, in an order shuffled by the seed (a regime that keeps a
+    fixed part of the real data takes a prefix). ``pool``: examples whose *prompts* the model answers to make
     synthetic data (their real completions are never trained on). ``test``: evaluation items.
     """
 
@@ -31,22 +34,49 @@ def complete_prompts(generator: Generator, prompts: Sequence[Example], sampling:
     return [p.as_synthetic(finish(out), generation) for p, out in zip(prompts, outputs)]
 
 
-class Task(Protocol):
-    name: str
+@dataclass(frozen=True)
+class NoOptions:
+    """The options of a task that has none."""
+
+
+class Task:
+    """Base of every task. A task module subclasses it, registers the class with
+    ``@register_task(name)``, and gives ``Options``: a frozen dataclass of the task's settings
+    (``task.options`` in the config; defaults apply to fields left out), which may check its own
+    values in ``check(where)`` (raise ConfigError naming ``{where}.<field>``)."""
+
+    name: ClassVar[str]
     # Stop strings for sampling this task's completions.
-    stop: tuple[str, ...]
+    stop: ClassVar[tuple[str, ...]]
     # Whether synthetic texts are programs (drift then also reports the share that parses).
-    is_code: bool
+    is_code: ClassVar[bool]
+    # Optional: ``label_drift(kept: Sequence[Example]) -> dict[str, float]``. A task whose synthetic
+    # data are pseudo-labels defines it; its drift is then measured on the labels, not on the text.
+    # The metrics of evaluate() that summarise the task (progress lines, reports), most important first.
+    headline_metrics: ClassVar[tuple[str, ...]] = ()
+    Options: ClassVar[type] = NoOptions
+
+    def __init__(self, options: Any = None):
+        self.options = options if options is not None else self.Options()
+
+    @classmethod
+    def parse_options(cls, value: Any, where: str = "task.options"):
+        """The typed options from the config's mapping (None: all defaults)."""
+        return build(cls.Options, {} if value is None else value, where)
 
     def load(self, data_path: str | None, seed: int, sizes) -> TaskData:
         """Read and split the real data; raise a clear error naming a missing/empty/bad file."""
+        raise NotImplementedError
 
     def synthesize(self, generator: Generator, prompts: Sequence[Example], sampling: Sampling,
                    generation: int) -> list[Example]:
         """The model's own answers to the pool's prompts, as synthetic training examples."""
+        raise NotImplementedError
 
     def quality_ok(self, example: Example) -> bool:
         """The task's quality filter (a mitigation): keep this synthetic example?"""
+        raise NotImplementedError
 
     def evaluate(self, generator: Generator, test: Sequence, sampling: Sampling) -> dict[str, float]:
         """Task metrics of the model the generator serves, on the test items."""
+        raise NotImplementedError

@@ -9,6 +9,7 @@ from __future__ import annotations
 import ast
 import random
 import textwrap
+from dataclasses import dataclass
 from typing import Sequence
 
 from collapse_ray.data import DataError
@@ -16,11 +17,22 @@ from collapse_ray.data.codesearchnet import load_function_records
 from collapse_ray.examples import Example
 from collapse_ray.generate.base import Generator, Sampling
 from collapse_ray.tasks import register_task
-from collapse_ray.tasks.base import TaskData, complete_prompts
+from collapse_ray.tasks.base import Task, TaskData, complete_prompts
+from collapse_ray.typed import require
 
 # HumanEval's usual stop sequences: a new top-level statement ends the function.
 STOP = ("\ndef ", "\nclass ", "\nif __name__", "\nprint(", "\n#", "\nassert ")
-MAX_FUNCTION_CHARS = 1200
+MAX_FUNCTION_CHARS = 1200   # default of task.options.max_function_chars
+
+
+@dataclass(frozen=True)
+class CodegenOptions:
+    # Functions whose source is longer than this are not used as training or pool data.
+    max_function_chars: int = MAX_FUNCTION_CHARS
+
+    def check(self, where: str) -> None:
+        require(self.max_function_chars > 0, f"{where}.max_function_chars",
+                f"must be positive, got {self.max_function_chars}")
 
 
 def split_function(code: str) -> tuple[str, str] | None:
@@ -62,11 +74,11 @@ def parses(example: Example) -> bool:
         return False
 
 
-def function_examples(records: Sequence[dict]) -> list[Example]:
+def function_examples(records: Sequence[dict], max_chars: int = MAX_FUNCTION_CHARS) -> list[Example]:
     out = []
     for r in records:
         code = r.get("original_string") or r.get("code") or ""
-        if len(code) > MAX_FUNCTION_CHARS:
+        if len(code) > max_chars:
             continue
         split = split_function(code)
         if split is not None:
@@ -75,15 +87,20 @@ def function_examples(records: Sequence[dict]) -> list[Example]:
 
 
 @register_task("codegen")
-class CodeGeneration:
+class CodeGeneration(Task):
     name = "codegen"
     stop = STOP
     is_code = True
+    headline_metrics = ("pass_at_1", "bleu4")
+    Options = CodegenOptions
+    # config sandbox.allow_unisolated (set by the loop): run programs where no namespace can
+    # isolate them, instead of refusing to evaluate.
+    allow_unisolated = False
 
     def load(self, data_path: str | None, seed: int, sizes) -> TaskData:
         from collapse_ray.data.humaneval import load_humaneval
 
-        examples = function_examples(load_function_records(data_path))
+        examples = function_examples(load_function_records(data_path), self.options.max_function_chars)
         need = sizes.train_examples + sizes.synthetic_pool
         if len(examples) < need:
             raise DataError(f"{data_path or 'the standard library'}: only {len(examples)} usable functions "
@@ -106,13 +123,14 @@ class CodeGeneration:
     def evaluate(self, generator: Generator, test: Sequence[dict], sampling: Sampling) -> dict[str, float]:
         from collapse_ray.data.humaneval import program_for
         from collapse_ray.metrics.text import bleu4
-        from collapse_ray.sandbox import run_many
+        from collapse_ray.sandbox import check_isolation, run_many
 
+        check_isolation(self.allow_unisolated)  # refuse before generating, not after
         greedy = Sampling(max_new_tokens=sampling.max_new_tokens, temperature=0.0, seed=sampling.seed, stop=STOP)
         prompts = [model_prompt(p) for p in test]
         completions = generator.generate(prompts, greedy)
         results = run_many([program_for(p, prompt + c) for p, prompt, c in zip(test, prompts, completions)],
-                           timeout_s=10.0)
+                           timeout_s=10.0, allow_unisolated=self.allow_unisolated)
         passed = [r.passed for r in results]
         return {
             "pass_at_1": sum(passed) / len(passed),

@@ -8,6 +8,7 @@ the answer would be in the prompt. Prompt = code, then a summary slot; completio
 newline; sampling stops at the newline. Synthetic data is the model's own summaries of pool code.
 Evaluation: greedy summaries of the test split, corpus BLEU-4 (sacrebleu) and mean ROUGE-L F
 (rouge-score) against the references, with the settings of ``collapse_ray.metrics.text``.
+The bounds below (code length, summary words, code-word share) are the defaults of ``task.options``.
 """
 from __future__ import annotations
 
@@ -24,7 +25,8 @@ from collapse_ray.data.codesearchnet import load_function_records
 from collapse_ray.examples import Example
 from collapse_ray.generate.base import Generator, Sampling
 from collapse_ray.tasks import register_task
-from collapse_ray.tasks.base import TaskData, complete_prompts
+from collapse_ray.tasks.base import Task, TaskData, complete_prompts
+from collapse_ray.typed import require
 
 PROMPT_SUFFIX = "\n# Summary of the function above:"
 PROMPT_TEMPLATE = "{code}" + PROMPT_SUFFIX
@@ -42,6 +44,25 @@ MAX_SUMMARY_WORDS = 30
 # Quality filter: a summary is "mostly code" when more than this share of its words look like code.
 MAX_CODE_WORD_SHARE = 0.5
 _CODE_WORD = re.compile(r"[()\[\]{}=<>;]|_|\w\.\w|:$")
+
+
+@dataclasses.dataclass(frozen=True)
+class SummarizationOptions:
+    """``task.options`` of summarization; the defaults are the constants above."""
+
+    max_code_chars: int = MAX_CODE_CHARS
+    min_summary_words: int = MIN_SUMMARY_WORDS
+    max_summary_words: int = MAX_SUMMARY_WORDS
+    max_code_word_share: float = MAX_CODE_WORD_SHARE
+
+    def check(self, where: str) -> None:
+        require(self.max_code_chars > 0, f"{where}.max_code_chars", f"must be positive, got {self.max_code_chars}")
+        require(self.min_summary_words >= 1, f"{where}.min_summary_words",
+                f"must be at least 1, got {self.min_summary_words}")
+        require(self.max_summary_words >= self.min_summary_words, f"{where}.max_summary_words",
+                f"must be at least min_summary_words ({self.min_summary_words}), got {self.max_summary_words}")
+        require(0.0 <= self.max_code_word_share <= 1.0, f"{where}.max_code_word_share",
+                f"must be in [0, 1], got {self.max_code_word_share}")
 
 
 def strip_docstring(code: str) -> str | None:
@@ -92,33 +113,33 @@ def completion_for(summary: str) -> str:
     return " " + " ".join(summary.split()) + "\n"
 
 
-def words_ok(summary: str) -> bool:
-    return MIN_SUMMARY_WORDS <= len(summary.split()) <= MAX_SUMMARY_WORDS
+def words_ok(summary: str, options: SummarizationOptions = SummarizationOptions()) -> bool:
+    return options.min_summary_words <= len(summary.split()) <= options.max_summary_words
 
 
-def looks_like_code(summary: str, code: str) -> bool:
+def looks_like_code(summary: str, code: str, max_code_word_share: float = MAX_CODE_WORD_SHARE) -> bool:
     """True if ``summary`` is a piece of ``code`` (whitespace-normalised substring) or more than
-    ``MAX_CODE_WORD_SHARE`` of its words look like code (brackets, ``=``, ``_``, ``a.b``, ``x:``)."""
+    ``max_code_word_share`` of its words look like code (brackets, ``=``, ``_``, ``a.b``, ``x:``)."""
     words = summary.split()
     if not words:
         return False
     if " ".join(words) in " ".join(code.split()):
         return True
     code_words = sum(bool(_CODE_WORD.search(w)) for w in words)
-    return code_words / len(words) > MAX_CODE_WORD_SHARE
+    return code_words / len(words) > max_code_word_share
 
 
-def examples_from(records: Sequence[dict]) -> list[Example]:
+def examples_from(records: Sequence[dict], options: SummarizationOptions = SummarizationOptions()) -> list[Example]:
     """Usable (code without docstring, summary) pairs as examples, first of each distinct code."""
     from collapse_ray.data.codesearchnet import summary_of
 
     out, seen = [], set()
     for r in records:
         summary = summary_of(r.get("docstring", ""))
-        if not words_ok(summary):
+        if not words_ok(summary, options):
             continue
         code = strip_docstring(r.get("code") or r.get("original_string") or "")
-        if code is None or len(code) > MAX_CODE_CHARS or code in seen:
+        if code is None or len(code) > options.max_code_chars or code in seen:
             continue
         seen.add(code)
         out.append(Example(prompt_for(code), completion_for(summary),
@@ -128,19 +149,22 @@ def examples_from(records: Sequence[dict]) -> list[Example]:
 
 
 @register_task("summarization")
-class CodeSummarization:
+class CodeSummarization(Task):
     name = "summarization"
     stop = STOP
     is_code = False
+    headline_metrics = ("bleu4", "rougeL")
+    Options = SummarizationOptions
 
     def load(self, data_path: str | None, seed: int, sizes) -> TaskData:
-        examples = examples_from(load_function_records(data_path))
+        o = self.options
+        examples = examples_from(load_function_records(data_path), o)
         n_train, n_pool, n_test = sizes.train_examples, sizes.synthetic_pool, sizes.eval_examples
         need = n_train + n_pool + n_test
         if len(examples) < need:
             raise DataError(f"{data_path or 'the standard library'}: only {len(examples)} usable functions "
-                            f"(summary of {MIN_SUMMARY_WORDS}-{MAX_SUMMARY_WORDS} words, code without "
-                            f"docstring of at most {MAX_CODE_CHARS} characters), need {need} "
+                            f"(summary of {o.min_summary_words}-{o.max_summary_words} words, code without "
+                            f"docstring of at most {o.max_code_chars} characters), need {need} "
                             "(sizes.train_examples + sizes.synthetic_pool + sizes.eval_examples)")
         random.Random(seed).shuffle(examples)
         return TaskData(train=examples[:n_train], pool=examples[n_train:n_train + n_pool],
@@ -153,8 +177,8 @@ class CodeSummarization:
 
     def quality_ok(self, example: Example) -> bool:
         summary = example.completion.strip()
-        return (bool(summary) and words_ok(summary)
-                and not looks_like_code(summary, code_of(example.prompt)))
+        return (bool(summary) and words_ok(summary, self.options)
+                and not looks_like_code(summary, code_of(example.prompt), self.options.max_code_word_share))
 
     def evaluate(self, generator: Generator, test: Sequence[Example], sampling: Sampling) -> dict[str, float]:
         from collapse_ray.metrics.text import bleu4, rouge_l

@@ -1,0 +1,61 @@
+"""Nothing a user has breaks: every config in experiments/ keeps the fingerprint its trials resume by
+and the MLflow params its runs line up on. tests/data/experiments_golden.json was computed on main
+before regimes and task options became registered classes (its _about says how)."""
+import json
+from pathlib import Path
+
+import pytest
+
+from collapse_ray.config import config_from_dict, load_config, read_yaml_mapping
+from collapse_ray.loop import config_fingerprint
+from collapse_ray.tasks import task_class
+
+REPO = Path(__file__).resolve().parents[1]
+GOLDEN = json.loads((REPO / "tests" / "data" / "experiments_golden.json").read_text())["configs"]
+
+
+def current_configs() -> dict:
+    """Each experiments/ config by the golden file's key: a grid's trials as ``<file>::<trial>``."""
+    from collapse_ray.grid import expand, load_grid
+
+    out = {}
+    for path in sorted((REPO / "experiments").glob("*.yaml")):
+        if "grid" in read_yaml_mapping(path):
+            for trial in expand(load_grid(path), cwd="/golden"):
+                out[f"{path.name}::{trial.name}"] = config_from_dict(trial.config)
+        else:
+            out[path.name] = load_config(path)
+    return out
+
+
+CURRENT = current_configs()
+
+
+def test_every_experiment_config_is_pinned():
+    assert sorted(CURRENT) == sorted(GOLDEN)
+
+
+@pytest.mark.parametrize("key", sorted(GOLDEN))
+def test_fingerprint_is_unchanged(key):
+    assert config_fingerprint(CURRENT[key]) == GOLDEN[key]["fingerprint"]
+
+
+# Config fields added since the pin, with their defaults (README, "Upgrading").
+NEW_FIELDS = {"sandbox.allow_unisolated": False}
+
+
+@pytest.mark.parametrize("key", sorted(GOLDEN))
+def test_mlflow_params_keep_their_names_and_values(key):
+    """The documented changes only (README, "Upgrading"): ``regime.alpha`` is logged only by the
+    regime that has it, and each task option is logged as ``task.options.<field>``."""
+    cfg = CURRENT[key]
+    old = dict(GOLDEN[key]["params"])
+    if cfg.regime.name != "hybrid":  # the only regime that had a use for alpha
+        old.pop("regime.alpha")
+    options = task_class(cfg.task.name).Options()
+    added = {f"task.options.{k}": v for k, v in vars(options).items()} | NEW_FIELDS
+    new = cfg.to_flat_params()
+    assert sorted(new) == sorted({**old, **added})
+    for name, value in {**old, **added}.items():
+        if "${DRIVER_IP}" not in str(value):   # the grid fills in this machine's address
+            assert new[name] == value, name
