@@ -77,7 +77,8 @@ def make_generator(cfg: ExperimentConfig) -> Generator:
 
 
 def trial_tags(cfg: ExperimentConfig) -> dict[str, str]:
-    return {"model": cfg.model.name_or_path, "task": cfg.task.name, "regime": cfg.regime.name,
+    # regime: its label (hybrid0.5), as in the trial's name, so two alphas are two regimes in a report
+    return {"model": cfg.model.name_or_path, "task": cfg.task.name, "regime": cfg.regime.label(),
             "seed": str(cfg.seed), "mitigation": mitigation_label(cfg)}
 
 

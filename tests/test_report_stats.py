@@ -10,7 +10,8 @@ import pytest
 
 from collapse_ray.report import stats
 from collapse_ray.report.collect import COLUMNS
-from collapse_ray.report.metric_names import COLLAPSE_DIRECTION, FALLBACK_HEADLINE_METRICS, headline_metrics
+from collapse_ray.report.definitions import COLLAPSE_DIRECTION, control_regime, headline_metrics
+from collapse_ray.tasks import registered_tasks
 
 # Student's t quantiles from a printed table (two-sided 95%): t(0.975; df).
 T975 = {1: 12.7062047, 2: 4.30265273, 3: 3.18244631}
@@ -68,7 +69,7 @@ def test_paired_differences_pair_on_the_seed_at_the_last_generation():
     long = long_table({("real-only", 0): [0.5, 0.5, 0.5], ("real-only", 1): [0.5, 0.52, 0.49],
                        ("synthetic-only", 0): [0.5, 0.4, 0.3], ("synthetic-only", 1): [0.5, 0.46, 0.4],
                        ("synthetic-only", 2): [0.5, 0.1, 0.0]})   # seed 2 has no real-only partner
-    paired = stats.paired_differences(long, {"codegen": ["pass_at_1"]})
+    paired = stats.paired_differences(long, {"codegen": ["pass_at_1"]}, "real-only")
     assert len(paired) == 1
     row = paired.iloc[0]
     assert (row["regime"], row["generation"], row["n"]) == ("synthetic-only", 2, 2)
@@ -106,5 +107,9 @@ def test_onset_table_covers_only_metrics_with_a_direction():
 
 
 def test_every_headline_metric_has_a_collapse_direction():
-    for task in FALLBACK_HEADLINE_METRICS:
-        assert set(headline_metrics(task)) <= set(COLLAPSE_DIRECTION), task
+    for task in registered_tasks():
+        assert headline_metrics(task) and set(headline_metrics(task)) <= set(COLLAPSE_DIRECTION), task
+
+
+def test_the_control_regime_is_real_only():
+    assert control_regime() == "real-only"

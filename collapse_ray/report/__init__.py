@@ -16,7 +16,7 @@ from pathlib import Path
 
 from collapse_ray.report import collect, figures, markdown, stats
 from collapse_ray.report.collect import ReportError
-from collapse_ray.report.metric_names import COLLAPSE_DIRECTION, report_metrics
+from collapse_ray.report.definitions import COLLAPSE_DIRECTION, control_regime, report_metrics
 
 __all__ = ["ReportError", "ReportFiles", "build_report", "main"]
 
@@ -50,7 +50,8 @@ def build_report(experiment: str, tracking_uri: str, out_dir: str | Path, parent
             notes.append(f"task {task}: none of its headline or drift metrics were logged")
     summary = stats.seed_summary(long)
     table = stats.study_table(summary, metrics_by_task)
-    paired = stats.paired_differences(long, metrics_by_task)
+    baseline = control_regime()
+    paired = stats.paired_differences(long, metrics_by_task, baseline)
     onset = stats.onset_table(summary, metrics_by_task, COLLAPSE_DIRECTION, onset_fraction)
     for name, frame in (("table", table), ("paired", paired), ("onset", onset)):
         frame.to_csv(out / f"{name}.csv", index=False, float_format="%.17g")
@@ -59,9 +60,9 @@ def build_report(experiment: str, tracking_uri: str, out_dir: str | Path, parent
     (out / "paired.md").write_text(paired_md)
     (out / "onset.md").write_text(onset_md)
     if paired.empty:
-        notes.append("no paired differences: no real-only runs beside another regime")
+        notes.append(f"no paired differences: no {baseline} runs beside another regime")
 
-    figure_paths = figures.draw_curves(summary, metrics_by_task, out / "figures")
+    figure_paths = figures.draw_curves(summary, metrics_by_task, out / "figures", baseline)
     n_trials = long["trial"].nunique()
     when = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     source = (f"Experiment `{experiment}` at `{tracking_uri}`"
@@ -69,7 +70,8 @@ def build_report(experiment: str, tracking_uri: str, out_dir: str | Path, parent
               + f": {n_trials} trials, generations 0..{int(long['generation'].max())}. Written {when}.")
     (out / "report.md").write_text(markdown.report_md(
         source=source, figures=figure_paths, out_dir=out, table_md=table_md, paired=paired_md, onset=onset_md,
-        directions=markdown.directions_md(COLLAPSE_DIRECTION), fraction=onset_fraction, notes=notes))
+        directions=markdown.directions_md(COLLAPSE_DIRECTION), fraction=onset_fraction, notes=notes,
+        baseline=baseline))
     if parent_run_id:
         client.log_artifacts(parent_run_id, str(out), artifact_path="report")
     return ReportFiles(out, figure_paths, notes)

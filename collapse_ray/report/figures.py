@@ -10,8 +10,6 @@ matplotlib.use("Agg")   # files only; no display on a cluster node
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from collapse_ray.report.stats import BASELINE_REGIME  # noqa: E402
-
 BAND = "±1 sd over seeds"
 
 
@@ -24,12 +22,12 @@ def _n_label(n: pd.Series) -> str:
     return f"n={lo}" if lo == hi else f"n={lo}-{hi}"
 
 
-def draw_metric(summary: pd.DataFrame, task: str, metric: str, path: Path) -> None:
-    """One PNG: rows = mitigations, columns = models."""
+def draw_metric(summary: pd.DataFrame, task: str, metric: str, path: Path, baseline: str) -> None:
+    """One PNG: rows = mitigations, columns = models; the ``baseline`` regime drawn first."""
     data = summary[(summary["task"] == task) & (summary["metric"] == metric)]
     models = sorted(data["model"].unique())
     mitigations = sorted(data["mitigation"].unique())
-    regimes = sorted(data["regime"].unique(), key=lambda r: (r != BASELINE_REGIME, r))   # the baseline first
+    regimes = sorted(data["regime"].unique(), key=lambda r: (r != baseline, r))
     colors = {r: f"C{i}" for i, r in enumerate(regimes)}
     fig, axes = plt.subplots(len(mitigations), len(models), squeeze=False, sharex=True,
                              figsize=(4.2 * len(models) + 1.0, 3.2 * len(mitigations) + 0.8))
@@ -61,12 +59,13 @@ def draw_metric(summary: pd.DataFrame, task: str, metric: str, path: Path) -> No
     plt.close(fig)
 
 
-def draw_curves(summary: pd.DataFrame, metrics_by_task: dict[str, list[str]], out_dir: Path) -> list[Path]:
+def draw_curves(summary: pd.DataFrame, metrics_by_task: dict[str, list[str]], out_dir: Path,
+                baseline: str) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
     for task, metrics in sorted(metrics_by_task.items()):
         for metric in metrics:
             path = out_dir / figure_name(task, metric)
-            draw_metric(summary, task, metric, path)
+            draw_metric(summary, task, metric, path, baseline)
             paths.append(path)
     return paths

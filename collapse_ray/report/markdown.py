@@ -65,7 +65,7 @@ def directions_md(directions: dict[str, str]) -> str:
 
 
 def report_md(*, source: str, figures: Sequence[Path], out_dir: Path, table_md: str, paired: str, onset: str,
-              directions: str, fraction: float, notes: Sequence[str]) -> str:
+              directions: str, fraction: float, notes: Sequence[str], baseline: str) -> str:
     blocks = [
         "# Collapse report",
         source,
@@ -79,8 +79,8 @@ def report_md(*, source: str, figures: Sequence[Path], out_dir: Path, table_md: 
         *(f"![{p.stem}]({p.relative_to(out_dir).as_posix()})" for p in figures),
         "## The study's table (`table.csv`)",
         table_md,
-        "## Paired differences against real-only (`paired.csv`)",
-        "Each regime minus real-only for the same model, task, mitigation and seed, at the last "
+        f"## Paired differences against {baseline} (`paired.csv`)",
+        f"Each regime minus {baseline} for the same model, task, mitigation and seed, at the last "
         "generation; 95% CI: Student's t interval over the seeds' differences (scipy.stats.t).",
         paired,
         "## Collapse onset (`onset.csv`)",

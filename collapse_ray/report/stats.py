@@ -17,7 +17,6 @@ from scipy import stats as scipy_stats
 from collapse_ray.report.collect import GROUP
 
 TABLE_GENERATIONS = (0, 5, 10)
-BASELINE_REGIME = "real-only"
 ONSET_FRACTION = 0.10
 # Float noise must not decide whether a change of exactly the stated fraction counts.
 _EPS = 1e-9
@@ -80,7 +79,7 @@ def t_interval(diffs: Sequence[float], confidence: float = 0.95) -> tuple[float,
 
 
 def paired_differences(long: pd.DataFrame, metrics_by_task: Mapping[str, Sequence[str]],
-                       baseline: str = BASELINE_REGIME, confidence: float = 0.95) -> pd.DataFrame:
+                       baseline: str, confidence: float = 0.95) -> pd.DataFrame:
     """Each regime minus ``baseline``, paired on the seed (same model, task, mitigation), at the
     last generation the model x task x mitigation block reached."""
     rows = []
