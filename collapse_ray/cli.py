@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 import yaml
@@ -59,6 +60,15 @@ def cmd_grid(args) -> None:
     grid_main(args)
 
 
+def cmd_report(args) -> None:
+    from collapse_ray.report import ReportError, main as report_main
+
+    try:
+        report_main(args)
+    except ReportError as e:
+        raise SystemExit(f"report error: {e}") from None
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="collapse-ray", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -88,6 +98,18 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--dry-run", action="store_true", help="print the trials and their resources, run nothing")
     p.add_argument("--resume", action="store_true", help="continue an interrupted grid")
     p.set_defaults(func=cmd_grid)
+
+    p = sub.add_parser("report", help="collapse curves, the study's table, paired differences and onset, "
+                                      "from an MLflow experiment")
+    p.add_argument("experiment", help="MLflow experiment name (a grid's is its name)")
+    p.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI", "sqlite:///mlflow.db"),
+                   help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
+    p.add_argument("--out", help="output directory (default: reports/EXPERIMENT)")
+    p.add_argument("--parent-run", metavar="RUN_ID",
+                   help="only the trials of this grid launch (its parent run), and log the report to that run")
+    p.add_argument("--onset-fraction", type=float, default=0.10,
+                   help="collapse onset: change against generation 0 that counts (default 0.10)")
+    p.set_defaults(func=cmd_report)
 
     args = parser.parse_args(argv)
     args.func(args)

@@ -25,9 +25,11 @@ from collapse_ray.backends import build_generator, build_trainer
 from collapse_ray.config import ExperimentConfig
 from collapse_ray.examples import read_jsonl, write_jsonl
 from collapse_ray.generate.base import Generator, ModelRef, Sampling
+from collapse_ray.labels import TrialLabels, labels_of
 from collapse_ray.mitigations import apply_mitigations
 from collapse_ray.progress import Progress
 from collapse_ray.regimes import provenance
+from collapse_ray.resource_meter import ProcessTreeMeter
 from collapse_ray.tasks import get_task
 from collapse_ray.tracking import TrialTracker
 from collapse_ray.train.base import Trainer
@@ -57,18 +59,7 @@ def config_fingerprint(cfg: ExperimentConfig) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def trial_tags(cfg: ExperimentConfig, mitigation: str | None = None) -> dict[str, str]:
-    """The MLflow run's tags; ``mitigation``: the grid's label for the trial's mitigation settings
-    (the same as in its run name), else a label made from the settings."""
-    return {"model": cfg.model.name_or_path, "task": cfg.task.name, "regime": cfg.regime.name,
-            "seed": str(cfg.seed), "mitigation": mitigation or mitigation_label(cfg)}
 
-
-def mitigation_label(cfg: ExperimentConfig) -> str:
-    m = cfg.mitigation
-    parts = (["quality"] if m.quality_filter else []) + ([m.dedup] if m.dedup != "none" else [])
-    parts += [f"oversample{m.oversample:g}"] if m.oversample > 1 else []
-    return "+".join(parts) or "none"
 
 
 class ModelUnavailable(RuntimeError):
@@ -87,10 +78,12 @@ def check_model_loadable(name_or_path: str) -> None:
 
 
 def run_trial(cfg: ExperimentConfig, *, trainer: Trainer | None = None, generator: Generator | None = None,
-              report: Report | None = None, mitigation: str | None = None) -> list[dict]:
+              report: Report | None = None, labels: TrialLabels | None = None,
+              parent_run_id: str | None = None) -> list[dict]:
     """Run (or resume) one trial; returns the metrics of every generation 0..cfg.generations.
-    Without ``trainer`` / ``generator`` it builds them in this process (backends.py);
-    ``mitigation``: the label of the trial's mitigation settings (see trial_tags)."""
+    Without ``trainer`` / ``generator`` it builds them in this process (backends.py). ``labels``:
+    the grid's labels of the trial (its MLflow tags), else made from the config. ``parent_run_id``:
+    the grid launch's MLflow run, under which this trial's run is nested."""
     from collapse_ray.base_model import resolve_model_path
     from collapse_ray.synthetic_drift import DriftProbe
 
@@ -99,12 +92,14 @@ def run_trial(cfg: ExperimentConfig, *, trainer: Trainer | None = None, generato
     data = task.load(cfg.task.data_path, cfg.seed, cfg.sizes)  # bad data fails before any compute
     state = TrialState(trial_dir(cfg.output_dir, cfg.name), config_fingerprint(cfg))
     tracker = TrialTracker(cfg.tracking.uri, cfg.tracking.experiment)
-    state.set_mlflow_run_id(tracker.start(cfg.name, trial_tags(cfg, mitigation), run_id=state.mlflow_run_id))
+    tags = (labels or labels_of(cfg)).tags()
+    state.set_mlflow_run_id(tracker.start(cfg.name, tags, run_id=state.mlflow_run_id, parent_run_id=parent_run_id))
     finished = state.finished()
     progress = Progress(cfg.name, cfg.generations + 1, first_generation=len(finished))
     base = ModelRef(resolve_model_path(cfg.model, progress=progress.say))
     check_model_loadable(base.path)
     tracker.log_params({**cfg.to_flat_params(), "resolved_model_path": base.path, **_metric_settings()})
+    tracker.log_manifest([cfg.task.data_path], base.path)
     for done in finished:  # finished on disk but the crash came before MLflow heard of it
         tracker.log_generation(done.generation, done.metrics)
 
@@ -116,6 +111,7 @@ def run_trial(cfg: ExperimentConfig, *, trainer: Trainer | None = None, generato
     generator = generator or build_generator(cfg)
     sampling = Sampling(max_new_tokens=cfg.sizes.max_new_tokens, temperature=cfg.sampling.temperature,
                         top_p=cfg.sampling.top_p, stop=task.stop)
+    meter = ProcessTreeMeter().start()   # this trial's own CPU-seconds and peak memory per generation
     try:
         for g in range(len(finished), cfg.generations + 1):
             progress.begin_generation(g)
@@ -155,7 +151,7 @@ def run_trial(cfg: ExperimentConfig, *, trainer: Trainer | None = None, generato
                 **{f"synthetic/removed_{k}": float(v) for k, v in removed.items()},
                 **{f"train/share_{k}": v / len(train_set) for k, v in provenance(train_set).items()
                    if k == "real"},
-                **{f"time/{k}_s": v for k, v in progress.phase_seconds.items()},
+                **{f"time/{k}_s": v for k, v in progress.phase_seconds.items()}, **meter.sample(),
             }
             state.mark_complete(g, trained.model, metrics)
             tracker.log_generation(g, metrics)
@@ -172,6 +168,7 @@ def run_trial(cfg: ExperimentConfig, *, trainer: Trainer | None = None, generato
         tracker.finish("FAILED")
         raise
     finally:
+        meter.stop()
         generator.close()
     tracker.finish("FINISHED")
     return all_metrics

@@ -1,20 +1,28 @@
-"""MLflow: one run per trial, params for every config choice, metrics with step = generation.
+"""MLflow: one parent run per grid launch, one nested run per trial, params for every config
+choice, metrics with step = generation, a reproducibility manifest per trial.
 
 Uses ``MlflowClient`` (no fluent global state), so several trials can log from one process.
 """
 from __future__ import annotations
 
+import datetime
+import json
 import math
 import os
 import time
+import uuid
 import urllib.error
 import urllib.request
+from pathlib import Path
 from typing import Any
 
 # MLflow 3 refuses its plain file store unless asked; users may point tracking.uri at ./mlruns.
 os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
 
 GENERATION_KEY = "generation"  # logged last in each generation's batch: marks the step as done
+PARENT_RUN_TAG = "mlflow.parentRunId"   # MLflow's own tag: the UI nests a run under its parent
+# Tags of a grid's parent run.
+GRID_NAME_TAG, LAUNCH_ID_TAG, LAUNCH_TIME_TAG, GIT_COMMIT_TAG = "grid", "launch_id", "launch_time", "git_commit"
 
 
 class TrackingError(RuntimeError):
@@ -39,7 +47,9 @@ def _param_value(value: Any) -> str:
     return text[:6000]
 
 
-class TrialTracker:
+class _RunLogger:
+    """An MLflow client bound to one experiment and (once started) one run."""
+
     def __init__(self, uri: str, experiment: str):
         check_reachable(uri)  # before importing mlflow: the answer comes in seconds
         from mlflow.tracking import MlflowClient
@@ -49,15 +59,6 @@ class TrialTracker:
         self.experiment_id = exp.experiment_id if exp else self.client.create_experiment(experiment)
         self.run_id: str | None = None
 
-    def start(self, run_name: str, tags: dict[str, str], run_id: str | None = None) -> str:
-        """Start a new run, or reopen ``run_id`` when resuming a trial."""
-        if run_id is not None:
-            self.client.update_run(run_id, status="RUNNING")
-            self.run_id = run_id
-        else:
-            self.run_id = self.client.create_run(self.experiment_id, run_name=run_name, tags=tags).info.run_id
-        return self.run_id
-
     def log_params(self, params: dict[str, Any]) -> None:
         from mlflow.entities import Param
 
@@ -65,6 +66,32 @@ class TrialTracker:
         new = [Param(k, _param_value(v)) for k, v in params.items() if k not in existing]
         for i in range(0, len(new), 100):
             self.client.log_batch(self.run_id, params=new[i:i + 100])
+
+    def log_artifact(self, local_path: str, artifact_path: str | None = None) -> None:
+        self.client.log_artifact(self.run_id, local_path, artifact_path=artifact_path)
+
+    def log_artifacts(self, local_dir: str, artifact_path: str | None = None) -> None:
+        self.client.log_artifacts(self.run_id, local_dir, artifact_path=artifact_path)
+
+    def finish(self, status: str = "FINISHED") -> None:
+        if self.run_id is not None:
+            self.client.set_terminated(self.run_id, status=status)
+
+
+class TrialTracker(_RunLogger):
+    def start(self, run_name: str, tags: dict[str, str], run_id: str | None = None,
+              parent_run_id: str | None = None) -> str:
+        """Start a new run (nested under ``parent_run_id``, a grid's run), or reopen ``run_id``
+        when resuming a trial."""
+        if run_id is not None:
+            self.client.update_run(run_id, status="RUNNING")
+            if parent_run_id:   # a resumed trial belongs to the launch that resumed it
+                self.client.set_tag(run_id, PARENT_RUN_TAG, parent_run_id)
+            self.run_id = run_id
+        else:
+            tags = {**tags, **({PARENT_RUN_TAG: parent_run_id} if parent_run_id else {})}
+            self.run_id = self.client.create_run(self.experiment_id, run_name=run_name, tags=tags).info.run_id
+        return self.run_id
 
     def logged_generations(self) -> set[int]:
         return {int(m.step) for m in self.client.get_metric_history(self.run_id, GENERATION_KEY)}
@@ -84,9 +111,55 @@ class TrialTracker:
             self.client.log_batch(self.run_id, metrics=batch[i:i + 500])
         return True
 
-    def log_artifact(self, local_path: str, artifact_path: str) -> None:
-        self.client.log_artifact(self.run_id, local_path, artifact_path=artifact_path)
+    def log_manifest(self, data_paths, model_dir: str) -> dict:
+        """``manifest.json``: package versions, git commit, data and model hashes, the machine."""
+        from collapse_ray.manifest import build_manifest
 
-    def finish(self, status: str = "FINISHED") -> None:
-        if self.run_id is not None:
-            self.client.set_terminated(self.run_id, status=status)
+        manifest = build_manifest(data_paths, model_dir)
+        self.client.log_dict(self.run_id, manifest, "manifest.json")
+        return manifest
+
+
+class GridRunTracker(_RunLogger):
+    """The parent run of one grid launch. Its id is kept in the grid's state directory, so a
+    resumed grid reopens the same run and its trials stay nested under it."""
+
+    STATE_FILE = "mlflow_parent_run.json"
+
+    def start(self, grid_name: str, config: dict, state_dir: str | os.PathLike) -> str:
+        from collapse_ray.config import _flatten
+        from collapse_ray.manifest import project_git_commit
+
+        state_file = Path(state_dir) / self.STATE_FILE
+        reopened = self._reopen(state_file, grid_name)
+        if reopened:
+            self.run_id = reopened
+            return self.run_id
+        launch_id = uuid.uuid4().hex
+        tags = {GRID_NAME_TAG: grid_name, LAUNCH_ID_TAG: launch_id, GIT_COMMIT_TAG: project_git_commit(),
+                LAUNCH_TIME_TAG: datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+        self.run_id = self.client.create_run(self.experiment_id, run_name=grid_name, tags=tags).info.run_id
+        self.log_params(_flatten(config))
+        state_file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = state_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"run_id": self.run_id, LAUNCH_ID_TAG: launch_id, GRID_NAME_TAG: grid_name}))
+        os.replace(tmp, state_file)
+        return self.run_id
+
+    def _reopen(self, state_file: Path, grid_name: str) -> str | None:
+        """The stored run, if this tracking store still holds it for this grid and experiment."""
+        from mlflow.exceptions import MlflowException
+
+        if not state_file.is_file():
+            return None
+        stored = json.loads(state_file.read_text())
+        try:
+            run = self.client.get_run(stored["run_id"])
+        except MlflowException:   # another tracking store than the first launch used
+            return None
+        tags = run.data.tags
+        if (run.info.experiment_id != self.experiment_id or tags.get(GRID_NAME_TAG) != grid_name
+                or tags.get(LAUNCH_ID_TAG) != stored.get(LAUNCH_ID_TAG)):
+            return None
+        self.client.update_run(run.info.run_id, status="RUNNING")
+        return run.info.run_id

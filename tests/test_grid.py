@@ -176,14 +176,16 @@ def test_each_trial_keeps_its_own_generations_in_the_dry_run_and_progress_lines(
                                                        "qwen3-1.7b_codegen_real-only_s0_none: generation 4/5 done "]
 
 
-def test_a_trial_carries_its_mitigation_label_into_its_name_and_mlflow_tags(tmp_path):
-    from collapse_ray.loop import trial_tags
+def test_a_trial_carries_its_labels_into_its_name_and_mlflow_tags(tmp_path):
+    from collapse_ray.labels import labels_of
 
     data = with_change("grid.mitigations", {"q": {"quality_filter": True}})
     trials = grid.expand(grid.load_grid(write(tmp_path, data)))
     assert [t.name.rsplit("_", 1)[1] for t in trials] == ["q", "q"]
-    assert {trial_tags(t.config, t.labels.mitigation)["mitigation"] for t in trials} == {"q"}
-    assert trial_tags(trials[0].config)["mitigation"] == "quality"   # a single run names its settings
+    for t in trials:
+        tags = t.labels.tags()
+        assert t.name == "_".join([tags["model"], tags["task"], tags["regime"], "s" + tags["seed"], tags["mitigation"]])
+    assert labels_of(trials[0].config).mitigation == "quality"   # a single run names its settings
 
 
 def _trial(name: str, driver_cpus: float, generator: dict | None = None, tp_gpus: int = 0,
@@ -314,43 +316,6 @@ def assert_each_generation_logged_once(runs: dict, names: list[str], generations
         for key in ("generation", "train/loss", "pass_at_1"):
             assert runs[name][key] == list(range(generations + 1)), (name, key, runs[name][key])
         assert runs[name]["status"] == "FINISHED"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture
-def mlflow_server(tmp_path):
-    """An ``mlflow server`` on 127.0.0.1 (SQLite store), stopped after the test."""
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-         "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
-         "--artifacts-destination", str(tmp_path / "artifacts")],
-        stdout=open(tmp_path / "mlflow-server.log", "w"), stderr=subprocess.STDOUT, start_new_session=True)
-    uri = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(uri + "/health", timeout=2) as resp:
-                    if resp.status == 200:
-                        break
-            except OSError:
-                pass
-            assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "mlflow-server.log").read_text()
-            time.sleep(1)
-        yield uri
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)   # the server and its worker: the group it leads
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
 
 
 NAMES = ["tiny_codegen_real-only_s0_none", "tiny_codegen_synthetic-only_s0_none"]

@@ -1,5 +1,6 @@
 """The recursive loop end to end, in process: tiny model built here, real HumanEval evaluation in
 the sandbox, a real MLflow store."""
+import json
 import os
 import signal
 import subprocess
@@ -50,7 +51,7 @@ def test_two_generations_end_to_end_log_every_metric_at_every_step(tmp_path, tin
     metrics = run_trial(cfg)
     assert len(metrics) == 3
     for key in ("pass_at_1", "bleu4", "train/loss", "drift/ppl_gen0_mean", "drift/ppl_gen0_corpus",
-                "drift/distinct_2", "drift/parse_rate"):
+                "drift/distinct_2", "drift/parse_rate", "sys/cpu_seconds", "sys/peak_rss_mb"):
         run, steps = metric_steps(cfg, key)
         assert steps == [0, 1, 2], key
     client = MlflowClient(cfg.tracking.uri)
@@ -58,6 +59,9 @@ def test_two_generations_end_to_end_log_every_metric_at_every_step(tmp_path, tin
     assert artifacts == ["synthetic/gen_00", "synthetic/gen_01", "synthetic/gen_02"]
     histograms = [a.path for a in client.list_artifacts(run.info.run_id, "drift/gen_02")]
     assert histograms == ["drift/gen_02/ppl_gen0_histogram.json"]
+    manifest = client.download_artifacts(run.info.run_id, "manifest.json", str(tmp_path))
+    assert "config.json" in json.loads(open(manifest).read())["base_model"]["files"]
+    assert all(m["sys/cpu_seconds"] > 0 and m["sys/peak_rss_mb"] > 0 for m in metrics)
     assert run.data.params["regime.name"] == "synthetic-only"
     assert run.data.tags["task"] == "codegen" and run.info.status == "FINISHED"
     assert metrics[0]["train/share_real"] == 1.0 and "train/share_real" not in metrics[1]

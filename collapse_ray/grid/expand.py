@@ -14,25 +14,13 @@ from pathlib import Path
 
 from collapse_ray.backends import TrialResources
 from collapse_ray.config import TINY_MODEL, ConfigError, ExperimentConfig, TaskConfig
+from collapse_ray.labels import TrialLabels
 from collapse_ray.regimes import Regime
 from collapse_ray.grid.spec import GridConfig, GridResources, ModelResources, validate_experiment, with_prefix
 
 # In tracking.uri: the machine running `collapse-ray grid` (the head node under `ray job submit`),
 # filled in by the Tune runner, which asks Ray.
 DRIVER_IP = "${DRIVER_IP}"
-
-
-@dataclass(frozen=True)
-class TrialLabels:
-    model: str
-    task: str
-    regime: str
-    seed: int
-    mitigation: str          # the grid's key for the trial's mitigation settings
-
-    @property
-    def name(self) -> str:
-        return f"{self.model}_{self.task}_{self.regime}_s{self.seed}_{self.mitigation}"
 
 
 @dataclass(frozen=True)

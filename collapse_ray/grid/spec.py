@@ -28,6 +28,7 @@ import yaml
 from collapse_ray.config import (TINY_MODEL, ConfigError, ExperimentConfig, MitigationConfig, ModelConfig,
                                  TaskConfig, build_dataclass, check_model, config_from_dict,
                                  read_yaml_mapping, require)
+from collapse_ray.labels import short_model_name
 from collapse_ray.regimes import Regime, parse_regime
 
 
@@ -198,7 +199,7 @@ def _model_entry(value: Any, where: str) -> ModelEntry:
     item = build_dataclass(_ModelItem, _present(value), where)
     model_data = {"name_or_path": item.name_or_path, **({"tiny": item.tiny} if item.tiny is not None else {})}
     model = with_prefix(where, lambda: _checked_model(model_data))
-    label = item.label or _short_name(model.name_or_path)
+    label = item.label or short_model_name(model.name_or_path)
     require(re.fullmatch(r"[a-z0-9.-]+", label) is not None, f"{where}.label",
             f"must be lowercase letters, digits, '.' or '-', got {label!r}")
     res, w = item.resources, f"{where}.resources"
@@ -224,11 +225,6 @@ def _checked_model(data: dict) -> ModelConfig:
     check_model(model)
     return model
 
-
-def _short_name(name_or_path: str) -> str:
-    """'meta-llama/Llama-3.2-1B' -> 'llama-3.2-1b'; a local directory -> its name."""
-    tail = Path(name_or_path.rstrip("/")).name or name_or_path
-    return re.sub(r"[^a-z0-9.-]+", "-", tail.lower()).strip("-") or "model"
 
 
 def _task(value: Any, where: str, missing_ok: bool) -> TaskConfig:

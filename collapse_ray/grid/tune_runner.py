@@ -69,7 +69,7 @@ def trial_driver(params: dict, trials: dict[str, Trial]) -> None:
     trainer = build_trainer(cfg, say, trial.resources)
     generator = build_generator(cfg, trial.resources, ray.util.get_current_placement_group())
     trainer, report = _hook()(cfg, trainer, report)
-    run_trial(cfg, trainer=trainer, generator=generator, report=report, mitigation=trial.labels.mitigation)
+    run_trial(cfg, trainer=trainer, generator=generator, report=report, labels=trial.labels)
 
 
 def _hook():

@@ -1,0 +1,87 @@
+"""``collapse-ray report``: collapse curves, the study's table, paired differences against
+real-only and collapse onset, all drawn from one long CSV of the runs' metric histories.
+
+    long.csv                 trial, model, task, regime, mitigation, seed, generation, metric, value
+    figures/curves_*.png     one per task x metric
+    table.csv / table.md     generations 0, 5, 10 (or the last): mean, sd, n, change against gen 0
+    paired.csv / paired.md   regime - real-only at the last generation, 95% t interval over seeds
+    onset.csv / onset.md     first generation of collapse per metric
+    report.md                all of the above
+"""
+from __future__ import annotations
+
+import datetime
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from collapse_ray.report import collect, figures, markdown, stats
+from collapse_ray.report.collect import ReportError
+from collapse_ray.report.definitions import COLLAPSE_DIRECTION, control_regime, report_metrics
+
+__all__ = ["ReportError", "ReportFiles", "build_report", "main"]
+
+
+@dataclass
+class ReportFiles:
+    out_dir: Path
+    figures: list[Path] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def report(self) -> Path:
+        return self.out_dir / "report.md"
+
+
+def build_report(experiment: str, tracking_uri: str, out_dir: str | Path, parent_run_id: str | None = None,
+                 onset_fraction: float = 0.10) -> ReportFiles:
+    if not 0 < onset_fraction < 1:
+        raise ReportError(f"--onset-fraction must be between 0 and 1, got {onset_fraction}")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    client = collect.open_client(tracking_uri)
+    long, notes = collect.collect_long(client, experiment, parent_run_id)
+    collect.write_long_csv(long, out / "long.csv")
+    long = collect.read_long_csv(out / "long.csv")   # every figure and table comes from the file
+
+    available = set(long["metric"])
+    metrics_by_task = {task: report_metrics(task, available) for task in sorted(long["task"].unique())}
+    for task, metrics in metrics_by_task.items():
+        if not metrics:
+            notes.append(f"task {task}: none of its headline or drift metrics were logged")
+    summary = stats.seed_summary(long)
+    table = stats.study_table(summary, metrics_by_task)
+    baseline = control_regime()
+    paired = stats.paired_differences(long, metrics_by_task, baseline)
+    onset = stats.onset_table(summary, metrics_by_task, COLLAPSE_DIRECTION, onset_fraction)
+    for name, frame in (("table", table), ("paired", paired), ("onset", onset)):
+        frame.to_csv(out / f"{name}.csv", index=False, float_format="%.17g")
+    table_md, paired_md, onset_md = markdown.study_table_md(table), markdown.paired_md(paired), markdown.onset_md(onset)
+    (out / "table.md").write_text(table_md)
+    (out / "paired.md").write_text(paired_md)
+    (out / "onset.md").write_text(onset_md)
+    if paired.empty:
+        notes.append(f"no paired differences: no {baseline} runs beside another regime")
+
+    figure_paths = figures.draw_curves(summary, metrics_by_task, out / "figures", baseline)
+    n_trials = long["trial"].nunique()
+    when = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    source = (f"Experiment `{experiment}` at `{tracking_uri}`"
+              + (f", grid launch (parent run) `{parent_run_id}`" if parent_run_id else "")
+              + f": {n_trials} trials, generations 0..{int(long['generation'].max())}. Written {when}.")
+    (out / "report.md").write_text(markdown.report_md(
+        source=source, figures=figure_paths, out_dir=out, table_md=table_md, paired=paired_md, onset=onset_md,
+        directions=markdown.directions_md(COLLAPSE_DIRECTION), fraction=onset_fraction, notes=notes,
+        baseline=baseline))
+    if parent_run_id:
+        client.log_artifacts(parent_run_id, str(out), artifact_path="report")
+    return ReportFiles(out, figure_paths, notes)
+
+
+def main(args) -> None:
+    """The CLI's entry: ``args`` has experiment, tracking_uri, out, parent_run, onset_fraction."""
+    out = args.out or str(Path("reports") / args.experiment)
+    files = build_report(args.experiment, args.tracking_uri, out, args.parent_run, args.onset_fraction)
+    for note in files.notes:
+        print(f"note: {note}")
+    logged = f"; logged to run {args.parent_run} under report/" if args.parent_run else ""
+    print(f"report: {files.report} ({len(files.figures)} figures, long.csv, table/paired/onset .md and .csv){logged}")

@@ -1,0 +1,128 @@
+"""The runs of an MLflow experiment (or of one grid launch) as one long table:
+one row per (trial, generation, metric). Every figure and table of the report is drawn from it."""
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pandas as pd
+
+from collapse_ray.tracking import GENERATION_KEY, GRID_NAME_TAG, PARENT_RUN_TAG
+
+COLUMNS = ["trial", "model", "task", "regime", "mitigation", "seed", "generation", "metric", "value"]
+# The tags every trial run carries (labels.TrialLabels.tags); runs without them (a grid's parent run) are skipped.
+TRIAL_TAGS = ("model", "task", "regime", "seed", "mitigation")
+GROUP = ["model", "task", "regime", "mitigation"]   # a seed-averaged line of the study
+
+
+class ReportError(RuntimeError):
+    pass
+
+
+def open_client(tracking_uri: str):
+    from collapse_ray.tracking import TrackingError, check_reachable
+
+    try:
+        check_reachable(tracking_uri)   # seconds, before mlflow's import
+    except TrackingError as e:
+        raise ReportError(str(e)) from None
+    if tracking_uri.startswith("sqlite:///") and not Path(tracking_uri[len("sqlite:///"):]).is_file():
+        # MLflow would silently create an empty store here
+        raise ReportError(f"--tracking-uri {tracking_uri}: no such database file")
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=tracking_uri)
+
+
+def find_experiment_id(client, experiment: str) -> str:
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        names = sorted(e.name for e in client.search_experiments())
+        raise ReportError(f"experiment {experiment!r} not found; experiments in this store: "
+                          f"{', '.join(names) or '(none)'}")
+    return exp.experiment_id
+
+
+def trial_runs(client, experiment_id: str, parent_run_id: str | None = None) -> tuple[list, list[str]]:
+    """The experiment's trial runs (or only the children of ``parent_run_id``), one per
+    model x task x regime x mitigation x seed: when an experiment holds several launches of one
+    trial, the latest started wins. Returns (runs, notes about what was skipped)."""
+    notes = []
+    filter_string = ""
+    if parent_run_id:
+        _check_parent(client, experiment_id, parent_run_id)
+        filter_string = f"tags.`{PARENT_RUN_TAG}` = '{parent_run_id}'"
+    runs, token = [], None
+    while True:
+        page = client.search_runs([experiment_id], filter_string=filter_string, max_results=1000,
+                                  page_token=token)
+        runs.extend(page)
+        token = page.token
+        if not token:
+            break
+    tagged = [r for r in runs if all(t in r.data.tags for t in TRIAL_TAGS)]
+    others = [r for r in runs if r not in tagged and GRID_NAME_TAG not in r.data.tags]   # grid parents are expected
+    if others:
+        notes.append(f"{len(others)} run(s) without the tags {', '.join(TRIAL_TAGS)} skipped")
+    latest: dict[tuple, object] = {}
+    for run in sorted(tagged, key=lambda r: r.info.start_time or 0):
+        key = tuple(run.data.tags[t] for t in TRIAL_TAGS)
+        if key in latest:
+            notes.append(f"trial {'/'.join(key)} has several runs; using the latest ({run.info.run_id})")
+        latest[key] = run
+    return list(latest.values()), notes
+
+
+def _check_parent(client, experiment_id: str, parent_run_id: str) -> None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        parent = client.get_run(parent_run_id)
+    except MlflowException:
+        raise ReportError(f"--parent-run {parent_run_id}: no such run in this tracking store") from None
+    if parent.info.experiment_id != experiment_id:
+        raise ReportError(f"--parent-run {parent_run_id} belongs to experiment id {parent.info.experiment_id}, "
+                          f"not to the experiment asked for (id {experiment_id})")
+
+
+def run_rows(client, run) -> list[dict]:
+    """Every metric's history of one run: one row per (generation = step, metric)."""
+    tags = run.data.tags
+    base = {"trial": run.info.run_name or run.info.run_id, "model": tags["model"], "task": tags["task"],
+            "regime": tags["regime"], "mitigation": tags["mitigation"], "seed": int(tags["seed"])}
+    rows = []
+    for key in sorted(k for k in run.data.metrics if k != GENERATION_KEY):
+        by_step = {}
+        for m in sorted(client.get_metric_history(run.info.run_id, key), key=lambda m: m.timestamp):
+            by_step[m.step] = m.value   # a step logged twice keeps its latest value
+        rows.extend({**base, "generation": int(step), "metric": key, "value": value}
+                    for step, value in sorted(by_step.items()))
+    return rows
+
+
+def collect_long(client, experiment: str, parent_run_id: str | None = None) -> tuple[pd.DataFrame, list[str]]:
+    experiment_id = find_experiment_id(client, experiment)
+    runs, notes = trial_runs(client, experiment_id, parent_run_id)
+    if not runs:
+        where = f"children of run {parent_run_id}" if parent_run_id else f"experiment {experiment!r}"
+        raise ReportError(f"no trial runs (runs tagged {', '.join(TRIAL_TAGS)}) in {where}")
+    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:   # one request per metric
+        rows = [row for run_rows_ in pool.map(lambda r: run_rows(client, r), runs) for row in run_rows_]
+    if not rows:
+        raise ReportError(f"the {len(runs)} trial runs of {experiment!r} have logged no metrics yet")
+    long = pd.DataFrame(rows, columns=COLUMNS)
+    return long.sort_values(COLUMNS[:8]).reset_index(drop=True), notes
+
+
+def write_long_csv(long: pd.DataFrame, path: Path) -> None:
+    long.to_csv(path, index=False, float_format="%.17g")   # round-trips every float exactly
+
+
+def read_long_csv(path: Path) -> pd.DataFrame:
+    long = pd.read_csv(path, dtype={"model": str, "task": str, "regime": str, "mitigation": str, "trial": str,
+                                    "metric": str})
+    missing = [c for c in COLUMNS if c not in long.columns]
+    if missing:
+        raise ReportError(f"{path}: missing columns {', '.join(missing)}; expected {', '.join(COLUMNS)}")
+    return long

@@ -1,0 +1,202 @@
+"""`collapse-ray report` end to end against a real `mlflow server`: a small grid's runs logged
+through tracking.py (a parent run with nested trials, hand-chosen metric values), the report
+run as a subprocess, and every number checked against the runs' metric histories read back
+through MLflow's REST API."""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import statistics
+import subprocess
+import sys
+import urllib.parse
+import urllib.request
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from collapse_ray.tracking import GridRunTracker, TrialTracker
+from tests.conftest import serve_mlflow
+
+REPO = Path(__file__).resolve().parents[1]
+EXPERIMENT = "report-study"
+T975_DF1 = 12.7062047   # Student's t, two-sided 95%, one degree of freedom (printed tables)
+
+# (regime, seed) -> metric -> values at generations 0, 1, 2. synthetic-only seed 2 stopped
+# after generation 1 (a partial grid).
+VALUES = {
+    ("real-only", 0): {"pass_at_1": [0.5, 0.5, 0.5], "bleu4": [10.0, 10.5, 9.8], "drift/self_bleu": [40, 40, 41],
+                       "train/loss": [3.0, 2.9, 2.8]},
+    ("real-only", 1): {"pass_at_1": [0.5, 0.52, 0.49], "bleu4": [12.0, 11.0, 11.5], "drift/self_bleu": [42, 41, 42],
+                       "train/loss": [3.1, 3.0, 2.9]},
+    ("synthetic-only", 0): {"pass_at_1": [0.5, 0.4, 0.3], "bleu4": [0.0, 1.0, 2.0], "drift/self_bleu": [40, 42, 50],
+                            "train/loss": [3.0, 2.0, 1.0]},
+    ("synthetic-only", 1): {"pass_at_1": [0.5, 0.46, 0.4], "bleu4": [0.0, 0.5, 0.5], "drift/self_bleu": [40, 43, 52],
+                            "train/loss": [3.1, 2.1, 1.1]},
+    ("synthetic-only", 2): {"pass_at_1": [0.5, 0.44], "bleu4": [0.0, 0.2], "drift/self_bleu": [40, 41],
+                            "train/loss": [3.2, 2.2]},
+}
+TABLE_METRICS = ("pass_at_1", "bleu4", "drift/self_bleu")   # codegen's headline metrics + a drift metric logged
+
+
+def log_grid(uri: str, state_dir: Path) -> tuple[str, list[str]]:
+    parent = GridRunTracker(uri, EXPERIMENT)
+    parent_id = parent.start("report-study", {"grid": {"regimes": ["real-only", "synthetic-only"], "seeds": [0, 1, 2]},
+                                              "base": {"generations": 2}}, state_dir)
+    children = []
+    for (regime, seed), metrics in VALUES.items():
+        trial = TrialTracker(uri, EXPERIMENT)
+        tags = {"model": "tiny", "task": "codegen", "regime": regime, "seed": str(seed), "mitigation": "none"}
+        children.append(trial.start(f"tiny_codegen_{regime}_s{seed}_none", tags, parent_run_id=parent_id))
+        for g in range(len(metrics["pass_at_1"])):
+            trial.log_generation(g, {k: v[g] for k, v in metrics.items()})
+        trial.finish()
+    return parent_id, children
+
+
+def rest(uri: str, endpoint: str, query: dict | None = None, body: dict | None = None) -> dict:
+    url = f"{uri}/api/2.0/mlflow/{endpoint}" + (f"?{urllib.parse.urlencode(query)}" if query else "")
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as resp:
+        return json.loads(resp.read())
+
+
+def histories_via_rest(uri: str, parent_id: str) -> tuple[list[dict], dict]:
+    """(child runs, values[(regime, metric, generation)] -> list over seeds), from the REST API alone."""
+    exp_id = rest(uri, "experiments/get-by-name", {"experiment_name": EXPERIMENT})["experiment"]["experiment_id"]
+    runs = rest(uri, "runs/search", body={"experiment_ids": [exp_id], "max_results": 100})["runs"]
+    children = [r for r in runs if any(t["key"] == "mlflow.parentRunId" for t in r["data"].get("tags", []))]
+    values = defaultdict(list)
+    for run in children:
+        tags = {t["key"]: t["value"] for t in run["data"]["tags"]}
+        for metric in TABLE_METRICS:
+            history = rest(uri, "metrics/get-history", {"run_id": run["info"]["run_id"], "metric_key": metric})
+            for point in history["metrics"]:
+                values[(tags["regime"], metric, int(point.get("step", 0)))].append(point["value"])
+    return runs, values
+
+
+def read_csv(path: Path) -> list[dict]:
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def fmt(x: float) -> str:
+    return f"{x:.4g}"
+
+
+def run_report(uri: str, experiment: str, out: Path, *extra: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "collapse_ray.cli", "report", experiment, "--tracking-uri", uri,
+                           "--out", str(out), *extra],
+                          capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """One server for the module: starting one takes a minute on a loaded machine."""
+    with serve_mlflow(tmp_path_factory.mktemp("mlflow")) as uri:
+        yield uri
+
+
+@pytest.fixture(scope="module")
+def report(server, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("report")
+    parent_id, children = log_grid(server, tmp / "grid-state")
+    result = run_report(server, EXPERIMENT, tmp / "report", "--parent-run", parent_id)
+    assert result.returncode == 0, result.stderr
+    return {"uri": server, "parent": parent_id, "children": children, "out": tmp / "report", "result": result,
+            "state": tmp / "grid-state"}
+
+
+def test_report_end_to_end_against_an_mlflow_server(report):
+    uri, parent_id, out = report["uri"], report["parent"], report["out"]
+    assert "Traceback" not in report["result"].stderr + report["result"].stdout
+
+    # Trials nest under one parent run, which holds the grid config and its launch tags.
+    runs, values = histories_via_rest(uri, parent_id)
+    by_id = {r["info"]["run_id"]: r for r in runs}
+    parents = {t["value"] for r in runs for t in r["data"].get("tags", []) if t["key"] == "mlflow.parentRunId"}
+    assert parents == {parent_id} and set(report["children"]) <= set(by_id)
+    assert sum(1 for r in runs if r["info"]["run_id"] != parent_id) == len(VALUES)
+    parent_data = by_id[parent_id]["data"]
+    assert {p["key"]: p["value"] for p in parent_data["params"]}["base.generations"] == "2"
+    assert {"grid", "launch_time", "git_commit", "launch_id"} <= {t["key"] for t in parent_data["tags"]}
+
+    # The figures exist and are images.
+    figures = sorted((out / "figures").glob("*.png"))
+    assert {p.name for p in figures} == {"curves_codegen_pass_at_1.png", "curves_codegen_bleu4.png",
+                                         "curves_codegen_drift_self_bleu.png"}
+    for path in figures:
+        with Image.open(path) as image:
+            image.verify()
+            assert image.size[0] > 200 and image.size[1] > 200
+
+    # Every number of the study table equals a mean / sd computed from the REST histories.
+    table = read_csv(out / "table.csv")
+    assert {(r["regime"], r["metric"], int(r["generation"])) for r in table} == {
+        (regime, metric, g) for regime in ("real-only", "synthetic-only") for metric in TABLE_METRICS for g in (0, 2)}
+    table_md = (out / "table.md").read_text()
+    for row in table:
+        seeds = values[(row["regime"], row["metric"], int(row["generation"]))]
+        gen0 = statistics.mean(values[(row["regime"], row["metric"], 0)])
+        assert int(row["n"]) == len(seeds)
+        assert float(row["mean"]) == pytest.approx(statistics.mean(seeds), rel=1e-12)
+        assert float(row["sd"]) == pytest.approx(statistics.stdev(seeds), rel=1e-12)
+        assert float(row["change"]) == pytest.approx(statistics.mean(seeds) - gen0, abs=1e-12)
+        if gen0 == 0:
+            assert row["rel_change"] in ("", "nan")
+        else:
+            assert float(row["rel_change"]) == pytest.approx((statistics.mean(seeds) - gen0) / abs(gen0))
+        assert f"{fmt(statistics.mean(seeds))} ± {fmt(statistics.stdev(seeds))} (n={len(seeds)}" in table_md
+    assert "(n=2; -30.0%)" in table_md   # synthetic-only pass@1 at generation 2: 0.35 against 0.5
+
+    # Onset, by hand: synthetic-only pass@1 means 0.5, 0.4333, 0.35 (-13%, -30%) -> generation 1;
+    # real-only stays within 10%; bleu4 starts at 0 -> n/a; self-BLEU is past +10% only at the
+    # last generation (40, 42, 51) -> none.
+    onset = {(r["regime"], r["metric"]): r["onset"] for r in read_csv(out / "onset.csv")}
+    assert onset[("synthetic-only", "pass_at_1")] == "1"
+    assert onset[("real-only", "pass_at_1")] == "none"
+    assert onset[("synthetic-only", "bleu4")] == "n/a"
+    assert onset[("synthetic-only", "drift/self_bleu")] == "none"
+
+    # Paired difference at generation 2, by hand: seeds 0 and 1 (seed 2 has no real-only partner).
+    paired = {r["metric"]: r for r in read_csv(out / "paired.csv")}
+    diffs = [0.3 - 0.5, 0.4 - 0.49]
+    half = T975_DF1 * statistics.stdev(diffs) / math.sqrt(2)
+    row = paired["pass_at_1"]
+    assert (row["regime"], row["generation"], row["n"]) == ("synthetic-only", "2", "2")
+    assert float(row["mean_diff"]) == pytest.approx(statistics.mean(diffs))
+    assert float(row["ci_low"]) == pytest.approx(statistics.mean(diffs) - half, rel=1e-6)
+    assert float(row["ci_high"]) == pytest.approx(statistics.mean(diffs) + half, rel=1e-6)
+
+    # The long CSV holds every logged point (the `generation` marker aside).
+    long = read_csv(out / "long.csv")
+    assert len(long) == sum(len(series) for metrics in VALUES.values() for series in metrics.values())
+
+    # report.md embeds every figure and the tables; the same files are artifacts of the parent run.
+    report_md = (out / "report.md").read_text()
+    assert all(f"](figures/{p.name})" in report_md for p in figures) and table_md in report_md
+    listed = rest(uri, "artifacts/list", {"run_id": parent_id, "path": "report"})
+    assert {"report/report.md", "report/long.csv", "report/table.csv", "report/figures"} <= \
+        {f["path"] for f in listed["files"]}
+
+
+def test_a_resumed_grid_reopens_its_parent_run_and_its_trials_stay_nested(report):
+    again = GridRunTracker(report["uri"], EXPERIMENT).start("report-study", {}, report["state"])
+    assert again == report["parent"]
+    trial = TrialTracker(report["uri"], EXPERIMENT)
+    trial.start("ignored on resume", {}, run_id=report["children"][0], parent_run_id=again)
+    run = rest(report["uri"], "runs/get", {"run_id": report["children"][0]})["run"]
+    assert {t["key"]: t["value"] for t in run["data"]["tags"]}["mlflow.parentRunId"] == again
+    assert run["info"]["status"] == "RUNNING"
+
+
+def test_report_of_an_unknown_experiment_names_the_ones_there(report, tmp_path):
+    result = run_report(report["uri"], "no-such-study", tmp_path / "out")
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert "experiment 'no-such-study' not found" in result.stderr and EXPERIMENT in result.stderr
