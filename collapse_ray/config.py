@@ -108,6 +108,9 @@ class MitigationConfig:
 class TrackingConfig:
     uri: str = "sqlite:///mlflow.db"
     experiment: str = "collapse_ray"
+    # Mid-run logging retries with backoff while the server is away for up to this long, then
+    # the trial fails (its state stays on disk; a rerun resumes and logs what is missing).
+    retry_minutes: float = 10.0
 
 
 @dataclass
@@ -116,6 +119,17 @@ class SandboxConfig:
     # unprivileged user namespace), evaluation refuses to run unless this is true: the programs
     # then run as this user, able to read and write what it can and to reach the network.
     allow_unisolated: bool = False
+
+
+@dataclass
+class RetentionConfig:
+    """Which generations' models stay on disk once later generations finish. Synthetic data
+    always stays (accumulate trains on all of it); so do metrics and checksums."""
+
+    # "needed": generation 0 (drift's reference), the last finished generation (resume and
+    # init: previous start from it) and keep_generations; "all": every generation's model.
+    keep_models: Literal["needed", "all"] = "needed"
+    keep_generations: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -132,6 +146,7 @@ class ExperimentConfig:
     mitigation: MitigationConfig = field(default_factory=MitigationConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     sandbox: SandboxConfig = field(default_factory=SandboxConfig)
+    retention: RetentionConfig = field(default_factory=RetentionConfig)
     seed: int = 0
     output_dir: str = "runs"
 
@@ -211,6 +226,11 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
     origin = typing.get_origin(tp)
     if dataclasses.is_dataclass(tp):
         return _build(tp, value, where)
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        (inner,) = typing.get_args(tp)
+        return [_coerce(inner, v, f"{where}[{i}]") for i, v in enumerate(value)]
     if origin is Literal:
         allowed = typing.get_args(tp)
         if value not in allowed:
@@ -281,6 +301,11 @@ def _check_values(cfg: ExperimentConfig) -> None:
     _require(m.oversample >= 1, "mitigation.oversample", f"must be >= 1, got {m.oversample}")
     _check_model(cfg.model)
     _require(bool(cfg.tracking.uri.strip()), "tracking.uri", "must not be empty")
+    _require(0 <= cfg.tracking.retry_minutes < float("inf"), "tracking.retry_minutes",
+             f"must be a number of minutes >= 0, got {cfg.tracking.retry_minutes}")
+    for i, g in enumerate(cfg.retention.keep_generations):
+        _require(0 <= g <= cfg.generations, f"retention.keep_generations[{i}]",
+                 f"must be a generation in 0..{cfg.generations} (generations), got {g}")
 
 
 def _check_model(model: ModelConfig) -> None:
