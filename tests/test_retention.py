@@ -5,7 +5,7 @@ import json
 import pytest
 
 from collapse_ray.checkpoint_estimate import estimate_checkpoint_bytes, grid_checkpoint_bytes, lora_param_count
-from collapse_ray.config import ExperimentConfig, RetentionConfig, config_from_dict
+from collapse_ray.config import ConfigError, ExperimentConfig, RetentionConfig, config_from_dict
 from collapse_ray.loop import config_fingerprint, run_trial
 from collapse_ray.retention import apply_retention, models_to_keep
 from collapse_ray.trial_state import TrialState
@@ -107,3 +107,16 @@ def test_lora_estimate_counts_adapters_as_peft_builds_them():
     with pytest.raises(ValueError, match="lora_params"):
         estimate_checkpoint_bytes(cfg, n_params=1000)
     assert estimate_checkpoint_bytes(cfg, n_params=1000, lora_params=10).model_bytes == 40
+
+
+@pytest.mark.parametrize("fields, message", [
+    ({"retention": {"keep_generations": 3}}, "retention.keep_generations: expected a list, got 3"),
+    ({"retention": {"keep_generations": [11]}},
+     "retention.keep_generations[0]: must be a generation in 0..10 (generations), got 11"),
+    ({"retention": {"keep_models": "some"}}, "retention.keep_models: 'some' is not allowed; choose one of needed, all"),
+    ({"tracking": {"retry_minutes": -1}}, "tracking.retry_minutes: must be a number of minutes >= 0, got -1.0"),
+])
+def test_bad_retention_and_retry_settings_name_the_field(fields, message):
+    with pytest.raises(ConfigError) as bad:
+        config_from_dict(fields)
+    assert str(bad.value) == message
