@@ -105,6 +105,9 @@ class MitigationConfig:
 class TrackingConfig:
     uri: str = "sqlite:///mlflow.db"
     experiment: str = "collapse_ray"
+    # Mid-run logging retries with backoff while the server is away for up to this long, then
+    # the trial fails (its state stays on disk; a rerun resumes and logs what is missing).
+    retry_minutes: float = 10.0
 
 
 @dataclass
@@ -113,6 +116,17 @@ class SandboxConfig:
     # unprivileged user namespace), evaluation refuses to run unless this is true: the programs
     # then run as this user, able to read and write what it can and to reach the network.
     allow_unisolated: bool = False
+
+
+@dataclass
+class RetentionConfig:
+    """Which generations' models stay on disk once later generations finish. Synthetic data
+    always stays (accumulate trains on all of it); so do metrics and checksums."""
+
+    # "needed": generation 0 (drift's reference), the last finished generation (resume and
+    # init: previous start from it) and keep_generations; "all": every generation's model.
+    keep_models: Literal["needed", "all"] = "needed"
+    keep_generations: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -130,6 +144,7 @@ class ExperimentConfig:
     mitigation: MitigationConfig = field(default_factory=MitigationConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     sandbox: SandboxConfig = field(default_factory=SandboxConfig)
+    retention: RetentionConfig = field(default_factory=RetentionConfig)
     seed: int = 0
     output_dir: str = "runs"
 
@@ -219,6 +234,11 @@ def _check_values(cfg: ExperimentConfig) -> None:
     cfg.regime.check_sizes(cfg.sizes, "regime")
     check_model(cfg.model)
     require(bool(cfg.tracking.uri.strip()), "tracking.uri", "must not be empty")
+    require(0 <= cfg.tracking.retry_minutes < float("inf"), "tracking.retry_minutes",
+            f"must be a number of minutes >= 0, got {cfg.tracking.retry_minutes}")
+    for i, g in enumerate(cfg.retention.keep_generations):
+        require(0 <= g <= cfg.generations, f"retention.keep_generations[{i}]",
+                f"must be a generation in 0..{cfg.generations} (generations), got {g}")
 
 
 def check_task(task: TaskConfig, where: str) -> TaskConfig:

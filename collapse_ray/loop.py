@@ -23,21 +23,24 @@ from typing import Callable
 
 from collapse_ray.backends import build_generator, build_trainer
 from collapse_ray.config import ExperimentConfig
+from collapse_ray.disk_full import as_no_space_left
 from collapse_ray.examples import read_jsonl, write_jsonl
 from collapse_ray.generate.base import Generator, ModelRef, Sampling
 from collapse_ray.labels import TrialLabels, labels_of
+from collapse_ray.launch_lock import launch_lock
 from collapse_ray.mitigations import apply_mitigations
 from collapse_ray.progress import Progress
 from collapse_ray.regimes import provenance
 from collapse_ray.resource_meter import ProcessTreeMeter
+from collapse_ray.retention import apply_retention
 from collapse_ray.tasks import get_task
-from collapse_ray.tracking import TrialTracker
+from collapse_ray.tracking import TrackingError, TrialTracker
 from collapse_ray.train.base import Trainer
 from collapse_ray.trial_state import TrialState, trial_dir
 
 # Fields that do not change what a trial computes: a trial may be resumed with other values
 # (more generations, another tracking server).
-_RESUMABLE_FIELDS = ("generations", "tracking", "output_dir", "generator", "sandbox")
+_RESUMABLE_FIELDS = ("generations", "tracking", "output_dir", "generator", "sandbox", "retention")
 
 Report = Callable[[int, dict, Path], None]
 
@@ -84,17 +87,25 @@ def run_trial(cfg: ExperimentConfig, *, trainer: Trainer | None = None, generato
     Without ``trainer`` / ``generator`` it builds them in this process (backends.py). ``labels``:
     the grid's labels of the trial (its MLflow tags), else made from the config. ``parent_run_id``:
     the grid launch's MLflow run, under which this trial's run is nested."""
-    from collapse_ray.base_model import resolve_model_path
-    from collapse_ray.synthetic_drift import DriftProbe
-
     task = get_task(cfg.task.name, cfg.task.options)
     task.allow_unisolated = cfg.sandbox.allow_unisolated  # read by tasks that run programs
     data = task.load(cfg.task.data_path, cfg.seed, cfg.sizes)  # bad data fails before any compute
+    with launch_lock(trial_dir(cfg.output_dir, cfg.name)):   # a second launch of this trial is refused
+        return _run_locked(cfg, task, data, trainer, generator, report, labels or labels_of(cfg), parent_run_id)
+
+
+def _run_locked(cfg: ExperimentConfig, task, data, trainer: Trainer | None, generator: Generator | None,
+                report: Report | None, labels: TrialLabels, parent_run_id: str | None) -> list[dict]:
+    from collapse_ray.base_model import resolve_model_path
+    from collapse_ray.synthetic_drift import DriftProbe
+
     state = TrialState(trial_dir(cfg.output_dir, cfg.name), config_fingerprint(cfg))
-    tracker = TrialTracker(cfg.tracking.uri, cfg.tracking.experiment)
-    tags = (labels or labels_of(cfg)).tags()
-    state.set_mlflow_run_id(tracker.start(cfg.name, tags, run_id=state.mlflow_run_id, parent_run_id=parent_run_id))
+    tracker = TrialTracker(cfg.tracking.uri, cfg.tracking.experiment, retry_minutes=cfg.tracking.retry_minutes)
+    state.set_mlflow_run_id(tracker.start(cfg.name, labels.tags(), run_id=state.mlflow_run_id,
+                                          parent_run_id=parent_run_id))
     finished = state.finished()
+    if finished:   # a policy tightened since the last launch applies at once
+        apply_retention(state, cfg.retention, finished[-1].generation)
     progress = Progress(cfg.name, cfg.generations + 1, first_generation=len(finished))
     base = ModelRef(resolve_model_path(cfg.model, progress=progress.say))
     check_model_loadable(base.path)
@@ -112,6 +123,7 @@ def run_trial(cfg: ExperimentConfig, *, trainer: Trainer | None = None, generato
     sampling = Sampling(max_new_tokens=cfg.sizes.max_new_tokens, temperature=cfg.sampling.temperature,
                         top_p=cfg.sampling.top_p, stop=task.stop)
     meter = ProcessTreeMeter().start()   # this trial's own CPU-seconds and peak memory per generation
+    g = len(finished)
     try:
         for g in range(len(finished), cfg.generations + 1):
             progress.begin_generation(g)
@@ -154,6 +166,7 @@ def run_trial(cfg: ExperimentConfig, *, trainer: Trainer | None = None, generato
                 **{f"time/{k}_s": v for k, v in progress.phase_seconds.items()}, **meter.sample(),
             }
             state.mark_complete(g, trained.model, metrics)
+            apply_retention(state, cfg.retention, g)
             tracker.log_generation(g, metrics)
             tracker.log_artifact(str(gen_dir / "synthetic.jsonl"), artifact_path=f"synthetic/gen_{g:02d}")
             for path in drift_files:
@@ -164,8 +177,11 @@ def run_trial(cfg: ExperimentConfig, *, trainer: Trainer | None = None, generato
             all_metrics.append(metrics)
             previous = trained.model
             progress.say(_summary(metrics, task.headline_metrics))
-    except BaseException:
+    except BaseException as e:
         tracker.finish("FAILED")
+        full = None if isinstance(e, TrackingError) else as_no_space_left(e, state.gen_dir(g), g)
+        if full is not None:
+            raise full from e
         raise
     finally:
         meter.stop()

@@ -16,6 +16,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from collapse_ray.tracking_retry import Retrier
+
 # MLflow 3 refuses its plain file store unless asked; users may point tracking.uri at ./mlruns.
 os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
 
@@ -23,6 +25,7 @@ GENERATION_KEY = "generation"  # logged last in each generation's batch: marks t
 PARENT_RUN_TAG = "mlflow.parentRunId"   # MLflow's own tag: the UI nests a run under its parent
 # Tags of a grid's parent run.
 GRID_NAME_TAG, LAUNCH_ID_TAG, LAUNCH_TIME_TAG, GIT_COMMIT_TAG = "grid", "launch_id", "launch_time", "git_commit"
+BATCH_METRICS = 500            # MLflow's limit per log_batch call
 
 
 class TrackingError(RuntimeError):
@@ -50,7 +53,7 @@ def _param_value(value: Any) -> str:
 class _RunLogger:
     """An MLflow client bound to one experiment and (once started) one run."""
 
-    def __init__(self, uri: str, experiment: str):
+    def __init__(self, uri: str, experiment: str, retry_minutes: float = 10.0):
         check_reachable(uri)  # before importing mlflow: the answer comes in seconds
         from mlflow.tracking import MlflowClient
 
@@ -58,6 +61,7 @@ class _RunLogger:
         exp = self.client.get_experiment_by_name(experiment)
         self.experiment_id = exp.experiment_id if exp else self.client.create_experiment(experiment)
         self.run_id: str | None = None
+        self.retry = Retrier(uri, retry_minutes * 60)   # mid-run calls only: a launch fails fast
 
     def log_params(self, params: dict[str, Any]) -> None:
         from mlflow.entities import Param
@@ -68,14 +72,26 @@ class _RunLogger:
             self.client.log_batch(self.run_id, params=new[i:i + 100])
 
     def log_artifact(self, local_path: str, artifact_path: str | None = None) -> None:
-        self.client.log_artifact(self.run_id, local_path, artifact_path=artifact_path)
+        # An upload to the same path replaces the file: safe to repeat.
+        self.retry.call(f"uploading {artifact_path}",
+                        lambda: self.client.log_artifact(self.run_id, local_path, artifact_path=artifact_path))
 
     def log_artifacts(self, local_dir: str, artifact_path: str | None = None) -> None:
-        self.client.log_artifacts(self.run_id, local_dir, artifact_path=artifact_path)
+        self.retry.call(f"uploading {artifact_path or local_dir}",
+                        lambda: self.client.log_artifacts(self.run_id, local_dir, artifact_path=artifact_path))
 
     def finish(self, status: str = "FINISHED") -> None:
-        if self.run_id is not None:
+        """Mark the run ended. A run ending in failure tries once: the failure that brought it
+        here (an outage included) matters more than its status, which the next launch resets."""
+        if self.run_id is None or (status != "FINISHED" and self.retry.gave_up):
+            return
+        if status == "FINISHED":
+            self.retry.call("marking the run finished", lambda: self.client.set_terminated(self.run_id, status=status))
+            return
+        try:
             self.client.set_terminated(self.run_id, status=status)
+        except Exception as e:   # noqa: BLE001 - reported, never masks the error being raised
+            self.retry.say(f"tracking: could not mark MLflow run {self.run_id} {status} ({str(e).splitlines()[0][:200]})")
 
 
 class TrialTracker(_RunLogger):
@@ -97,19 +113,36 @@ class TrialTracker(_RunLogger):
         return {int(m.step) for m in self.client.get_metric_history(self.run_id, GENERATION_KEY)}
 
     def log_generation(self, generation: int, metrics: dict[str, float]) -> bool:
-        """Log one generation's metrics at step = generation; never the same step twice.
-        Returns False when the step was already logged (a resumed trial)."""
+        """Log one generation's metrics at step = generation, each exactly once, through a server
+        outage too. Returns False when the step was already logged (a resumed trial).
+
+        Idempotent: each attempt first re-reads what the server holds, because a batch the server
+        committed may have lost its answer on the way back."""
         from mlflow.entities import Metric
 
-        if generation in self.logged_generations():
-            return False
         now = int(time.time() * 1000)
         finite = {k: float(v) for k, v in metrics.items() if v is not None and math.isfinite(float(v))}
         batch = [Metric(k, v, now, generation) for k, v in sorted(finite.items())]
         batch.append(Metric(GENERATION_KEY, float(generation), now, generation))
-        for i in range(0, len(batch), 500):
-            self.client.log_batch(self.run_id, metrics=batch[i:i + 500])
-        return True
+        attempts = 0
+
+        def attempt() -> bool:
+            nonlocal attempts
+            attempts += 1
+            if generation in self.logged_generations():
+                return attempts > 1   # this call's earlier attempt committed it
+            todo = batch
+            if attempts > 1 or len(batch) > BATCH_METRICS:   # part of it may be there already
+                there = self._keys_logged_at(generation, [m.key for m in batch])
+                todo = [m for m in batch if m.key not in there]
+            for i in range(0, len(todo), BATCH_METRICS):   # GENERATION_KEY goes last: the done-marker
+                self.client.log_batch(self.run_id, metrics=todo[i:i + BATCH_METRICS])
+            return True
+
+        return self.retry.call(f"logging generation {generation}", attempt)
+
+    def _keys_logged_at(self, step: int, keys: list[str]) -> set[str]:
+        return {k for k in keys if any(m.step == step for m in self.client.get_metric_history(self.run_id, k))}
 
     def log_manifest(self, data_paths, model_dir: str) -> dict:
         """``manifest.json``: package versions, git commit, data and model hashes, the machine."""

@@ -6,7 +6,9 @@
     <output_dir>/<trial>/gen_03/COMPLETE.json  metrics + checksums, written last and atomically
 
 A generation counts as finished only when COMPLETE.json exists and every checksum in it still
-matches; a partial or corrupt generation is deleted and redone, never silently loaded.
+matches; a partial or corrupt generation is deleted and redone, never silently loaded. A model
+pruned by retention is listed in its record's "pruned" and left out of its checksums, so a
+pruned generation still counts as finished.
 """
 from __future__ import annotations
 
@@ -19,16 +21,22 @@ from pathlib import Path
 
 from collapse_ray.generate.base import ModelRef
 
+MODEL_DIR = "model"   # a generation's model (full weights or adapter), the only thing pruned
+
 # Files larger than this are checked by size only: hashing tens of GB on every resume costs minutes.
 HASH_LIMIT_BYTES = 256 * 2**20
 
 
 def write_json_atomic(path: Path, data: dict) -> None:
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as f:
-        json.dump(data, f, indent=1, sort_keys=True)
-        f.flush()
-        os.fsync(f.fileno())
+    try:
+        with open(tmp, "w") as f:
+            json.dump(data, f, indent=1, sort_keys=True)
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError:
+        tmp.unlink(missing_ok=True)   # a full disk: give back what the partial file took
+        raise
     tmp.replace(path)
 
 
@@ -43,9 +51,12 @@ def _fingerprint_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def _checksums(root: Path) -> dict[str, str]:
+def _checksums(root: Path, pruned: tuple[str, ...] = ()) -> dict[str, str]:
+    """Every file's fingerprint but the record's own and those under pruned top-level dirs
+    (leftovers of a prune cut short are ignored, then removed by the next prune)."""
     return {str(p.relative_to(root)): _fingerprint_file(p)
-            for p in sorted(root.rglob("*")) if p.is_file() and p.name != "COMPLETE.json"}
+            for p in sorted(root.rglob("*"))
+            if p.is_file() and p.name != "COMPLETE.json" and p.relative_to(root).parts[0] not in pruned}
 
 
 @dataclass(frozen=True)
@@ -54,6 +65,7 @@ class FinishedGeneration:
     model: ModelRef
     synthetic_path: Path
     metrics: dict[str, float]
+    model_pruned: bool = False   # retention removed the model; ``model`` names where it was
 
 
 def trial_dir(output_dir: str | os.PathLike, trial_name: str) -> Path:
@@ -116,6 +128,24 @@ class TrialState:
         }
         write_json_atomic(d / "COMPLETE.json", record)
 
+    def prune_model(self, generation: int) -> bool:
+        """Remove a finished generation's model directory, recording it first so that a crash
+        mid-way leaves a valid record. Returns whether space was freed."""
+        d = self.gen_dir(generation)
+        try:
+            record = json.loads((d / "COMPLETE.json").read_text())
+        except (OSError, json.JSONDecodeError):
+            return False   # unfinished: nothing is pruned from a generation resume would redo
+        if MODEL_DIR not in record.get("pruned", ()):
+            record["pruned"] = sorted({*record.get("pruned", ()), MODEL_DIR})
+            record["checksums"] = {k: v for k, v in record["checksums"].items()
+                                   if Path(k).parts[0] != MODEL_DIR}
+            write_json_atomic(d / "COMPLETE.json", record)
+        if not (d / MODEL_DIR).exists():
+            return False
+        shutil.rmtree(d / MODEL_DIR)
+        return True
+
     def finished(self) -> list[FinishedGeneration]:
         """Finished generations 0..k-1, stopping at the first one that is missing or corrupt."""
         out = []
@@ -129,7 +159,8 @@ class TrialState:
                 generation=g,
                 model=ModelRef(_absolute(model["path"], self.root), _absolute(model["adapter"], self.root)),
                 synthetic_path=self.gen_dir(g) / "synthetic.jsonl",
-                metrics=record["metrics"]))
+                metrics=record["metrics"],
+                model_pruned=MODEL_DIR in record.get("pruned", ())))
             g += 1
 
     def _load_valid(self, generation: int) -> dict | None:
@@ -139,7 +170,7 @@ class TrialState:
         except (OSError, json.JSONDecodeError):
             return None
         try:
-            if _checksums(d) != record["checksums"]:
+            if _checksums(d, tuple(record.get("pruned", ()))) != record["checksums"]:
                 return None
         except (OSError, KeyError):
             return None

@@ -54,6 +54,11 @@ def coerce(tp: Any, value: Any, where: str) -> Any:
         return tp.from_config(value, where)
     if dataclasses.is_dataclass(tp):
         return build(tp, value, where)
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        (inner,) = typing.get_args(tp)
+        return [coerce(inner, v, f"{where}[{i}]") for i, v in enumerate(value)]
     if origin is Literal:
         allowed = typing.get_args(tp)
         if value not in allowed:
