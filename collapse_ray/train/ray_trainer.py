@@ -80,6 +80,7 @@ class RayTrainer:
             raise ValueError(f"{len(texts)} training texts cannot be shared by {self.num_workers} workers")
         out = Path(out_dir).resolve()
         texts_path = out.with_name(out.name + ".texts.json")
+        out.parent.mkdir(parents=True, exist_ok=True)
         write_json_atomic(texts_path, list(texts))
         job = Job(cfg=self.cfg, init=init, texts_path=str(texts_path), out_dir=str(out), seed=seed,
                   strategy=self.strategy, use_gpu=self.use_gpu, zero_stage=self.zero_stage)
