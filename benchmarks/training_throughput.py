@@ -45,7 +45,8 @@ def load_setup(config_path: str, tasks: str | None):
         base.setdefault("task", {"name": (tasks or data["grid"]["tasks"][0])})
         data = base
     cfg = config_from_dict(data)
-    model = ModelRef(resolve_model_path(cfg.model, progress=lambda msg: print(msg, file=sys.stderr)))
+    # Absolute: Ray Train workers do not run in this directory.
+    model = ModelRef(str(Path(resolve_model_path(cfg.model, progress=lambda msg: print(msg, file=sys.stderr))).resolve()))
     texts = [ex.text for ex in get_task(cfg.task.name).load(cfg.task.data_path, cfg.seed, cfg.sizes).train]
     return cfg, model, texts[:cfg.sizes.train_examples]
 

@@ -78,6 +78,7 @@ class RayTrainer:
     def train(self, init: ModelRef, texts: Sequence[str], out_dir: str, seed: int) -> TrainResult:
         if len(texts) < self.num_workers:
             raise ValueError(f"{len(texts)} training texts cannot be shared by {self.num_workers} workers")
+        init = _absolute(init)   # the workers do not run in this process's directory
         out = Path(out_dir).resolve()
         texts_path = out.with_name(out.name + ".texts.json")
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -112,3 +113,11 @@ class RayTrainer:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _absolute(ref: ModelRef) -> ModelRef:
+    """Local paths made absolute; a hub id (no such local path) stays as it is."""
+    def fix(path: str | None) -> str | None:
+        return str(Path(path).resolve()) if path and Path(path).exists() else path
+
+    return ModelRef(path=fix(ref.path), adapter=fix(ref.adapter))

@@ -204,6 +204,8 @@ class TrainWorkerGroup:
         from collapse_ray.train.ray_worker import serve_jobs
 
         self.close()
+        if not ray.is_initialized():   # as TorchTrainer.fit would: join RAY_ADDRESS's cluster, or start one
+            ray.init()
         here = ray.get_runtime_context().get_node_id()
         board = ray.remote(JobBoard).options(
             num_cpus=0, scheduling_strategy=NodeAffinitySchedulingStrategy(here, soft=True)).remote()
