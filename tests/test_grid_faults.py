@@ -2,12 +2,12 @@
 seeded-random moment, and the grid still finishes with every generation logged to MLflow exactly
 once and complete (checksums valid) on disk.
 
-Each test runs a real one-trial grid (Tune trial driver, a Ray Train V2 worker per generation's
-fit, one vLLM actor per driver) on the tiny model, 2 generations; a thread beside it finds the
-victim in Ray's actor table by class name and kills its pid:
+Each test runs a real one-trial grid (Tune trial driver, one Ray Train V2 worker group per
+driver serving a job per generation, one vLLM actor per driver) on the tiny model, 2 generations;
+a thread beside it finds the victim in Ray's actor table by class name and kills its pid:
 
     victim                        when                                   recovery
-    RayTrainWorker                generation 1's fit, in the train       the fit fails, so the driver does; Tune
+    RayTrainWorker                generation 1's job, in the train       the fit fails, so the driver does; Tune
                                   function (model not yet saved)         retries the trial at generation 1
     VLLMActor                     generation 0's generate phase, then    the driver's next call raises
                                   generation 1's evaluate phase          ActorDiedError; Tune retries, twice
@@ -147,40 +147,35 @@ def tune_failures(tmp_path: Path) -> list[str]:
 # ---------------------------------------------------------------- the faults
 
 def test_grid_recovers_from_a_ray_train_worker_killed_mid_fit(local_ray, tmp_path, tiny_model, data_dir):
-    # Generation 0's fit times this machine, from its worker coming alive to its model being saved.
-    # Generation 1's worker is killed at a random point of the second half of that span: past the
-    # worker group's start-up (a worker lost there Train V2 replaces by itself), in the train
-    # function, before the model is saved.
-    fraction = random.Random(f"{SEED}/train").uniform(0.5, 0.9)
+    # The trial's worker group starts at generation 0 and serves generation 1's job too. That job
+    # is short (the tiny model, a few steps on short synthetic texts: seconds here), so the worker
+    # is killed at a random moment in the first 0.3 s after the job is sent (its texts file
+    # written): while it takes the job or trains, before the model is saved.
+    delay = random.Random(f"{SEED}/train").uniform(0.0, 0.3)
 
-    def worker_of(s: Saboteur, generation: int) -> tuple[dict, float] | None:
-        """The generation's Train worker, and when it was seen alive."""
-        if not s.wait_for(lambda: gen_path(tmp_path, generation).is_dir()):
-            return None
-        gen_started = time.time()
-        alive = s.wait_for(lambda: [a for a in actors("RayTrainWorker", "ALIVE")
-                                    if a["StartTime"] / 1000 >= gen_started - 1])
-        return (alive[0], time.time()) if alive else None
+    def job_sent(s: Saboteur, generation: int) -> float | None:
+        """When the generation's job was sent to the worker group (its texts file appeared)."""
+        return s.wait_for(lambda: (gen_path(tmp_path, generation, "model.texts.json").exists()
+                                   or gen_path(tmp_path, generation, "model").exists()) and time.time())
 
     def plan(s: Saboteur) -> None:
-        first = worker_of(s, 0)
-        saved = first and s.wait_for(lambda: gen_path(tmp_path, 0, "model").exists() and time.time())
-        second = saved and worker_of(s, 1)
-        if not second:
+        saved = s.wait_for(lambda: gen_path(tmp_path, 0, "model").exists())
+        sent_1 = saved and job_sent(s, 1)
+        if not sent_1:
             return
-        worker, alive_at = second
-        delay = fraction * (saved - first[1])
-        time.sleep(max(0.0, alive_at + delay - time.time()))
-        assert not gen_path(tmp_path, 1, "model").exists(), f"the fit saved its model within {delay:.1f}s"
-        s.kill(worker, generation=1, delay=delay, fit_0_s=saved - first[1])
+        (worker,) = actors("RayTrainWorker", "ALIVE")   # the same worker as generation 0's
+        time.sleep(max(0.0, sent_1 + delay - time.time()))
+        assert not gen_path(tmp_path, 1, "model").exists(), f"the job saved its model within {delay:.2f}s"
+        s.kill(worker, generation=1, delay=delay)
 
     started = time.time()
     (kill,) = run_grid_with(plan, tmp_path, tiny_model, data_dir)
     assert_trial_complete(tmp_path)
     assert gen_path(tmp_path, 1, "COMPLETE.json").stat().st_mtime > kill["killed_at"]   # redone
-    assert len(created_since("RayTrainWorker", started)) == GENERATIONS + 2   # one fit more
+    assert len(created_since("RayTrainWorker", started)) == 2   # one group per driver, not one per generation
     failures = tune_failures(tmp_path)
     assert len(failures) == 1, failures
+    assert "TrainGroupDied" in failures[0] and "stopped before acknowledging job 2" in failures[0], failures[0]
     assert "Training failed due to worker errors" in failures[0] and str(kill["pid"]) in failures[0], failures[0]
 
 

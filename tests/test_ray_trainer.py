@@ -94,14 +94,15 @@ def test_deepspeed_config_is_bf16_on_gpu_and_fp32_on_cpu_with_global_batch_of_al
 
 
 # ---------------------------------------------------------------- training on Ray Train
+# Each test closes its trainer (``with``): a trainer's worker group holds its CPUs until closed.
 
 def test_ddp_on_two_gloo_workers_lowers_the_loss_and_saves_a_loadable_model(tiny_model, local_ray, tmp_path):
     from transformers import AutoModelForCausalLM
 
     from collapse_ray.train.ray_trainer import RayTrainer
 
-    trainer = RayTrainer(training(), num_workers=2, resources_per_worker={"CPU": 1}, strategy="ddp")
-    result = trainer.train(ModelRef(tiny_model), TEXTS, str(tmp_path / "model"), seed=0)
+    with RayTrainer(training(), num_workers=2, resources_per_worker={"CPU": 1}, strategy="ddp") as trainer:
+        result = trainer.train(ModelRef(tiny_model), TEXTS, str(tmp_path / "model"), seed=0)
 
     assert result.model == ModelRef(str(tmp_path / "model"))
     assert result.steps == 12 and result.tokens > 0
@@ -110,24 +111,25 @@ def test_ddp_on_two_gloo_workers_lowers_the_loss_and_saves_a_loadable_model(tiny
     assert mean_loss(result.model) < mean_loss(ModelRef(tiny_model)) - 0.5
 
 
-@pytest.mark.slow  # ~30 s quiet, minutes under load: each pays a TorchTrainer start-up
+@pytest.mark.slow  # ~30 s quiet, minutes under load: each pays a worker-group start-up
 def test_one_ray_worker_trains_exactly_like_the_in_process_trainer(tiny_model, local_ray, tmp_path):
     from collapse_ray.train.local import LocalTrainer
     from collapse_ray.train.ray_trainer import RayTrainer
 
-    on_ray = RayTrainer(training(), num_workers=1).train(ModelRef(tiny_model), TEXTS, str(tmp_path / "ray"), seed=3)
+    with RayTrainer(training(), num_workers=1) as trainer:
+        on_ray = trainer.train(ModelRef(tiny_model), TEXTS, str(tmp_path / "ray"), seed=3)
     local = LocalTrainer(training()).train(ModelRef(tiny_model), TEXTS, str(tmp_path / "local"), seed=3)
 
     assert (on_ray.steps, on_ray.tokens) == (local.steps, local.tokens)
     assert on_ray.train_loss == pytest.approx(local.train_loss, abs=1e-4)
 
 
-@pytest.mark.slow  # ~30 s quiet, minutes under load: each pays a TorchTrainer start-up
+@pytest.mark.slow  # ~30 s quiet, minutes under load: each pays a worker-group start-up
 def test_lora_through_ray_train_saves_an_adapter_that_peft_loads(tiny_model, local_ray, tmp_path):
     from collapse_ray.train.ray_trainer import RayTrainer
 
-    trainer = RayTrainer(training(method="lora", lr=1e-2), num_workers=2, resources_per_worker={"CPU": 1})
-    result = trainer.train(ModelRef(tiny_model), TEXTS, str(tmp_path / "adapter"), seed=0)
+    with RayTrainer(training(method="lora", lr=1e-2), num_workers=2, resources_per_worker={"CPU": 1}) as trainer:
+        result = trainer.train(ModelRef(tiny_model), TEXTS, str(tmp_path / "adapter"), seed=0)
 
     assert result.model == ModelRef(path=tiny_model, adapter=str(tmp_path / "adapter"))
     assert json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())["r"] == 8
@@ -138,9 +140,9 @@ def test_lora_through_ray_train_saves_an_adapter_that_peft_loads(tiny_model, loc
 def test_deepspeed_zero2_on_cpu_trains_for_real_and_saves_a_loadable_model(tiny_model, local_ray, tmp_path):
     from collapse_ray.train.ray_trainer import RayTrainer
 
-    trainer = RayTrainer(training(), num_workers=2, resources_per_worker={"CPU": 1},
-                         strategy="deepspeed", zero_stage=2)
-    result = trainer.train(ModelRef(tiny_model), TEXTS, str(tmp_path / "model"), seed=0)
+    with RayTrainer(training(), num_workers=2, resources_per_worker={"CPU": 1},
+                    strategy="deepspeed", zero_stage=2) as trainer:
+        result = trainer.train(ModelRef(tiny_model), TEXTS, str(tmp_path / "model"), seed=0)
 
     assert result.model == ModelRef(str(tmp_path / "model"))
     assert result.steps == 12
@@ -151,9 +153,9 @@ def test_deepspeed_zero2_on_cpu_trains_for_real_and_saves_a_loadable_model(tiny_
 def test_deepspeed_zero3_gathers_the_partitioned_weights_into_a_loadable_model(tiny_model, local_ray, tmp_path):
     from collapse_ray.train.ray_trainer import RayTrainer
 
-    trainer = RayTrainer(training(), num_workers=2, resources_per_worker={"CPU": 1},
-                         strategy="deepspeed", zero_stage=3)
-    result = trainer.train(ModelRef(tiny_model), TEXTS, str(tmp_path / "model"), seed=0)
+    with RayTrainer(training(), num_workers=2, resources_per_worker={"CPU": 1},
+                    strategy="deepspeed", zero_stage=3) as trainer:
+        result = trainer.train(ModelRef(tiny_model), TEXTS, str(tmp_path / "model"), seed=0)
 
     assert mean_loss(result.model) < mean_loss(ModelRef(tiny_model)) - 0.5
 
@@ -162,9 +164,9 @@ def test_deepspeed_zero3_gathers_the_partitioned_weights_into_a_loadable_model(t
 def test_deepspeed_zero3_with_lora_saves_the_gathered_adapter(tiny_model, local_ray, tmp_path):
     from collapse_ray.train.ray_trainer import RayTrainer
 
-    trainer = RayTrainer(training(method="lora", lr=1e-2), num_workers=2, resources_per_worker={"CPU": 1},
-                         strategy="deepspeed", zero_stage=3)
-    result = trainer.train(ModelRef(tiny_model), TEXTS, str(tmp_path / "adapter"), seed=0)
+    with RayTrainer(training(method="lora", lr=1e-2), num_workers=2, resources_per_worker={"CPU": 1},
+                    strategy="deepspeed", zero_stage=3) as trainer:
+        result = trainer.train(ModelRef(tiny_model), TEXTS, str(tmp_path / "adapter"), seed=0)
 
     assert result.model.adapter == str(tmp_path / "adapter")
     assert mean_loss(result.model) < mean_loss(ModelRef(tiny_model))

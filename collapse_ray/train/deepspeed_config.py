@@ -1,7 +1,8 @@
 """The DeepSpeed config the Ray Train workers run with, chosen from the model's size and device.
 
 Choices (each one a keyword here, written down so a run's settings can be read back):
-- ZeRO stage: 3 (parameters partitioned too) from ``ZERO3_MIN_PARAMS`` parameters up, since a
+- ZeRO stage: the one configured (0 means ZeRO off: DeepSpeed's engine without partitioning),
+  else 3 (parameters partitioned too) from ``ZERO3_MIN_PARAMS`` parameters up, since a
   replica of the weights no longer fits beside activations on one GPU; 2 (optimizer state and
   gradients partitioned) below it. ZeRO-1 and ZeRO-2 also run on CPU (DeepSpeed's CPU
   accelerator over gloo), which is how this path is tested without a GPU.
@@ -39,11 +40,16 @@ def zero_stage_for(n_params: int, use_gpu: bool) -> int:
     return 2
 
 
+def resolve_zero_stage(requested: int | None, n_params: int, use_gpu: bool) -> int:
+    """The stage asked for (0 included: ZeRO off, DeepSpeed's engine only), else the size rule."""
+    return requested if requested is not None else zero_stage_for(n_params, use_gpu)
+
+
 def deepspeed_config(*, n_params: int, world_size: int, micro_batch: int, use_gpu: bool,
                      zero_stage: int | None = None) -> dict[str, Any]:
-    stage = zero_stage if zero_stage is not None else zero_stage_for(n_params, use_gpu)
-    if stage not in (1, 2, 3):
-        raise ValueError(f"zero_stage must be 1, 2 or 3, got {stage}")
+    stage = resolve_zero_stage(zero_stage, n_params, use_gpu)
+    if stage not in (0, 1, 2, 3):
+        raise ValueError(f"zero_stage must be 0, 1, 2 or 3, got {stage}")
     zero: dict[str, Any] = {"stage": stage, "contiguous_gradients": True, "overlap_comm": use_gpu}
     if stage == 3:
         # Lets rank 0 gather full 16-bit weights to save a HF checkpoint at the end.

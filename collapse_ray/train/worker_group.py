@@ -1,0 +1,236 @@
+"""One Ray Train worker group for a whole trial: started once, sent one job per generation.
+
+Ray Train V2 has no public call that hands a running worker group more work, so the group is one
+``TorchTrainer.fit`` that runs in a thread of the trial driver and whose training function
+(ray_worker.serve_jobs) serves jobs from this trial's ``JobBoard`` until told to stop:
+
+    driver (this process)                    JobBoard actor (0 CPU)          Train workers
+    run(job): put(seq, job) ---------------> jobs[seq]      <-- take(after) -- every rank polls
+              wait: result(seq, timeout) <-- results[seq]   <-- ack(seq, m) -- rank 0, model saved
+              ...and the fit thread: has the group died?
+
+A job leaves the board only when rank 0 acknowledges it, which it does after the model is saved
+(atomically); a worker group that Train restarts takes it again and reruns it (idempotent on its
+output directory). The driver waits for the acknowledgement in short polls and checks between
+them whether the fit has ended: a dead group (a killed worker, a failed job) raises
+``TrainGroupDied`` naming the fit's error within about Train's health-check interval (2 s)
+plus the controller's shutdown, instead of hanging.
+
+Resources: the group holds ``num_workers x resources_per_worker`` from its start to ``close()``
+(the whole trial), in Train's own placement group; the board and Train's controller take no CPU.
+What the driver owns dies with it: a killed driver takes the board, the controller and the
+workers along (Ray's owner fate-sharing).
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import shutil
+import threading
+import time
+import uuid
+import weakref
+from pathlib import Path
+from typing import Any, Callable
+
+POLL_S = 1.0             # how long one wait for an acknowledgement blocks before checking the fit
+CLOSE_TIMEOUT_S = 120.0  # how long close() waits for the workers to finish and the fit to return
+
+
+class TrainGroupDied(RuntimeError):
+    """The trial's Ray Train worker group stopped before acknowledging a job."""
+
+
+class JobBoard:
+    """The trial's job list (a Ray actor): jobs by sequence number until acknowledged, results
+    until read, and the group's start-up record."""
+
+    def __init__(self):
+        self.jobs: dict[int, Any] = {}
+        self.results: dict[int, dict] = {}
+        self.stopped = False
+        self.changed = asyncio.Event()
+        self.starts = 0               # times rank 0 entered the training function
+        self.first_hello: float | None = None
+        self.pids: dict[int, int] = {}
+
+    def _notify(self) -> None:
+        self.changed.set()
+        self.changed = asyncio.Event()
+
+    async def _wait(self, timeout: float) -> None:
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self.changed.wait(), timeout)
+
+    async def hello(self, rank: int, pid: int, at: float) -> None:
+        self.pids[rank] = pid
+        if rank == 0:
+            self.starts += 1
+            self.first_hello = self.first_hello or at
+
+    async def put(self, seq: int, job: Any) -> None:
+        self.jobs[seq] = job
+        self._notify()
+
+    async def take(self, after: int, timeout: float):
+        """The oldest unacknowledged job after ``after`` as (seq, job); "wait" if none came
+        within ``timeout``; None once stopped."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.stopped:
+                return None
+            pending = sorted(s for s in self.jobs if s > after)
+            if pending:
+                return pending[0], self.jobs[pending[0]]
+            if time.monotonic() >= deadline:
+                return "wait"
+            await self._wait(deadline - time.monotonic())
+
+    async def ack(self, seq: int, result: dict) -> None:
+        self.jobs.pop(seq, None)
+        self.results[seq] = result
+        self._notify()
+
+    async def result(self, seq: int, timeout: float) -> dict | None:
+        if seq not in self.results:
+            await self._wait(timeout)
+        return self.results.pop(seq, None)
+
+    async def stop(self) -> None:
+        self.stopped = True
+        self._notify()
+
+    async def info(self) -> dict:
+        return {"starts": self.starts, "first_hello": self.first_hello, "pids": dict(self.pids),
+                "pending": sorted(self.jobs)}
+
+
+class _Running:
+    """A started group's handles; kept apart from TrainWorkerGroup so a finalizer can stop it."""
+
+    def __init__(self, board, storage: str, run_name: str, remove_storage: bool):
+        self.board, self.storage, self.run_name, self.remove_storage = board, storage, run_name, remove_storage
+        self.thread: threading.Thread | None = None
+        self.error: BaseException | None = None
+        self.launched_at = time.time()
+
+    def fit(self, trainer) -> None:
+        try:
+            trainer.fit()
+        except BaseException as e:   # read by the driver; a thread must not print it
+            self.error = e
+
+    def stop(self) -> None:
+        import ray
+
+        if not ray.is_initialized():
+            return
+        with contextlib.suppress(Exception):
+            ray.get(self.board.stop.remote(), timeout=10)
+        if self.thread is not None:
+            self.thread.join(CLOSE_TIMEOUT_S)
+        with contextlib.suppress(Exception):
+            ray.kill(self.board)   # a group still running fails its next board call and ends
+        if self.thread is not None:
+            self.thread.join(CLOSE_TIMEOUT_S)
+        if self.remove_storage:
+            shutil.rmtree(Path(self.storage, self.run_name), ignore_errors=True)
+            with contextlib.suppress(OSError):
+                Path(self.storage).rmdir()
+
+
+class TrainWorkerGroup:
+    """Starts the fit on the first ``run`` and keeps it until ``close()``. A group that died is
+    not reused: the next ``run`` starts a new one (``fits`` counts them)."""
+
+    def __init__(self, *, num_workers: int, use_gpu: bool, resources_per_worker: dict[str, float] | None,
+                 storage_path: str | None, progress: Callable[[str], None]):
+        self.num_workers, self.use_gpu = num_workers, use_gpu
+        self.resources_per_worker, self.storage_path = resources_per_worker, storage_path
+        self.progress = progress
+        self.fits = 0                 # TorchTrainer.fit calls this group has made
+        self.startup_s: float | None = None   # the current fit's launch -> its workers serving
+        self._running: _Running | None = None
+        self._finalizer: weakref.finalize | None = None
+        self._seq = 0
+
+    def run(self, job, storage_default: Path) -> dict:
+        """Send ``job`` and wait for rank 0's acknowledgement (its metrics)."""
+        import ray
+
+        running = self._running
+        if running is None or not running.thread.is_alive():
+            running = self._start(storage_default)
+        self._seq += 1
+        seq = self._seq
+        ray.get(running.board.put.remote(seq, job))
+        while True:
+            try:
+                result = ray.get(running.board.result.remote(seq, POLL_S))
+            except ray.exceptions.RayError as e:
+                raise TrainGroupDied(f"the trial's Ray Train job board is gone ({type(e).__name__}); "
+                                     f"job {seq} ({job.out_dir}) was not acknowledged") from e
+            if result is not None:
+                self._note_startup(running)
+                return result
+            if not running.thread.is_alive():
+                self._running = None
+                error = running.error or RuntimeError("the fit returned without being told to stop")
+                raise TrainGroupDied(
+                    f"the trial's Ray Train worker group ({self.num_workers} worker(s)) stopped before "
+                    f"acknowledging job {seq} ({job.out_dir}): {type(error).__name__}: {error}") from error
+
+    def info(self) -> dict:
+        """The board's record: worker-group starts (Train restarts included), worker pids, pending jobs."""
+        import ray
+
+        if self._running is None:
+            return {"starts": 0, "first_hello": None, "pids": {}, "pending": []}
+        return ray.get(self._running.board.info.remote())
+
+    def close(self) -> None:
+        """Tell the workers to stop after their current job, wait for the fit to return, free the
+        group's resources and remove its run state."""
+        if self._finalizer is not None:
+            self._finalizer()   # runs _Running.stop once
+        self._running = self._finalizer = None
+
+    def _start(self, storage_default: Path) -> _Running:
+        import ray
+        import ray.train
+        from ray.train.torch import TorchConfig, TorchTrainer
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        from collapse_ray.train.ray_worker import serve_jobs
+
+        self.close()
+        if not ray.is_initialized():   # as TorchTrainer.fit would: join RAY_ADDRESS's cluster, or start one
+            ray.init()
+        here = ray.get_runtime_context().get_node_id()
+        board = ray.remote(JobBoard).options(
+            num_cpus=0, scheduling_strategy=NodeAffinitySchedulingStrategy(here, soft=True)).remote()
+        storage = self.storage_path or str(storage_default)   # may be a URI (s3://...)
+        running = _Running(board, storage, f"train-group-{uuid.uuid4().hex[:8]}",
+                           remove_storage=not self.storage_path)
+        trainer = TorchTrainer(
+            serve_jobs,
+            train_loop_config={"board": board},
+            scaling_config=ray.train.ScalingConfig(num_workers=self.num_workers, use_gpu=self.use_gpu,
+                                                   resources_per_worker=self.resources_per_worker),
+            run_config=ray.train.RunConfig(name=running.run_name, storage_path=storage),
+            torch_config=TorchConfig(backend="nccl" if self.use_gpu else "gloo"),
+        )
+        running.thread = threading.Thread(target=running.fit, args=(trainer,), daemon=True,
+                                          name=running.run_name)
+        running.thread.start()
+        self.fits += 1
+        self.startup_s = None
+        self._running = running
+        self._finalizer = weakref.finalize(self, running.stop)
+        self.progress(f"ray train: started a worker group of {self.num_workers} worker(s) for this trial")
+        return running
+
+    def _note_startup(self, running: _Running) -> None:
+        if self.startup_s is None:
+            first = self.info()["first_hello"]
+            self.startup_s = (first - running.launched_at) if first else None

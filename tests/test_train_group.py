@@ -1,0 +1,152 @@
+"""One Ray Train worker group per trial (collapse_ray.train.worker_group): jobs on a group that
+lives across generations train exactly like a fresh one, the group starts once, its memory stays
+flat, and a dead group fails the driver with a clear message instead of a hang. The tiny random
+Llama and the local two-CPU Ray come from test_ray_trainer."""
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+
+import pytest
+import torch
+
+from collapse_ray.generate.base import ModelRef
+from collapse_ray.train.deepspeed_config import deepspeed_config, resolve_zero_stage
+from tests.test_ray_trainer import TEXTS, local_ray, mean_loss, tiny_model, training  # noqa: F401
+
+
+def state_dict(path: str) -> dict[str, torch.Tensor]:
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).state_dict()
+
+
+def assert_same_weights(a: str, b: str) -> None:
+    sa, sb = state_dict(a), state_dict(b)
+    assert sa.keys() == sb.keys()
+    different = [k for k in sa if not torch.allclose(sa[k], sb[k], rtol=1e-5, atol=1e-6)]
+    assert not different, f"weights differ in {different[:5]} ({len(different)} tensors)"
+
+
+# ---------------------------------------------------------------- issue 8: ZeRO stage 0
+
+def test_zero_stage_0_means_zero_stage_0_not_the_size_rule():
+    # Before: deepspeed_config refused 0, and the worker's `job.zero_stage or ...` turned it into 2.
+    assert resolve_zero_stage(0, n_params=10**6, use_gpu=False) == 0
+    assert deepspeed_config(n_params=10**6, world_size=2, micro_batch=4, use_gpu=False,
+                            zero_stage=0)["zero_optimization"]["stage"] == 0
+    assert resolve_zero_stage(None, n_params=10**6, use_gpu=False) == 2
+
+
+def test_ray_trainer_rejects_a_zero_stage_deepspeed_does_not_have():
+    from collapse_ray.train.ray_trainer import RayTrainer
+
+    with pytest.raises(ValueError, match="zero_stage must be 0, 1, 2 or 3, got 4"):
+        RayTrainer(training(), strategy="deepspeed", zero_stage=4)
+
+
+# ---------------------------------------------------------------- the persistent group
+
+def test_a_job_on_a_used_group_gives_the_weights_of_a_fresh_group_and_of_the_in_process_trainer(
+        tiny_model, local_ray, tmp_path):
+    from collapse_ray.train.local import LocalTrainer
+    from collapse_ray.train.ray_trainer import RayTrainer
+
+    cfg = training(max_steps=6)
+    base = ModelRef(tiny_model)
+    with RayTrainer(cfg, num_workers=1, resources_per_worker={"CPU": 1}) as used:
+        # Two other jobs first: another seed, other texts, and training on from the first one's output.
+        first = used.train(base, TEXTS[::-1], str(tmp_path / "job1"), seed=11)
+        used.train(first.model, TEXTS[:16], str(tmp_path / "job2"), seed=12)
+        third = used.train(base, TEXTS, str(tmp_path / "job3"), seed=3)
+        assert (used.starts, used.group.info()["starts"]) == (1, 1)   # one fit, its workers started once
+        assert used.startup_s is not None and used.startup_s > 0
+    with RayTrainer(cfg, num_workers=1, resources_per_worker={"CPU": 1}) as fresh:
+        alone = fresh.train(base, TEXTS, str(tmp_path / "fresh"), seed=3)
+    local = LocalTrainer(cfg).train(base, TEXTS, str(tmp_path / "local"), seed=3)
+
+    assert (third.steps, third.tokens, third.train_loss) == (alone.steps, alone.tokens, alone.train_loss)
+    assert_same_weights(third.model.path, alone.model.path)
+    assert_same_weights(third.model.path, local.model.path)
+    assert not list(tmp_path.glob("*.texts.json"))   # each job's texts file is removed once acknowledged
+
+
+def test_a_killed_worker_group_fails_the_waiting_driver_with_a_clear_message(tiny_model, local_ray, tmp_path):
+    from collapse_ray.train.ray_trainer import RayTrainer, TrainGroupDied
+
+    trainer = RayTrainer(training(max_steps=10**6), num_workers=1, resources_per_worker={"CPU": 1})
+    killed: dict = {}
+
+    def kill_when_training() -> None:
+        while "at" not in killed:
+            info = trainer.group.info() if trainer.group.fits else {}
+            if info.get("pids") and info.get("pending"):   # the workers serve, the job is out
+                time.sleep(1.0)
+                os.kill(info["pids"][0], signal.SIGKILL)
+                killed.update(pid=info["pids"][0], at=time.monotonic())
+            time.sleep(0.1)
+
+    threading.Thread(target=kill_when_training, daemon=True).start()
+    try:
+        with pytest.raises(TrainGroupDied, match=r"worker group \(1 worker\(s\)\) stopped before "
+                                                 r"acknowledging job 1 \(.*/model\)") as failure:
+            trainer.train(ModelRef(tiny_model), TEXTS, str(tmp_path / "model"), seed=0)
+        noticed_s = time.monotonic() - killed["at"]
+    finally:
+        trainer.close()
+    print(f"the driver noticed the dead group {noticed_s:.1f}s after the kill")
+    # Train's health check runs every 2 s; the controller then shuts the group down.
+    assert noticed_s < 60, f"the driver noticed the dead group after {noticed_s:.0f}s"
+    assert str(killed["pid"]) in str(failure.value)   # Train's error, naming the dead worker, is kept
+    assert not (tmp_path / "model").exists()
+
+
+@pytest.mark.slow  # 11 jobs on one worker: ~1 min quiet
+def test_memory_after_the_eleventh_job_is_within_ten_percent_of_the_first(tiny_model, local_ray, tmp_path):
+    from collapse_ray.train.ray_trainer import RayTrainer
+
+    rss = []
+    with RayTrainer(training(max_steps=4), num_workers=1, resources_per_worker={"CPU": 1}) as trainer:
+        init = ModelRef(tiny_model)
+        for job in range(11):
+            init = trainer.train(init, TEXTS, str(tmp_path / f"gen_{job:02d}" / "model"), seed=job).model
+            rss.append(trainer.last_metrics["rss_bytes"])
+        assert trainer.group.info()["starts"] == 1
+    print(f"worker RSS per job (MiB): {[round(r / 2**20) for r in rss]}")
+    assert abs(rss[10] - rss[0]) <= 0.10 * rss[0], rss
+
+
+@pytest.mark.slow
+def test_two_ddp_workers_serve_jobs_generation_after_generation(tiny_model, local_ray, tmp_path):
+    from collapse_ray.train.ray_trainer import RayTrainer
+
+    with RayTrainer(training(), num_workers=2, resources_per_worker={"CPU": 1}, strategy="ddp") as trainer:
+        gen0 = trainer.train(ModelRef(tiny_model), TEXTS, str(tmp_path / "gen_00" / "model"), seed=0)
+        gen1 = trainer.train(gen0.model, TEXTS, str(tmp_path / "gen_01" / "model"), seed=1)
+        assert (trainer.starts, trainer.group.info()["starts"], len(trainer.group.info()["pids"])) == (1, 1, 2)
+    assert mean_loss(gen1.model) < mean_loss(gen0.model) < mean_loss(ModelRef(tiny_model)) - 0.5
+
+
+@pytest.mark.slow
+def test_deepspeed_zero2_workers_build_and_destroy_an_engine_per_job(tiny_model, local_ray, tmp_path):
+    from collapse_ray.train.ray_trainer import RayTrainer
+
+    with RayTrainer(training(), num_workers=2, resources_per_worker={"CPU": 1},
+                    strategy="deepspeed", zero_stage=2) as trainer:
+        gen0 = trainer.train(ModelRef(tiny_model), TEXTS, str(tmp_path / "gen_00" / "model"), seed=0)
+        gen1 = trainer.train(gen0.model, TEXTS, str(tmp_path / "gen_01" / "model"), seed=1)
+        assert trainer.last_metrics["zero_stage"] == 2 and trainer.group.info()["starts"] == 1
+    assert mean_loss(gen1.model) < mean_loss(gen0.model) < mean_loss(ModelRef(tiny_model)) - 0.5
+
+
+@pytest.mark.slow
+def test_deepspeed_with_zero_stage_0_trains_at_stage_0(tiny_model, local_ray, tmp_path):
+    from collapse_ray.train.ray_trainer import RayTrainer
+
+    with RayTrainer(training(), num_workers=2, resources_per_worker={"CPU": 1},
+                    strategy="deepspeed", zero_stage=0) as trainer:
+        result = trainer.train(ModelRef(tiny_model), TEXTS, str(tmp_path / "model"), seed=0)
+        assert trainer.last_metrics["zero_stage"] == 0   # before: 0 became "auto", i.e. 2
+    assert mean_loss(result.model) < mean_loss(ModelRef(tiny_model)) - 0.5
