@@ -186,6 +186,7 @@ def _run_locked(cfg: ExperimentConfig, task, data, trainer: Trainer | None, gene
     finally:
         meter.stop()
         generator.close()
+        trainer.close()
     tracker.finish("FINISHED")
     return all_metrics
 

@@ -62,6 +62,9 @@ class _CrashingTrainer:
     def __init__(self, inner, crash: _CrashOnce):
         self.inner, self.crash = inner, crash
 
+    def close(self):
+        self.inner.close()
+
     def train(self, init, texts, out_dir, seed):
         result = self.inner.train(init, texts, out_dir, seed)
         self.crash.at(int(Path(out_dir).parent.name.removeprefix("gen_")), "train")

@@ -20,3 +20,6 @@ class Trainer(Protocol):
     def train(self, init: ModelRef, texts: Sequence[str], out_dir: str, seed: int) -> TrainResult:
         """Fine-tune ``init`` on ``texts`` (causal LM loss), save to ``out_dir``; the training
         settings come from the TrainingConfig the trainer was built with."""
+
+    def close(self) -> None:
+        """Free what the trainer holds for the trial (Ray Train's worker group)."""

@@ -29,6 +29,9 @@ class LocalTrainer:
         self.cfg = cfg
         self.progress = progress or (lambda msg: None)
 
+    def close(self) -> None:
+        """Nothing outlives a train() call in this process."""
+
     def train(self, init: ModelRef, texts: Sequence[str], out_dir: str, seed: int) -> TrainResult:
         cfg = self.cfg
         torch.manual_seed(seed)
