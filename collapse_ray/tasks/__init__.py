@@ -5,7 +5,7 @@ import importlib
 from typing import Callable
 
 _REGISTRY: dict[str, Callable[[], object]] = {}
-_BUILTIN_MODULES = ("codegen", "vulnerability", "summarization")
+_BUILTIN_MODULES = ("codegen", "codegen_embedded", "vulnerability", "summarization")
 
 
 def register_task(name: str):
