@@ -141,3 +141,15 @@ def test_a_regime_with_its_own_parameters_mixes_each_generation_in_the_loop(tmp_
     run, _ = metric_steps(cfg, "train/examples")
     assert run.data.params["regime.real_examples"] == "4" and "regime.alpha" not in run.data.params
     assert "finished: pass_at_1=" in capsys.readouterr().err   # the task's headline metrics lead the summary
+
+
+def test_embedded_benchmark_runs_two_generations_with_pass_at_1_per_family(tmp_path, tiny_cache):
+    from collapse_ray.data.function_families import FAMILY_NAMES
+
+    cfg = small_config(tmp_path, tiny_cache, **{"task.name": "codegen_embedded", "sizes.eval_examples": 28})
+    metrics = run_trial(cfg)
+    for key in ("pass_at_1", "bleu4", *(f"pass_at_1/{f}" for f in FAMILY_NAMES), "train/loss", "drift/parse_rate",
+                "synthetic/kept"):
+        _, steps = metric_steps(cfg, key)
+        assert steps == [0, 1, 2], key
+    assert all(0.0 <= m["pass_at_1"] <= 1.0 for m in metrics)

@@ -33,6 +33,7 @@ class CodegenOptions:
     def check(self, where: str) -> None:
         require(self.max_function_chars > 0, f"{where}.max_function_chars",
                 f"must be positive, got {self.max_function_chars}")
+EVAL_TIMEOUT_S = 10.0  # wall-clock limit per test program in the sandbox
 
 
 def split_function(code: str) -> tuple[str, str] | None:
@@ -121,19 +122,34 @@ class CodeGeneration(Task):
         return bool(example.completion.strip()) and parses(example)
 
     def evaluate(self, generator: Generator, test: Sequence[dict], sampling: Sampling) -> dict[str, float]:
-        from collapse_ray.data.humaneval import program_for
-        from collapse_ray.metrics.text import bleu4
-        from collapse_ray.sandbox import check_isolation, run_many
+        completions, results = run_problems(generator, test, sampling, self.allow_unisolated)
+        return execution_metrics(test, completions, results)
 
-        check_isolation(self.allow_unisolated)  # refuse before generating, not after
-        greedy = Sampling(max_new_tokens=sampling.max_new_tokens, temperature=0.0, seed=sampling.seed, stop=STOP)
-        prompts = [model_prompt(p) for p in test]
-        completions = generator.generate(prompts, greedy)
-        results = run_many([program_for(p, prompt + c) for p, prompt, c in zip(test, prompts, completions)],
-                           timeout_s=10.0, allow_unisolated=self.allow_unisolated)
-        passed = [r.passed for r in results]
-        return {
-            "pass_at_1": sum(passed) / len(passed),
-            "bleu4": bleu4(completions, [p["canonical_solution"] for p in test]),
-            "eval_timeouts": float(sum(r.status == "timeout" for r in results)),
-        }
+
+def run_problems(generator: Generator, problems: Sequence[dict], sampling: Sampling,
+                 allow_unisolated: bool = False) -> tuple[list[str], list]:
+    """Greedy completions of HumanEval-shaped problems and the sandbox's result of running each
+    completed function against the problem's tests (refused before generating where programs
+    cannot be isolated, unless ``allow_unisolated``: config sandbox.allow_unisolated)."""
+    from collapse_ray.data.humaneval import program_for
+    from collapse_ray.sandbox import check_isolation, run_many
+
+    check_isolation(allow_unisolated)
+
+    greedy = Sampling(max_new_tokens=sampling.max_new_tokens, temperature=0.0, seed=sampling.seed, stop=STOP)
+    prompts = [model_prompt(p) for p in problems]
+    completions = generator.generate(prompts, greedy)
+    results = run_many([program_for(p, prompt + c) for p, prompt, c in zip(problems, prompts, completions)],
+                       timeout_s=EVAL_TIMEOUT_S, allow_unisolated=allow_unisolated)
+    return completions, results
+
+
+def execution_metrics(problems: Sequence[dict], completions: Sequence[str], results: Sequence) -> dict[str, float]:
+    from collapse_ray.metrics.text import bleu4
+
+    passed = [r.passed for r in results]
+    return {
+        "pass_at_1": sum(passed) / len(passed),
+        "bleu4": bleu4(list(completions), [p["canonical_solution"] for p in problems]),
+        "eval_timeouts": float(sum(r.status == "timeout" for r in results)),
+    }
