@@ -122,6 +122,12 @@ class RayVLLMGenerator:
     def generate_token_ids(self, prompts: Sequence[str], sampling: Sampling) -> list[list[int]]:
         return self._call("generate_token_ids", list(prompts), sampling)
 
+    def prompt_logprobs(self, token_ids: Sequence[Sequence[int]]) -> list[list[float]]:
+        return self._call("prompt_logprobs", [list(ids) for ids in token_ids])
+
+    def served_dtype(self) -> str:
+        return self._call("served_dtype")
+
     def sleep(self, level: int = 1) -> None:
         self._call("sleep", level)
 
