@@ -340,3 +340,17 @@ def test_probe_fails_an_engine_still_serving_the_previous_weights(generator, mod
     generator.load(ModelRef(models["m0"]))
     with pytest.raises(StaleWeightsError, match="stale or wrong weights"):
         check_served_weights(generator, ModelRef(models["m1"]))
+
+
+@pytest.mark.slow
+@needs_vllm
+def test_prefetched_engine_serves_the_next_load_by_reloading_in_place(ray_local, models, hf_greedy):
+    """What a trial does: build the engine on the base model while generation 0 trains, then
+    load the trained weights into it."""
+    from collapse_ray.generate.vllm_actor import RayVLLMGenerator
+
+    with RayVLLMGenerator(num_cpus=1, env_vars=ACTOR_ENV, **ENGINE_KWARGS) as gen:
+        gen.prefetch(ModelRef(models["m0"]))
+        gen.load(ModelRef(models["m1"]))
+        assert gen.generate_token_ids(PROMPTS, GREEDY) == hf_greedy("m1")
+        assert (gen.stats()["builds"], gen.stats()["reloads"]) == (1, 1)
