@@ -317,3 +317,40 @@ def test_closing_kills_the_actor_placed_in_a_reserved_bundle(ray_local, models, 
         assert not _alive(pid), f"actor process {pid} still alive 30 s after close()"
     finally:
         remove_placement_group(pg)
+
+
+# ---------------------------------------------------------------------------- the weight probe
+@pytest.mark.slow
+@needs_vllm
+def test_probe_passes_after_a_fresh_build_an_in_place_reload_and_an_adapter(generator, models, lora):
+    from collapse_ray.generate.weight_probe import ProbedGenerator
+
+    probed = ProbedGenerator(generator)
+    for ref in (ModelRef(models["m0"]), ModelRef(models["m1"]), ModelRef(models["m0"], lora)):
+        probed.load(ref)
+        assert probed.last_difference <= 1e-3, ref
+    assert generator.served_dtype() == "float32"
+
+
+@pytest.mark.slow
+@needs_vllm
+def test_probe_fails_an_engine_still_serving_the_previous_weights(generator, models):
+    from collapse_ray.generate.weight_probe import StaleWeightsError, check_served_weights
+
+    generator.load(ModelRef(models["m0"]))
+    with pytest.raises(StaleWeightsError, match="stale or wrong weights"):
+        check_served_weights(generator, ModelRef(models["m1"]))
+
+
+@pytest.mark.slow
+@needs_vllm
+def test_prefetched_engine_serves_the_next_load_by_reloading_in_place(ray_local, models, hf_greedy):
+    """What a trial does: build the engine on the base model while generation 0 trains, then
+    load the trained weights into it."""
+    from collapse_ray.generate.vllm_actor import RayVLLMGenerator
+
+    with RayVLLMGenerator(num_cpus=1, env_vars=ACTOR_ENV, **ENGINE_KWARGS) as gen:
+        gen.prefetch(ModelRef(models["m0"]))
+        gen.load(ModelRef(models["m1"]))
+        assert gen.generate_token_ids(PROMPTS, GREEDY) == hf_greedy("m1")
+        assert (gen.stats()["builds"], gen.stats()["reloads"]) == (1, 1)

@@ -246,7 +246,9 @@ def load_function_records(data_path: str | os.PathLike | None) -> list[dict]:
     """The records in ``data_path``, or, without one, every documented standard-library function."""
     if data_path is not None:
         return load_code_docstring_pairs(data_path)
-    return list(extract_functions(stdlib_roots(), repo_name="python-stdlib"))
+    from collapse_ray.data.stdlib_cache import stdlib_function_records
+
+    return stdlib_function_records()
 
 
 def load_code_docstring_pairs(path: str | os.PathLike | None = None, *,
@@ -319,12 +321,9 @@ def load_hub_or_stdlib(max_records: int | None = None, progress=print) -> list[d
     except Exception as e:  # noqa: BLE001 - any hub failure means: use the offline source
         progress(f"CodeSearchNet from the HF hub unavailable ({type(e).__name__}: {e}); "
                  "extracting CodeSearchNet-format pairs from the standard library")
-    records = []
-    for record in extract_functions(stdlib_roots(), repo_name="python-stdlib"):
-        records.append(record)
-        if max_records is not None and len(records) >= max_records:
-            break
-    return records
+    from collapse_ray.data.stdlib_cache import stdlib_function_records
+
+    return stdlib_function_records()[:max_records]
 
 
 def load_from_hub(max_records: int | None = None, timeout: float = 3.0) -> list[dict]:

@@ -34,5 +34,13 @@ class Generator(Protocol):
         """For each prompt, the probabilities of each option's first token as the next token,
         renormalised over the options (used for classification and its confidence)."""
 
+    def prefetch(self, model: ModelRef) -> None:
+        """Start loading ``model`` in the background, if the backend can (vLLM builds its engine
+        while generation 0 trains); the next ``load`` waits for it."""
+
+    def sleep(self) -> None:
+        """Free the accelerator memory the backend holds while training shares it; the next
+        ``load`` wakes it. A no-op where nothing is shared."""
+
     def close(self) -> None:
         """Free the backend's memory."""

@@ -84,6 +84,12 @@ class HFGenerator:
             out.extend(probs.tolist())
         return out
 
+    def prefetch(self, model: ModelRef) -> None:
+        """Nothing to overlap: HF loads in this process, in ``load``."""
+
+    def sleep(self) -> None:
+        """Nothing to free: the model lives in this process and is replaced by the next ``load``."""
+
     def close(self) -> None:
         self.model = None
         self.tokenizer = None

@@ -96,13 +96,28 @@ class RayVLLMGenerator:
         if scheduling_strategy is not None:
             options["scheduling_strategy"] = scheduling_strategy
         self._actor = VLLMGeneratorActor.options(**options).remote(env, **engine_kwargs)
+        self._prefetching = None   # the ObjectRef of a load() started by prefetch()
 
     def _call(self, method: str, *args: Any) -> Any:
         if self._actor is None:
             raise RuntimeError("RayVLLMGenerator is closed")
+        self._await_prefetch()
         return ray.get(getattr(self._actor, method).remote(*args))
 
+    def _await_prefetch(self) -> None:
+        pending, self._prefetching = self._prefetching, None
+        if pending is not None:
+            ray.get(pending)   # a failed build surfaces here, at the next call
+
     # The Generator protocol.
+    def prefetch(self, model: ModelRef) -> None:
+        """Build the engine for ``model`` in the actor while the driver goes on (e.g. the base
+        model while generation 0 trains: the trained weights then reload in place)."""
+        if self._actor is None:
+            raise RuntimeError("RayVLLMGenerator is closed")
+        self._await_prefetch()
+        self._prefetching = self._actor.load.remote(model)
+
     def load(self, model: ModelRef) -> None:
         self._call("load", model)
 
@@ -116,13 +131,20 @@ class RayVLLMGenerator:
         """Kill the actor: its process, and all the memory vLLM held, go with it."""
         if self._actor is not None:
             ray.kill(self._actor, no_restart=True)
-            self._actor = None
+            self._actor, self._prefetching = None, None
 
     # Extras.
     def generate_token_ids(self, prompts: Sequence[str], sampling: Sampling) -> list[list[int]]:
         return self._call("generate_token_ids", list(prompts), sampling)
 
+    def prompt_logprobs(self, token_ids: Sequence[Sequence[int]]) -> list[list[float]]:
+        return self._call("prompt_logprobs", [list(ids) for ids in token_ids])
+
+    def served_dtype(self) -> str:
+        return self._call("served_dtype")
+
     def sleep(self, level: int = 1) -> None:
+        """Free the GPU for training (a no-op on CPU or without ``enable_sleep_mode``)."""
         self._call("sleep", level)
 
     def wake_up(self) -> None:

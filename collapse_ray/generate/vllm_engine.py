@@ -304,6 +304,33 @@ class VLLMEngine:
             result.append((probs / probs.sum()).tolist())
         return result
 
+    def prompt_logprobs(self, token_ids: Sequence[Sequence[int]]) -> list[list[float]]:
+        """For each sequence, log p(t_i | t_<i) for i >= 1 under the served weights (and adapter):
+        what :mod:`~collapse_ray.generate.weight_probe` compares with the trained model.
+
+        Asked one next token at a time (each prefix, ``logprob_token_ids`` = the true next token)
+        rather than through ``prompt_logprobs``, which vLLM 0.32's CPU LoRA layers cannot compute
+        (they index the logits per sequence, not per prompt token); prefix caching keeps it cheap."""
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+
+        llm = self._require_llm()
+        prefixes = [(ids[:i], ids[i]) for ids in token_ids for i in range(1, len(ids))]
+        outputs = llm.generate([TokensPrompt(prompt_token_ids=list(p)) for p, _ in prefixes],
+                               [SamplingParams(max_tokens=1, temperature=0.0, logprob_token_ids=[t])
+                                for _, t in prefixes],
+                               use_tqdm=False, lora_request=self._lora_request)
+        flat = [out.outputs[0].logprobs[0][t].logprob for (_, t), out in zip(prefixes, outputs)]
+        result, start = [], 0
+        for ids in token_ids:
+            result.append(flat[start:start + len(ids) - 1])
+            start += len(ids) - 1
+        return result
+
+    def served_dtype(self) -> str:
+        """The dtype the engine computes in (``"float32"``, ``"bfloat16"``, ...)."""
+        return str(self._require_llm().llm_engine.model_config.dtype).removeprefix("torch.")
+
     # ------------------------------------------------------------------ GPU sharing
     def sleep(self, level: int = 1) -> None:
         """Free GPU memory for training (level 1 keeps weights in CPU RAM, level 2 drops them:
