@@ -76,12 +76,18 @@ class BackendSpec:
 
     target: str
     kwargs: dict[str, Any]
+    wrapper: str | None = None    # "module:Class" taking the built backend (the weight probe)
 
     def build(self, **runtime: Any):
         """Construct it; ``runtime`` adds what exists only in the running process (a progress
         callback, the trial's placement group)."""
-        module, name = self.target.split(":")
-        return getattr(importlib.import_module(module), name)(**self.kwargs, **runtime)
+        backend = _imported(self.target)(**self.kwargs, **runtime)
+        return _imported(self.wrapper)(backend) if self.wrapper else backend
+
+
+def _imported(target: str):
+    module, name = target.split(":")
+    return getattr(importlib.import_module(module), name)
 
 
 def trainer_spec(cfg: ExperimentConfig, resources: TrialResources | None = None) -> BackendSpec:
@@ -106,7 +112,7 @@ def generator_spec(cfg: ExperimentConfig, resources: TrialResources | None = Non
         return BackendSpec("collapse_ray.generate.hf:HFGenerator", {"batch_size": gen.batch_size})
     kwargs: dict[str, Any] = {
         "kv_cache_bytes": None if gen.kv_cache_gb is None else int(gen.kv_cache_gb * 2**30),
-        "dtype": gen.dtype,
+        "dtype": served_dtype(cfg),
         "max_model_len": max_model_len(cfg),
         "enable_lora": cfg.training.method == "lora",
     }
@@ -115,7 +121,8 @@ def generator_spec(cfg: ExperimentConfig, resources: TrialResources | None = Non
         kwargs.update(num_cpus=actor.get("CPU", 0), num_gpus=actor.get("GPU", 0),
                       bundle_index=GENERATOR_BUNDLE, bundle_indices=resources.tp_bundle_indices(),
                       tensor_parallel_size=resources.tensor_parallel)
-    return BackendSpec("collapse_ray.generate.vllm_actor:RayVLLMGenerator", kwargs)
+    return BackendSpec("collapse_ray.generate.vllm_actor:RayVLLMGenerator", kwargs,
+                       wrapper="collapse_ray.generate.weight_probe:ProbedGenerator" if gen.weight_probe else None)
 
 
 def build_trainer(cfg: ExperimentConfig, progress: Callable[[str], None],
@@ -132,15 +139,28 @@ def build_generator(cfg: ExperimentConfig, resources: TrialResources | None = No
     return spec.build()
 
 
+def served_dtype(cfg: ExperimentConfig) -> str:
+    """``generator.dtype``, with "auto" read as the dtype the local model was saved in, so that
+    vLLM generates in training's precision (its own "auto" runs float32 weights in bfloat16 on
+    CPU); a hub id is left to vLLM."""
+    if cfg.generator.dtype != "auto":
+        return cfg.generator.dtype
+    saved = _local_model_config(cfg)
+    dtype = saved.get("torch_dtype") or saved.get("dtype")
+    return dtype if isinstance(dtype, str) else "auto"
+
+
+def _local_model_config(cfg: ExperimentConfig) -> dict:
+    """The model's config.json where it is a local directory (the tiny one included), else {}."""
+    from collapse_ray.base_model import resolve_model_path
+
+    config = Path(resolve_model_path(cfg.model, progress=lambda msg: None)) / "config.json"
+    return json.loads(config.read_text()) if config.is_file() else {}
+
+
 def max_model_len(cfg: ExperimentConfig) -> int:
     """Room for a training-length prompt and the completion, within the model's own context
     (vLLM refuses a longer one; the actor cuts longer prompts from the left)."""
-    from collapse_ray.base_model import resolve_model_path
-
     need = cfg.training.max_length + cfg.sizes.max_new_tokens
-    config = Path(resolve_model_path(cfg.model, progress=lambda msg: None)) / "config.json"
-    if config.is_file():   # a local model (the tiny one included); a hub id is read by vLLM itself
-        limit = json.loads(config.read_text()).get("max_position_embeddings")
-        if limit:
-            return min(need, int(limit))
-    return need
+    limit = _local_model_config(cfg).get("max_position_embeddings")   # a hub id's is read by vLLM itself
+    return min(need, int(limit)) if limit else need

@@ -89,7 +89,11 @@ class GeneratorConfig:
     batch_size: int = 32          # hf: prompts per generate() call
     # vllm: KV cache size; None: 1 GiB on CPU (its build refuses to guess), sized by vLLM on GPU.
     kv_cache_gb: float | None = None
-    dtype: str = "auto"           # vllm: "auto", "float32", "bfloat16", ...
+    # vllm: "auto" (the dtype the model was saved in: training's precision), "float32", "bfloat16", ...
+    dtype: str = "auto"
+    # vllm: after every weight load, compare the engine's log-probs with the checkpoint's on a
+    # fixed batch and fail the generation on a mismatch (stale weights): generate/weight_probe.py.
+    weight_probe: bool = True
 
 
 @dataclass

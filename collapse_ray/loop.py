@@ -120,6 +120,7 @@ def _run_locked(cfg: ExperimentConfig, task, data, trainer: Trainer | None, gene
     drift = DriftProbe(task, data.train, reference=finished[0].model if finished else None)
     trainer = trainer or build_trainer(cfg, progress.say)
     generator = generator or build_generator(cfg)
+    generator.prefetch(previous or base)   # vLLM builds its engine while the first generation trains
     sampling = Sampling(max_new_tokens=cfg.sizes.max_new_tokens, temperature=cfg.sampling.temperature,
                         top_p=cfg.sampling.top_p, stop=task.stop)
     meter = ProcessTreeMeter().start()   # this trial's own CPU-seconds and peak memory per generation
@@ -134,6 +135,7 @@ def _run_locked(cfg: ExperimentConfig, task, data, trainer: Trainer | None, gene
                 train_set = cfg.regime.mix(data.train, history, g, cfg.sizes.train_examples, rng)
             init = base if g == 0 or cfg.training.init == "base" else previous
             with progress.phase("train"):
+                generator.sleep()   # colocated on a GPU, the engine frees it while the workers train
                 trained = trainer.train(init, [ex.text for ex in train_set], str(gen_dir / "model"),
                                         seed=cfg.seed * 1000 + g)
 

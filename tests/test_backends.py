@@ -18,7 +18,8 @@ from collapse_ray.grid import expand, load_grid
 # A value other than the default for every field; a field added to either config without an
 # entry here fails test_every_field_has_an_alternative until it is shown to reach a backend.
 ALTERNATIVES = {
-    "generator": {"backend": "vllm", "batch_size": 7, "kv_cache_gb": 2.5, "dtype": "bfloat16"},
+    "generator": {"backend": "vllm", "batch_size": 7, "kv_cache_gb": 2.5, "dtype": "bfloat16",
+                  "weight_probe": False},
     "training": {"method": "lora", "epochs": 2, "max_steps": 5, "lr": 1e-3, "batch_size": 4, "max_length": 64,
                  "lora_rank": 16, "lora_alpha": 32, "init": "base", "backend": "ray"},
 }
@@ -31,7 +32,7 @@ FIELDS = [(section, f.name) for section, cls in SECTIONS.items() for f in datacl
 def model_dir(tmp_path_factory) -> str:
     """A local model directory: what max_model_len reads is its config.json (no weights needed)."""
     d = tmp_path_factory.mktemp("model")
-    (d / "config.json").write_text('{"max_position_embeddings": 4096}')
+    (d / "config.json").write_text('{"max_position_embeddings": 4096, "torch_dtype": "float32"}')
     return str(d)
 
 
@@ -132,3 +133,11 @@ def test_in_process_backends_are_built_with_the_config(model_dir):
     generator = backends.build_generator(cfg)
     assert (type(trainer).__name__, trainer.cfg) == ("LocalTrainer", cfg.training)
     assert (type(generator).__name__, generator.batch_size) == ("HFGenerator", 7)
+
+
+def test_vllm_generates_in_the_dtype_the_model_was_saved_in_unless_told_otherwise(model_dir):
+    """vLLM's own "auto" runs float32 weights in bfloat16 on CPU: not the precision they were trained in."""
+    auto = backends.generator_spec(config(model_dir, generator={"backend": "vllm"}), None)
+    told = backends.generator_spec(config(model_dir, generator={"backend": "vllm", "dtype": "bfloat16"}), None)
+    assert (auto.kwargs["dtype"], told.kwargs["dtype"]) == ("float32", "bfloat16")
+    assert auto.wrapper == "collapse_ray.generate.weight_probe:ProbedGenerator"

@@ -153,3 +153,33 @@ def test_embedded_benchmark_runs_two_generations_with_pass_at_1_per_family(tmp_p
         _, steps = metric_steps(cfg, key)
         assert steps == [0, 1, 2], key
     assert all(0.0 <= m["pass_at_1"] <= 1.0 for m in metrics)
+
+
+def test_the_generator_sleeps_while_each_generation_trains_and_then_loads_its_weights(tmp_path, tiny_cache):
+    """On a GPU the vLLM engine shares the trial's GPUs with the Train workers: it must free them
+    before training and take the new weights after. vLLM's sleep mode exists on CUDA only, so the
+    order is recorded around the real HF generator and in-process trainer."""
+    from collapse_ray.generate.hf import HFGenerator
+    from collapse_ray.train.local import LocalTrainer
+
+    calls = []
+
+    class RecordingGenerator(HFGenerator):
+        def prefetch(self, model):
+            calls.append("prefetch")
+
+        def sleep(self):
+            calls.append("sleep")
+
+        def load(self, model):
+            calls.append("load")
+            super().load(model)
+
+    class RecordingTrainer(LocalTrainer):
+        def train(self, init, texts, out_dir, seed):
+            calls.append("train")
+            return super().train(init, texts, out_dir, seed)
+
+    cfg = small_config(tmp_path, tiny_cache, generations=1)
+    run_trial(cfg, trainer=RecordingTrainer(cfg.training), generator=RecordingGenerator(batch_size=8))
+    assert calls == ["prefetch"] + ["sleep", "train", "load"] * 2

@@ -56,6 +56,7 @@ class RayTrainer:
         self.cfg = cfg
         self.num_workers = num_workers
         self.use_gpu = use_gpu
+        self.resources_per_worker = resources_per_worker
         self.strategy: Strategy = strategy
         self.zero_stage = zero_stage
         self.progress = progress or (lambda msg: None)
