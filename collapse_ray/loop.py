@@ -33,6 +33,7 @@ from collapse_ray.progress import Progress
 from collapse_ray.regimes import provenance
 from collapse_ray.resource_meter import ProcessTreeMeter
 from collapse_ray.retention import apply_retention
+from collapse_ray.shared_gen0 import SharedGeneration0, generation0_key
 from collapse_ray.tasks import get_task
 from collapse_ray.tracking import TrackingError, TrialTracker
 from collapse_ray.train.base import Trainer
@@ -45,8 +46,8 @@ _RESUMABLE_FIELDS = ("generations", "tracking", "output_dir", "generator", "sand
 Report = Callable[[int, dict, Path], None]
 
 
-def config_fingerprint(cfg: ExperimentConfig) -> str:
-    """A hash of what the trial computes. It keeps the shape it had before regimes and task
+def fingerprint_data(cfg: ExperimentConfig) -> dict:
+    """What the trial computes, as config_fingerprint hashes it. It keeps the shape it had before regimes and task
     options became registered classes, so trials started then still resume: every regime carries
     ``alpha`` (0.5 unless it has its own), and a task option counts only when it differs from its
     default (so adding an option with a default never orphans a trial on disk)."""
@@ -59,7 +60,12 @@ def config_fingerprint(cfg: ExperimentConfig) -> str:
     changed = {k: v for k, v in (task.pop("options") or {}).items() if defaults.get(k, object()) != v}
     if changed:
         task["options"] = changed
-    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+    return data
+
+
+def config_fingerprint(cfg: ExperimentConfig) -> str:
+    """The trial directory's identity: a rerun resumes only a trial of the same fingerprint."""
+    return hashlib.sha256(json.dumps(fingerprint_data(cfg), sort_keys=True).encode()).hexdigest()[:16]
 
 
 
@@ -123,6 +129,7 @@ def _run_locked(cfg: ExperimentConfig, task, data, trainer: Trainer | None, gene
     generator.prefetch(previous or base)   # vLLM builds its engine while the first generation trains
     sampling = Sampling(max_new_tokens=cfg.sizes.max_new_tokens, temperature=cfg.sampling.temperature,
                         top_p=cfg.sampling.top_p, stop=task.stop)
+    shared0 = SharedGeneration0(cfg.output_dir, generation0_key(fingerprint_data(cfg)), cfg.name)
     meter = ProcessTreeMeter().start()   # this trial's own CPU-seconds and peak memory per generation
     g = len(finished)
     try:
@@ -136,8 +143,9 @@ def _run_locked(cfg: ExperimentConfig, task, data, trainer: Trainer | None, gene
             init = base if g == 0 or cfg.training.init == "base" else previous
             with progress.phase("train"):
                 generator.sleep()   # colocated on a GPU, the engine frees it while the workers train
-                trained = trainer.train(init, [ex.text for ex in train_set], str(gen_dir / "model"),
-                                        seed=cfg.seed * 1000 + g)
+                reused = shared0.claim() if g == 0 else None   # None: this trial computes generation 0
+                trained = reused.trained if reused else trainer.train(
+                    init, [ex.text for ex in train_set], str(gen_dir / "model"), seed=cfg.seed * 1000 + g)
 
             with progress.phase("generate"):
                 generator.load(trained.model)
@@ -151,7 +159,9 @@ def _run_locked(cfg: ExperimentConfig, task, data, trainer: Trainer | None, gene
                 write_jsonl(gen_dir / "synthetic.jsonl", kept)
 
             with progress.phase("evaluate"):
-                task_metrics = task.evaluate(generator, data.test, sampling)
+                task_metrics = reused.task_metrics if reused else task.evaluate(generator, data.test, sampling)
+                if g == 0 and not reused:
+                    shared0.publish(trained, task_metrics)
             with progress.phase("drift"):
                 if g == 0:
                     drift.set_reference(trained.model)
@@ -167,6 +177,10 @@ def _run_locked(cfg: ExperimentConfig, task, data, trainer: Trainer | None, gene
                    if k == "real"},
                 **{f"time/{k}_s": v for k, v in progress.phase_seconds.items()}, **meter.sample(),
             }
+            if reused:   # another trial spent that time: counted once, where it was spent
+                metrics.update({"time/gen0_wait_s": metrics["time/train_s"], "time/train_s": 0.0,
+                                "time/evaluate_s": 0.0})
+                tracker.set_tags({"gen0_source": reused.source})
             state.mark_complete(g, trained.model, metrics)
             apply_retention(state, cfg.retention, g)
             tracker.log_generation(g, metrics)
@@ -186,6 +200,7 @@ def _run_locked(cfg: ExperimentConfig, task, data, trainer: Trainer | None, gene
             raise full from e
         raise
     finally:
+        shared0.release()
         meter.stop()
         generator.close()
         trainer.close()

@@ -109,6 +109,9 @@ class TrialTracker(_RunLogger):
             self.run_id = self.client.create_run(self.experiment_id, run_name=run_name, tags=tags).info.run_id
         return self.run_id
 
+    def set_tags(self, tags: dict[str, str]) -> None:
+        self.retry.call("tagging the run", lambda: [self.client.set_tag(self.run_id, k, v) for k, v in tags.items()])
+
     def logged_generations(self) -> set[int]:
         return {int(m.step) for m in self.client.get_metric_history(self.run_id, GENERATION_KEY)}
 

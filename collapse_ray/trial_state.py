@@ -51,7 +51,7 @@ def _fingerprint_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def _checksums(root: Path, pruned: tuple[str, ...] = ()) -> dict[str, str]:
+def file_checksums(root: Path, pruned: tuple[str, ...] = ()) -> dict[str, str]:
     """Every file's fingerprint but the record's own and those under pruned top-level dirs
     (leftovers of a prune cut short are ignored, then removed by the next prune)."""
     return {str(p.relative_to(root)): _fingerprint_file(p)
@@ -124,7 +124,7 @@ class TrialState:
             "generation": generation,
             "model": {"path": _relative(model.path, self.root), "adapter": _relative(model.adapter, self.root)},
             "metrics": metrics,
-            "checksums": _checksums(d),
+            "checksums": file_checksums(d),
         }
         write_json_atomic(d / "COMPLETE.json", record)
 
@@ -170,7 +170,7 @@ class TrialState:
         except (OSError, json.JSONDecodeError):
             return None
         try:
-            if _checksums(d, tuple(record.get("pruned", ()))) != record["checksums"]:
+            if file_checksums(d, tuple(record.get("pruned", ()))) != record["checksums"]:
                 return None
         except (OSError, KeyError):
             return None
