@@ -6,7 +6,9 @@ not three hours into a grid.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -15,12 +17,10 @@ from typing import Any, Literal
 
 import yaml
 
+from collapse_ray.errors import ConfigError  # noqa: F401 - importable from here, as before
+
 TINY_MODEL = "tiny"  # the model built here from scratch (collapse-ray base build)
 VLLM_CPU_HEAD_SIZES = frozenset({32, 64, 80, 96, 112, 128, 160, 192, 224, 256, 512})
-
-
-class ConfigError(ValueError):
-    """A config field has a wrong name, type or value."""
 
 
 @dataclass
@@ -148,16 +148,55 @@ def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:
 
 # ---------------------------------------------------------------- loading with type checks
 
+class _StrictLoader(yaml.SafeLoader):
+    """YAML's safe loader, but a key written twice in one mapping is an error: plain YAML keeps
+    only the last, silently dropping the first block."""
+
+    def construct_mapping(self, node, deep=False):
+        first_line: dict = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":   # '<<: *anchor' may override, by design
+                continue
+            key = self.construct_object(key_node, deep=True)
+            try:
+                earlier = first_line.setdefault(key, key_node.start_mark.line + 1)
+            except TypeError:   # an unhashable key: the base loader says what is wrong with it
+                continue
+            if earlier != key_node.start_mark.line + 1:
+                raise _DuplicateKey(f"line {key_node.start_mark.line + 1}: key {key!r} repeats the one on "
+                                    f"line {earlier}; YAML would keep only the last, so merge the two")
+        return super().construct_mapping(node, deep)
+
+
+class _DuplicateKey(Exception):
+    pass
+
+
 def read_yaml_mapping(path: str | os.PathLike, what: str = "config file") -> dict:
+    """The YAML mapping in ``path``; a missing, unreadable, empty or malformed file, or a key
+    written twice, is a ConfigError naming the file (and the line)."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"{what} {path} does not exist")
+        kind = "is a directory" if path.is_dir() else "does not exist"
+        raise ConfigError(f"{what} {path} {kind}; give the path of a YAML file")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{what} {path} is not valid YAML: {e}") from e
+        text = path.read_text(encoding="utf-8")
+        data = yaml.load(text, Loader=_StrictLoader)
+    except _DuplicateKey as e:
+        raise ConfigError(f"{what} {path}: {e}") from None
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        at = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        raise ConfigError(f"{what} {path} is not valid YAML: {at}{e.problem or e.context}; "
+                          f"fix the YAML syntax there") from None
+    except (yaml.YAMLError, OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{what} {path} cannot be read as YAML ({e}); it must be UTF-8 YAML text") from None
+    if data is None:
+        raise ConfigError(f"{what} {path} is empty; write the fields to set (see experiments/smoke.yaml): "
+                          f"an empty file would silently run every default")
     if not isinstance(data, dict):
-        raise ConfigError(f"{what} {path} must hold a mapping at the top level")
+        raise ConfigError(f"{what} {path} must hold a mapping of fields at the top level, "
+                          f"not a {type(data).__name__}")
     return data
 
 
@@ -175,14 +214,21 @@ def config_from_dict(data: dict[str, Any]) -> ExperimentConfig:
 def _set_dotted(data: dict, dotted: str, value: Any) -> None:
     *parents, leaf = dotted.split(".")
     node = data
-    for p in parents:
-        node = node.setdefault(p, {})
+    for i, p in enumerate(parents):
+        if node.get(p) is None:
+            node[p] = {}
+        node = node[p]
+        if not isinstance(node, dict):
+            raise ConfigError(f"{'.'.join(parents[:i + 1])}: is a {type(node).__name__}, not a section, so "
+                              f"{dotted} cannot be set; set fields of sections only")
     node[leaf] = value
 
 
 def _build(cls: type, data: Any, where: str):
     if not isinstance(data, dict):
-        raise ConfigError(f"{where or 'config'}: expected a mapping, got {type(data).__name__}")
+        got = "nothing (an empty section)" if data is None else f"a {type(data).__name__}"
+        raise ConfigError(f"{where or 'config'}: expected a mapping of fields, got {got}; "
+                          f"allowed fields: {', '.join(f.name for f in dataclasses.fields(cls))}")
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - names)
@@ -216,6 +262,8 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{where}: expected a number, got {value!r}")
+        if not math.isfinite(value):   # YAML's .nan / .inf: every float field needs a real number
+            raise ConfigError(f"{where}: must be a finite number, got {value!r}")
         return float(value)
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
@@ -234,6 +282,15 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
 
 # ---------------------------------------------------------------- value checks
 
+# A name used as a directory: one path component, never hidden, never '.' or '..'.
+NAME_PATTERN = re.compile(r"[A-Za-z0-9_+-][A-Za-z0-9._+-]{0,199}")
+NAME_RULE = "letters, digits, '.', '_', '+' or '-' (one path component, not starting with '.')"
+# The tracking stores MLflow itself knows (mlflow.tracking._tracking_service.utils); plugins add more.
+MLFLOW_SCHEMES = ("sqlite", "file", "http", "https", "postgresql", "mysql", "mssql", "databricks",
+                  "databricks-uc", "uc")
+VLLM_DTYPES = ("auto", "float32", "float", "bfloat16", "float16", "half")
+
+
 def _require(ok: bool, where: str, message: str) -> None:
     if not ok:
         raise ConfigError(f"{where}: {message}")
@@ -242,11 +299,13 @@ def _require(ok: bool, where: str, message: str) -> None:
 def _check_values(cfg: ExperimentConfig) -> None:
     from collapse_ray.tasks import registered_tasks
 
+    _require(NAME_PATTERN.fullmatch(cfg.name) is not None, "name",
+             f"{cfg.name!r} cannot name the trial's directory; use {NAME_RULE}")
     _require(0 <= cfg.generations <= 100, "generations", f"must be between 0 and 100, got {cfg.generations}")
+    _require(cfg.seed >= 0, "seed", f"must be a non-negative integer, got {cfg.seed}")
     _require(cfg.task.name in registered_tasks(), "task.name",
              f"unknown task {cfg.task.name!r}; known tasks: {', '.join(registered_tasks())}")
-    if cfg.task.data_path is not None:
-        _require(Path(cfg.task.data_path).exists(), "task.data_path", f"{cfg.task.data_path} does not exist")
+    check_data_path(cfg.task.name, cfg.task.data_path)
     _require(0.0 <= cfg.regime.alpha <= 1.0, "regime.alpha", f"must be in [0, 1], got {cfg.regime.alpha}")
     for name in ("train_examples", "synthetic_pool", "eval_examples", "max_new_tokens"):
         value = getattr(cfg.sizes, name)
@@ -260,28 +319,92 @@ def _check_values(cfg: ExperimentConfig) -> None:
     _require(t.batch_size > 0, "training.batch_size", f"must be positive, got {t.batch_size}")
     _require(t.max_length >= 16, "training.max_length", f"must be at least 16, got {t.max_length}")
     _require(t.lora_rank > 0, "training.lora_rank", f"must be positive, got {t.lora_rank}")
-    _require(cfg.generator.batch_size > 0, "generator.batch_size", f"must be positive, got {cfg.generator.batch_size}")
-    _require(cfg.generator.kv_cache_gb > 0, "generator.kv_cache_gb", f"must be positive, got {cfg.generator.kv_cache_gb}")
-    if cfg.generator.backend == "vllm" and cfg.model.name_or_path == TINY_MODEL:
-        head = cfg.model.tiny.hidden_size // max(1, cfg.model.tiny.num_heads)
+    _require(t.lora_alpha > 0, "training.lora_alpha",
+             f"must be positive (LoRA scales its update by lora_alpha / lora_rank), got {t.lora_alpha}")
+    g = cfg.generator
+    _require(g.batch_size > 0, "generator.batch_size", f"must be positive, got {g.batch_size}")
+    _require(g.kv_cache_gb > 0, "generator.kv_cache_gb", f"must be positive, got {g.kv_cache_gb}")
+    _require(g.dtype in VLLM_DTYPES, "generator.dtype", f"{g.dtype!r} is not allowed; choose one of {', '.join(VLLM_DTYPES)}")
+    m = cfg.mitigation
+    _require(0 < m.minhash_threshold <= 1, "mitigation.minhash_threshold", f"must be in (0, 1], got {m.minhash_threshold}")
+    _require(1 <= m.oversample <= 100, "mitigation.oversample", f"must be in [1, 100], got {m.oversample}")
+    _check_model(cfg.model)
+    if g.backend == "vllm" and cfg.model.name_or_path == TINY_MODEL:
+        head = cfg.model.tiny.hidden_size // cfg.model.tiny.num_heads
         _require(head in VLLM_CPU_HEAD_SIZES, "model.tiny.hidden_size",
                  f"vLLM's CPU attention needs a head size (hidden_size / num_heads) in "
                  f"{sorted(VLLM_CPU_HEAD_SIZES)}, got {head}")
-    m = cfg.mitigation
-    _require(0 < m.minhash_threshold <= 1, "mitigation.minhash_threshold", f"must be in (0, 1], got {m.minhash_threshold}")
-    _require(m.oversample >= 1, "mitigation.oversample", f"must be >= 1, got {m.oversample}")
-    _check_model(cfg.model)
-    _require(bool(cfg.tracking.uri.strip()), "tracking.uri", "must not be empty")
+    check_tracking_uri(cfg.tracking.uri)
+    _require(bool(cfg.tracking.experiment.strip()), "tracking.experiment", "must not be empty; name the MLflow experiment")
+
+
+def check_data_path(task: str, data_path: str | None, where: str = "task.data_path") -> None:
+    """``data_path`` is of a kind the task reads (file, directory, ``hf:<id>``) and, if local, exists."""
+    from collapse_ray.tasks import task_data_sources
+
+    if data_path is None:
+        return
+    sources = task_data_sources(task)
+    kinds = "; or ".join(sources.values())
+    _require(bool(data_path.strip()), where, f"is empty; leave it out for the task's default data, or give {kinds}")
+    if data_path.startswith("hf:"):
+        _require("hf" in sources, where, f"task {task} cannot read a HF dataset id; it reads {kinds}")
+        _require(re.fullmatch(r"hf:[\w.-]+(/[\w.-]+)?", data_path) is not None, where,
+                 f"{data_path!r} is not a dataset id; write hf:<owner>/<name>")
+        return
+    path = Path(data_path)
+    _require(path.exists(), where, f"{data_path} does not exist; task {task} reads {kinds}")
+    kind = "dir" if path.is_dir() else "file"
+    _require(kind in sources, where, f"{data_path} is a {'directory' if kind == 'dir' else 'file'}; "
+                                     f"task {task} reads {kinds}")
+    _require(os.access(path, os.R_OK | (os.X_OK if kind == "dir" else 0)), where,
+             f"{data_path} cannot be read (permissions); make it readable")
+
+
+def check_tracking_uri(uri: str, where: str = "tracking.uri") -> None:
+    """A store MLflow can open: a scheme it knows (or a plugin's), and a URI of that scheme's shape."""
+    from importlib.metadata import entry_points
+    from urllib.parse import urlparse
+
+    _require(bool(uri.strip()), where, "must not be empty; e.g. sqlite:///mlflow.db, ./mlruns or http://host:5000")
+    scheme = urlparse(uri).scheme.split("+")[0] if "://" in uri or uri.startswith("file:") else ""
+    if scheme == "" or (len(scheme) == 1 and uri[1:3] in (":/", ":\\")):   # a plain path (file store)
+        return
+    plugins = {ep.name for ep in entry_points(group="mlflow.tracking_store")}
+    _require(scheme in MLFLOW_SCHEMES or scheme in plugins, where,
+             f"scheme {scheme!r} is not a tracking store MLflow supports; use one of "
+             f"{', '.join(MLFLOW_SCHEMES + tuple(sorted(plugins)))} or a plain directory path")
+    parsed = urlparse(uri)
+    if scheme in ("http", "https"):
+        _require(bool(parsed.hostname), where, f"{uri!r} names no host; write {scheme}://host:port")
+        try:
+            parsed.port
+        except ValueError:
+            _require(False, where, f"{uri!r} has an invalid port; write {scheme}://host:port")
+    if scheme == "sqlite":
+        _require(uri.startswith("sqlite:///") and len(uri) > len("sqlite:///"), where,
+                 f"{uri!r} names no database file; write sqlite:///relative/path.db or sqlite:////absolute/path.db")
 
 
 def _check_model(model: ModelConfig) -> None:
     ref = model.name_or_path
     if ref == TINY_MODEL:
         tiny = model.tiny
+        w = "model.tiny"
+        _require(tiny.num_layers >= 1, f"{w}.num_layers", f"must be at least 1, got {tiny.num_layers}")
+        _require(tiny.num_heads >= 1, f"{w}.num_heads", f"must be at least 1, got {tiny.num_heads}")
+        _require(tiny.hidden_size >= 1, f"{w}.hidden_size", f"must be positive, got {tiny.hidden_size}")
+        _require(tiny.context_length >= 16, f"{w}.context_length", f"must be at least 16, got {tiny.context_length}")
+        _require(tiny.seed >= 0, f"{w}.seed", f"must be a non-negative integer, got {tiny.seed}")
         _require(tiny.hidden_size % tiny.num_heads == 0, "model.tiny.hidden_size",
                  f"must be divisible by model.tiny.num_heads ({tiny.num_heads}), got {tiny.hidden_size}")
+        head = tiny.hidden_size // tiny.num_heads
+        _require(head % 2 == 0, f"{w}.hidden_size", f"hidden_size / num_heads must be even (rotary position "
+                 f"embeddings rotate pairs of dimensions), got {tiny.hidden_size} / {tiny.num_heads} = {head}")
         _require(tiny.vocab_size >= 300, "model.tiny.vocab_size", f"must be at least 300 (256 bytes + specials), got {tiny.vocab_size}")
-        _require(tiny.train_minutes > 0, "model.tiny.train_minutes", f"must be positive, got {tiny.train_minutes}")
+        _require(0 < tiny.train_minutes <= 7 * 24 * 60, "model.tiny.train_minutes",
+                 f"must be positive and at most a week (10080), got {tiny.train_minutes}")
+        _require(bool(tiny.cache_dir.strip()), "model.tiny.cache_dir", "must not be empty")
         return
     looks_local = ref.startswith((".", "/", "~")) or Path(ref).exists()
     if looks_local:

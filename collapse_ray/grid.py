@@ -37,11 +37,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from ray.tune import Callback
 
 from collapse_ray.config import (TINY_MODEL, ConfigError, read_yaml_mapping, ExperimentConfig, MitigationConfig,
-                                 RegimeConfig, TaskConfig, _build, _check_model, config_from_dict)
+                                 RegimeConfig, TaskConfig, _build, _check_model, check_data_path, config_from_dict)
+from collapse_ray.errors import DataError, GridError
 
 # Test hook: "<trial>:<generation>:<phase>[,...]" makes that trial's driver die (os._exit) once, at
 # phase "train" (model saved, generation unfinished) or "report" (MLflow logged, Tune not told).
@@ -124,7 +124,7 @@ def load_grid(path: str | os.PathLike, missing_tasks_ok: bool = False) -> GridCo
     if isinstance(base, str):  # a path to an experiment YAML, relative to the grid file
         base_path = path.parent / base
         _require(base_path.is_file(), "base", f"experiment config {base_path} does not exist")
-        base = yaml.safe_load(base_path.read_text()) or {}
+        base = read_yaml_mapping(base_path, "experiment config")
     _require(isinstance(base, dict), "base", "must be a mapping (an experiment config) or a path to one")
     base = copy.deepcopy(base)
     base.setdefault("tracking", {}).setdefault("experiment", name)   # one MLflow experiment per grid
@@ -179,7 +179,11 @@ def _no_unknown(data: dict, allowed: set[str], where: str) -> None:
 def _axis(axes: dict, key: str, default: Any, parse) -> list:
     values = axes.get(key, [default])
     _require(isinstance(values, list) and len(values) > 0, f"grid.{key}", f"must be a non-empty list, got {values!r}")
-    return [parse(v, f"grid.{key}[{i}]") for i, v in enumerate(values)]
+    parsed = [parse(v, f"grid.{key}[{i}]") for i, v in enumerate(values)]
+    for i, value in enumerate(parsed):   # the same value twice would make two trials of one name
+        first = parsed.index(value)
+        _require(first == i, f"grid.{key}[{i}]", f"repeats grid.{key}[{first}] ({values[i]!r}); list each value once")
+    return parsed
 
 
 def _validate_experiment(data: dict, missing_tasks_ok: bool) -> ExperimentConfig:
@@ -244,8 +248,8 @@ def _task(value: Any, where: str, missing_ok: bool) -> TaskConfig:
     known = registered_tasks()
     _require(task.name in known or (missing_ok and _is_builtin_task(task.name)), f"{where}.name",
              f"unknown task {task.name!r}; known tasks: {', '.join(known)}")
-    _require(task.data_path is None or Path(task.data_path).exists(), f"{where}.data_path",
-             f"{task.data_path} does not exist")
+    if task.name in known:
+        check_data_path(task.name, task.data_path, f"{where}.data_path")
     return task
 
 
@@ -339,14 +343,15 @@ def regime_label(regime: RegimeConfig) -> str:
 def expand(grid: GridConfig, missing_tasks_ok: bool = False, cwd: str | os.PathLike | None = None) -> list[TrialSpec]:
     """Every trial of the grid, in a fixed order, each validated. Relative paths are resolved
     against ``cwd`` (Tune runs each trial in a directory of its own)."""
-    trials, seen = [], set()
+    trials, seen = [], {}
     axes = itertools.product(grid.models, grid.tasks, grid.regimes, grid.seeds, grid.mitigations.items())
     for model, task, regime, seed, (mitigation_label, mitigation) in axes:
         name = f"{model.label}_{task.name}_{regime_label(regime)}_s{seed}_{mitigation_label}"
         if name in seen:
-            raise ConfigError(f"grid: two trials would both be named {name!r}; give the models distinct "
-                              f"labels (grid.models[].label)")
-        seen.add(name)
+            axis = _clashing_axis(seen[name], (model, task, regime, seed, mitigation_label))
+            raise ConfigError(f"grid.{axis}: two trials would both be named {name!r}: two entries of "
+                              f"grid.{axis} differ but get one label; {_CLASH_FIX[axis]}")
+        seen[name] = (model, task, regime, seed, mitigation_label)
         data = _deep_merge(grid.base, model.overrides)
         data.update(name=name, seed=seed, task=dataclasses.asdict(task), regime=dataclasses.asdict(regime),
                     mitigation=dataclasses.asdict(mitigation))
@@ -358,6 +363,18 @@ def expand(grid: GridConfig, missing_tasks_ok: bool = False, cwd: str | os.PathL
         config = dataclasses.asdict(cfg) | {"task": data["task"]}
         trials.append(TrialSpec(name, model.label, config, _resources(cfg, model.resources, grid.resources)))
     return trials
+
+
+_AXES = ("models", "tasks", "regimes", "seeds", "mitigations")
+_CLASH_FIX = {"models": "give the models distinct labels (grid.models[].label)",
+              "tasks": "one task name may appear once (its data_path is part of the task, not the name)",
+              "regimes": "use alphas that differ in their first 6 significant digits",
+              "seeds": "list each seed once", "mitigations": "give each mitigation its own label"}
+
+
+def _clashing_axis(first: tuple, second: tuple) -> str:
+    """Which axis holds two different values behind one trial name."""
+    return next((axis for axis, a, b in zip(_AXES, first, second) if a != b), "models")
 
 
 def _absolute_paths(data: dict, cwd: Path) -> dict:
@@ -661,7 +678,7 @@ def run_grid(grid: GridConfig, trials: list[TrialSpec], resume: bool = False):
     storage = tune_storage(grid, trials)
     path = f"{storage.rstrip('/')}/{grid.name}"
     if resume and not tune.Tuner.can_restore(path):
-        raise SystemExit(f"--resume: no grid state at {path}; run without --resume to start the grid")
+        raise GridError(f"--resume: no grid state at {path}; run without --resume to start the grid")
     _prepare(trials)
     started_here = not ray.is_initialized()
     if started_here:
@@ -679,7 +696,6 @@ def _prepare(trials: list[TrialSpec]) -> None:
     tiny base model is built, once."""
     from collapse_ray.base_model import resolve_model_path
     from collapse_ray.config import ModelConfig, SizesConfig
-    from collapse_ray.data import DataError
     from collapse_ray.tasks import get_task
     from collapse_ray.tracking import TrialTracker
 
@@ -688,7 +704,7 @@ def _prepare(trials: list[TrialSpec]) -> None:
         try:
             get_task(task["name"]).load(task["data_path"], seed, SizesConfig(**sizes))
         except DataError as e:
-            raise SystemExit(f"grid: task {task['name']} (seed {seed}) cannot load its data: {e}") from None
+            raise DataError(f"grid: task {task['name']} (seed {seed}) cannot load its data: {e}") from None
     for uri, experiment in sorted({(t.config["tracking"]["uri"], t.config["tracking"]["experiment"]) for t in trials}):
         TrialTracker(uri, experiment)
     for model in sorted({json.dumps(t.config["model"], sort_keys=True) for t in trials}):
@@ -735,10 +751,11 @@ def _fit(grid: GridConfig, trials: list[TrialSpec], storage: str, resume: bool):
     print(f"[grid] {grid.name}: {len(trials) - len(unfinished)}/{len(trials)} trials finished; "
           f"Tune state in {path}", flush=True)
     if failed:
-        raise SystemExit(f"[grid] {len(failed)} trial(s) failed after {grid.tune.max_failures} retries: "
-                         f"{', '.join(failed)}; fix the cause and run again with --resume")
+        raise GridError(f"grid {grid.name}: {len(failed)} trial(s) failed after {grid.tune.max_failures} retries: "
+                        f"{', '.join(failed)}; fix the cause and run again with --resume")
     if unfinished:
-        raise SystemExit(f"[grid] interrupted with {len(unfinished)} trial(s) unfinished; continue with --resume")
+        raise GridError(f"grid {grid.name}: interrupted with {len(unfinished)} trial(s) unfinished; "
+                        f"continue with --resume")
     return results
 
 
@@ -779,11 +796,8 @@ class GridProgress(Callback):
 
 def main(args) -> None:
     """``collapse-ray grid CONFIG [--dry-run] [--resume]``."""
-    try:
-        grid = load_grid(args.config, missing_tasks_ok=args.dry_run)
-        trials = expand(grid, missing_tasks_ok=args.dry_run)
-    except ConfigError as e:
-        raise SystemExit(f"grid config error: {e}") from None
+    grid = load_grid(args.config, missing_tasks_ok=args.dry_run)
+    trials = expand(grid, missing_tasks_ok=args.dry_run)
     if args.dry_run:
         from collapse_ray.tasks import registered_tasks
 
@@ -792,13 +806,7 @@ def main(args) -> None:
             cluster, source = {"CPU": grid.cluster.cpus, "GPU": grid.cluster.gpus}, "grid config `cluster:`"
         else:
             cluster, source = local_resources(), "this machine, as a local ray.init() would see it"
-        try:
-            p = plan(trials, cluster, source, grid.tune.max_concurrent_trials)
-        except ConfigError as e:
-            raise SystemExit(f"grid config error: {e}") from None
+        p = plan(trials, cluster, source, grid.tune.max_concurrent_trials)
         print(describe(grid, trials, p, missing))
         return
-    try:
-        run_grid(grid, trials, resume=args.resume)
-    except ConfigError as e:
-        raise SystemExit(f"grid config error: {e}") from None
+    run_grid(grid, trials, resume=args.resume)

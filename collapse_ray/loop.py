@@ -21,9 +21,11 @@ from pathlib import Path
 from typing import Callable
 
 from collapse_ray.config import ExperimentConfig
+from collapse_ray.errors import ModelError, TrialError
 from collapse_ray.examples import read_jsonl, write_jsonl
 from collapse_ray.generate.base import Generator, ModelRef, Sampling
 from collapse_ray.mitigations import apply_mitigations
+from collapse_ray.preflight import preflight
 from collapse_ray.progress import Progress
 from collapse_ray.regimes import mix, provenance
 from collapse_ray.tasks import get_task
@@ -77,8 +79,7 @@ def mitigation_label(cfg: ExperimentConfig) -> str:
     return "+".join(parts) or "none"
 
 
-class ModelUnavailable(RuntimeError):
-    pass
+ModelUnavailable = ModelError   # the name this error had before errors.py
 
 
 def check_model_loadable(name_or_path: str) -> None:
@@ -88,8 +89,8 @@ def check_model_loadable(name_or_path: str) -> None:
     try:
         AutoConfig.from_pretrained(name_or_path)
     except (OSError, ValueError) as e:
-        raise ModelUnavailable(f"model.name_or_path: cannot load {name_or_path!r}: "
-                               f"{str(e).splitlines()[0]}") from None
+        raise ModelError(f"model.name_or_path: cannot load {name_or_path!r}: "
+                         f"{str(e).splitlines()[0]}; check the id, your access and the network") from None
 
 
 def run_trial(cfg: ExperimentConfig, *, trainer: Trainer | None = None,
@@ -98,29 +99,33 @@ def run_trial(cfg: ExperimentConfig, *, trainer: Trainer | None = None,
     from collapse_ray.base_model import resolve_model_path
     from collapse_ray.synthetic_drift import DriftProbe
 
+    progress = Progress(cfg.name, cfg.generations + 1)
+    progress.note("checking the config, output_dir, tracking store and model before any compute ...")
+    data = preflight(cfg, say=progress.note)   # everything `validate` checks; bad data fails here
     task = get_task(cfg.task.name)
-    data = task.load(cfg.task.data_path, cfg.seed, cfg.sizes)  # bad data fails before any compute
     state = TrialState(Path(cfg.output_dir) / cfg.name, config_fingerprint(cfg))
+    progress.note(f"opening the MLflow store {cfg.tracking.uri} ...")
     tracker = TrialTracker(cfg.tracking.uri, cfg.tracking.experiment)
     state.set_mlflow_run_id(tracker.start(cfg.name, trial_tags(cfg), run_id=state.mlflow_run_id))
-    finished = state.finished()
-    progress = Progress(cfg.name, cfg.generations + 1, first_generation=len(finished))
-    base = ModelRef(resolve_model_path(cfg.model, progress=progress.say))
-    check_model_loadable(base.path)
-    tracker.log_params({**cfg.to_flat_params(), "resolved_model_path": base.path, **_metric_settings()})
-    for done in finished:  # finished on disk but the crash came before MLflow heard of it
-        tracker.log_generation(done.generation, done.metrics)
+    try:   # from here on the MLflow run exists: whatever stops the trial marks it
+        finished = state.finished()
+        progress.resume_at(len(finished))
+        base = ModelRef(resolve_model_path(cfg.model, progress=progress.say))
+        progress.note("loading the base model's config (imports torch and transformers) ...")
+        check_model_loadable(base.path)
+        tracker.log_params({**cfg.to_flat_params(), "resolved_model_path": base.path, **_metric_settings()})
+        for done in finished:  # finished on disk but the crash came before MLflow heard of it
+            tracker.log_generation(done.generation, done.metrics)
 
-    history = [read_jsonl(done.synthetic_path) for done in finished]
-    all_metrics = [done.metrics for done in finished]
-    previous = finished[-1].model if finished else None
-    drift = DriftProbe(real_texts=[ex.text for ex in data.train], reference=finished[0].model if finished else None,
-                       is_code=task.is_code)
-    trainer = trainer or make_trainer(cfg, progress)
-    generator = generator or make_generator(cfg)
-    sampling = Sampling(max_new_tokens=cfg.sizes.max_new_tokens, temperature=cfg.sampling.temperature,
-                        top_p=cfg.sampling.top_p, stop=task.stop)
-    try:
+        history = [read_jsonl(done.synthetic_path) for done in finished]
+        all_metrics = [done.metrics for done in finished]
+        previous = finished[-1].model if finished else None
+        drift = DriftProbe(real_texts=[ex.text for ex in data.train],
+                           reference=finished[0].model if finished else None, is_code=task.is_code)
+        trainer = trainer or make_trainer(cfg, progress)
+        generator = generator or make_generator(cfg)
+        sampling = Sampling(max_new_tokens=cfg.sizes.max_new_tokens, temperature=cfg.sampling.temperature,
+                            top_p=cfg.sampling.top_p, stop=task.stop)
         for g in range(len(finished), cfg.generations + 1):
             progress.begin_generation(g)
             rng = random.Random(f"{cfg.seed}/{g}")
@@ -141,8 +146,9 @@ def run_trial(cfg: ExperimentConfig, *, trainer: Trainer | None = None,
                 synthetic = task.synthesize(generator, prompts, dataclasses.replace(sampling, seed=cfg.seed * 1000 + g), g)
                 kept, removed = apply_mitigations(synthetic, task, cfg.mitigation, len(data.pool), rng)
                 if not kept and cfg.regime.name != "real-only" and g < cfg.generations:
-                    raise RuntimeError(f"generation {g}: the mitigations removed all {len(synthetic)} synthetic "
-                                       f"samples ({removed}); generation {g + 1} would have nothing to train on")
+                    raise TrialError(f"generation {g}: the mitigations removed all {len(synthetic)} synthetic "
+                                     f"samples ({removed}); generation {g + 1} would have nothing to train on: "
+                                     f"loosen mitigation.* or use more sizes.synthetic_pool")
                 write_jsonl(gen_dir / "synthetic.jsonl", kept)
 
             with progress.phase("evaluate"):
@@ -171,11 +177,13 @@ def run_trial(cfg: ExperimentConfig, *, trainer: Trainer | None = None,
             all_metrics.append(metrics)
             previous = trained.model
             progress.say(_summary(metrics))
-    except BaseException:
-        tracker.finish("FAILED")
+    except BaseException as e:
+        # Ctrl-C / SIGTERM (interrupts.py) is a stop, not a failure: the run resumes later.
+        tracker.finish("KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")
         raise
     finally:
-        generator.close()
+        if generator is not None:
+            generator.close()
     tracker.finish("FINISHED")
     return all_metrics
 

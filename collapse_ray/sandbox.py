@@ -684,8 +684,7 @@ _CRASH_SIGNALS = {signal.SIGSEGV, signal.SIGBUS, signal.SIGILL, signal.SIGFPE, s
 _USE_NAMESPACES = True
 
 
-class SandboxError(RuntimeError):
-    """The sandbox itself failed (never the program's fault): the result would mean nothing."""
+from collapse_ray.errors import SandboxError  # noqa: E402,F401 - the parent side's error, importable here
 
 
 @dataclass(frozen=True)

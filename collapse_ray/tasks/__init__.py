@@ -29,6 +29,12 @@ def registered_tasks() -> list[str]:
     return sorted(_REGISTRY)
 
 
+def task_data_sources(name: str) -> dict[str, str]:
+    """What ``task.data_path`` may be for this task (read from its class, without building it)."""
+    _load_builtins()
+    return getattr(_REGISTRY.get(name), "data_sources", {"file": "a file", "dir": "a directory"})
+
+
 def get_task(name: str):
     _load_builtins()
     if name not in _REGISTRY:

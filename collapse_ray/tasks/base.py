@@ -37,6 +37,8 @@ class Task(Protocol):
     stop: tuple[str, ...]
     # Whether synthetic texts are programs (drift then also reports the share that parses).
     is_code: bool
+    # What task.data_path may be, each kind ("file", "dir", "hf") with how to describe it.
+    data_sources: dict[str, str]
 
     def load(self, data_path: str | None, seed: int, sizes) -> TaskData:
         """Read and split the real data; raise a clear error naming a missing/empty/bad file."""

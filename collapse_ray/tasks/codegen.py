@@ -79,6 +79,7 @@ class CodeGeneration:
     name = "codegen"
     stop = STOP
     is_code = True
+    data_sources = {"file": "a CodeSearchNet-format .jsonl or .jsonl.gz file"}
 
     def load(self, data_path: str | None, seed: int, sizes) -> TaskData:
         from collapse_ray.data.humaneval import load_humaneval

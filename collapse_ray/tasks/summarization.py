@@ -132,6 +132,7 @@ class CodeSummarization:
     name = "summarization"
     stop = STOP
     is_code = False
+    data_sources = {"file": "a CodeSearchNet-format .jsonl or .jsonl.gz file"}
 
     def load(self, data_path: str | None, seed: int, sizes) -> TaskData:
         examples = examples_from(load_function_records(data_path))
