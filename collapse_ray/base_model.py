@@ -63,9 +63,9 @@ def codegen_text(code: str, eos: str = EOS_TOKEN) -> str:
 
 def default_corpus() -> list[str]:
     """Sources of every function with a docstring in the standard library, in a fixed order."""
-    from collapse_ray.data.codesearchnet import extract_functions, stdlib_roots
+    from collapse_ray.data.codesearchnet import stdlib_function_records
 
-    return [r["code"] for r in extract_functions(stdlib_roots(), repo_name="python-stdlib")]
+    return [r["code"] for r in stdlib_function_records()]
 
 
 def corpus_id(corpus: Sequence[str] | None) -> str:

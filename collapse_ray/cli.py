@@ -72,7 +72,7 @@ def cmd_validate(args) -> None:
     from collapse_ray.preflight import preflight
 
     cfg = _load(args)
-    preflight(cfg, say=lambda msg: print(f"[{cfg.name}] {msg}", file=sys.stderr, flush=True))
+    preflight(cfg, say=lambda msg: print(f"[{cfg.name}] {msg}", flush=True))   # stderr: only an error
     print(f"{args.config}: valid ({cfg.task.name}, {cfg.regime.name}, {cfg.generations} generations); "
           f"output_dir, tracking store, model and data checked as `run` checks them")
 
@@ -163,7 +163,9 @@ def _stopped(e: KeyboardInterrupt, args, argv: list[str]) -> int:
     again = "collapse-ray " + shlex.join(argv + (["--resume"] if args.command == "grid" and not args.resume else []))
     trial_dir = getattr(args, "trial_dir", None)
     what = "nothing had started"
-    if trial_dir is not None and (trial_dir / "trial.json").is_file():
+    if args.command == "grid":
+        what = "Tune keeps the grid's state and each trial its finished generations"
+    elif trial_dir is not None and (trial_dir / "trial.json").is_file():
         kept = len(list(trial_dir.glob("gen_*/COMPLETE.json")))
         what = f"{kept} finished generation(s) kept in {trial_dir}, its MLflow run marked KILLED"
     print(f"stopped by {signal.Signals(signum).name}: {what}; resume with: {again}", file=sys.stderr, flush=True)

@@ -17,6 +17,7 @@ from a hash of the file path (80% train, 10% valid, 10% test), so it is stable a
 from __future__ import annotations
 
 import ast
+import functools
 import hashlib
 import io
 import os
@@ -246,7 +247,14 @@ def load_function_records(data_path: str | os.PathLike | None) -> list[dict]:
     """The records in ``data_path``, or, without one, every documented standard-library function."""
     if data_path is not None:
         return load_code_docstring_pairs(data_path)
-    return list(extract_functions(stdlib_roots(), repo_name="python-stdlib"))
+    return [dict(r) for r in stdlib_function_records()]
+
+
+@functools.lru_cache(maxsize=1)
+def stdlib_function_records() -> tuple[dict, ...]:
+    """Every documented standard-library function, parsed once per process: it takes seconds, and
+    a first run needs it twice (the task's data, the tiny base model's corpus)."""
+    return tuple(extract_functions(stdlib_roots(), repo_name="python-stdlib"))
 
 
 def load_code_docstring_pairs(path: str | os.PathLike | None = None, *,
