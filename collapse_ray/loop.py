@@ -96,12 +96,12 @@ def check_model_loadable(name_or_path: str) -> None:
 def run_trial(cfg: ExperimentConfig, *, trainer: Trainer | None = None,
               generator: Generator | None = None, report: Report | None = None) -> list[dict]:
     """Run (or resume) one trial; returns the metrics of every generation 0..cfg.generations."""
-    from collapse_ray.base_model import resolve_model_path
-    from collapse_ray.synthetic_drift import DriftProbe
-
     progress = Progress(cfg.name, cfg.generations + 1)
     progress.note("checking the config, output_dir, tracking store and model before any compute ...")
     data = preflight(cfg, say=progress.note)   # everything `validate` checks; bad data fails here
+    from collapse_ray.base_model import resolve_model_path
+    from collapse_ray.synthetic_drift import DriftProbe   # imports torch: after the checks, not before
+
     task = get_task(cfg.task.name)
     state = TrialState(Path(cfg.output_dir) / cfg.name, config_fingerprint(cfg))
     progress.note(f"opening the MLflow store {cfg.tracking.uri} ...")
