@@ -24,11 +24,13 @@ from typing import Callable
 from collapse_ray.backends import build_generator, build_trainer
 from collapse_ray.config import ExperimentConfig
 from collapse_ray.disk_full import as_no_space_left
+from collapse_ray.errors import ModelError, TrialError
 from collapse_ray.examples import read_jsonl, write_jsonl
 from collapse_ray.generate.base import Generator, ModelRef, Sampling
 from collapse_ray.labels import TrialLabels, labels_of
 from collapse_ray.launch_lock import launch_lock
 from collapse_ray.mitigations import apply_mitigations
+from collapse_ray.preflight import preflight
 from collapse_ray.progress import Progress
 from collapse_ray.regimes import provenance
 from collapse_ray.resource_meter import ProcessTreeMeter
@@ -71,8 +73,7 @@ def config_fingerprint(cfg: ExperimentConfig) -> str:
 
 
 
-class ModelUnavailable(RuntimeError):
-    pass
+ModelUnavailable = ModelError   # the name this error had before errors.py
 
 
 def check_model_loadable(name_or_path: str) -> None:
@@ -82,8 +83,8 @@ def check_model_loadable(name_or_path: str) -> None:
     try:
         AutoConfig.from_pretrained(name_or_path)
     except (OSError, ValueError) as e:
-        raise ModelUnavailable(f"model.name_or_path: cannot load {name_or_path!r}: "
-                               f"{str(e).splitlines()[0]}") from None
+        raise ModelError(f"model.name_or_path: cannot load {name_or_path!r}: "
+                         f"{str(e).splitlines()[0]}; check the id, your access and the network") from None
 
 
 def run_trial(cfg: ExperimentConfig, *, trainer: Trainer | None = None, generator: Generator | None = None,
@@ -93,46 +94,52 @@ def run_trial(cfg: ExperimentConfig, *, trainer: Trainer | None = None, generato
     Without ``trainer`` / ``generator`` it builds them in this process (backends.py). ``labels``:
     the grid's labels of the trial (its MLflow tags), else made from the config. ``parent_run_id``:
     the grid launch's MLflow run, under which this trial's run is nested."""
+    progress = Progress(cfg.name, cfg.generations + 1)
+    progress.note("checking the config, output_dir, tracking store and model before any compute ...")
+    data = preflight(cfg, say=progress.note)   # everything `validate` checks; bad data fails here
     task = get_task(cfg.task.name, cfg.task.options)
     task.allow_unisolated = cfg.sandbox.allow_unisolated  # read by tasks that run programs
-    data = task.load(cfg.task.data_path, cfg.seed, cfg.sizes)  # bad data fails before any compute
     with launch_lock(trial_dir(cfg.output_dir, cfg.name)):   # a second launch of this trial is refused
-        return _run_locked(cfg, task, data, trainer, generator, report, labels or labels_of(cfg), parent_run_id)
+        return _run_locked(cfg, task, data, progress, trainer, generator, report, labels or labels_of(cfg),
+                           parent_run_id)
 
 
-def _run_locked(cfg: ExperimentConfig, task, data, trainer: Trainer | None, generator: Generator | None,
-                report: Report | None, labels: TrialLabels, parent_run_id: str | None) -> list[dict]:
+def _run_locked(cfg: ExperimentConfig, task, data, progress: Progress, trainer: Trainer | None,
+                generator: Generator | None, report: Report | None, labels: TrialLabels,
+                parent_run_id: str | None) -> list[dict]:
     from collapse_ray.base_model import resolve_model_path
-    from collapse_ray.synthetic_drift import DriftProbe
+    from collapse_ray.synthetic_drift import DriftProbe   # imports torch: after the checks, not before
 
     state = TrialState(trial_dir(cfg.output_dir, cfg.name), config_fingerprint(cfg))
+    progress.note(f"opening the MLflow store {cfg.tracking.uri} ...")
     tracker = TrialTracker(cfg.tracking.uri, cfg.tracking.experiment, retry_minutes=cfg.tracking.retry_minutes)
     state.set_mlflow_run_id(tracker.start(cfg.name, labels.tags(), run_id=state.mlflow_run_id,
                                           parent_run_id=parent_run_id))
-    finished = state.finished()
-    if finished:   # a policy tightened since the last launch applies at once
-        apply_retention(state, cfg.retention, finished[-1].generation)
-    progress = Progress(cfg.name, cfg.generations + 1, first_generation=len(finished))
-    base = ModelRef(resolve_model_path(cfg.model, progress=progress.say))
-    check_model_loadable(base.path)
-    tracker.log_params({**cfg.to_flat_params(), "resolved_model_path": base.path, **_metric_settings()})
-    tracker.log_manifest([cfg.task.data_path], base.path)
-    for done in finished:  # finished on disk but the crash came before MLflow heard of it
-        tracker.log_generation(done.generation, done.metrics)
-
-    history = [read_jsonl(done.synthetic_path) for done in finished]
-    all_metrics = [done.metrics for done in finished]
-    previous = finished[-1].model if finished else None
-    drift = DriftProbe(task, data.train, reference=finished[0].model if finished else None)
-    trainer = trainer or build_trainer(cfg, progress.say)
-    generator = generator or build_generator(cfg)
-    generator.prefetch(previous or base)   # vLLM builds its engine while the first generation trains
-    sampling = Sampling(max_new_tokens=cfg.sizes.max_new_tokens, temperature=cfg.sampling.temperature,
-                        top_p=cfg.sampling.top_p, stop=task.stop)
     shared0 = SharedGeneration0(cfg.output_dir, generation0_key(fingerprint_data(cfg)), cfg.name)
     meter = ProcessTreeMeter().start()   # this trial's own CPU-seconds and peak memory per generation
+    finished = state.finished()
     g = len(finished)
-    try:
+    try:   # from here on the MLflow run exists: whatever stops the trial marks it
+        if finished:   # a policy tightened since the last launch applies at once
+            apply_retention(state, cfg.retention, finished[-1].generation)
+        progress.resume_at(len(finished))
+        base = ModelRef(resolve_model_path(cfg.model, progress=progress.say))
+        progress.note("loading the base model's config (imports torch and transformers) ...")
+        check_model_loadable(base.path)
+        tracker.log_params({**cfg.to_flat_params(), "resolved_model_path": base.path, **_metric_settings()})
+        tracker.log_manifest([cfg.task.data_path], base.path)
+        for done in finished:  # finished on disk but the crash came before MLflow heard of it
+            tracker.log_generation(done.generation, done.metrics)
+
+        history = [read_jsonl(done.synthetic_path) for done in finished]
+        all_metrics = [done.metrics for done in finished]
+        previous = finished[-1].model if finished else None
+        drift = DriftProbe(task, data.train, reference=finished[0].model if finished else None)
+        trainer = trainer or build_trainer(cfg, progress.say)
+        generator = generator or build_generator(cfg)
+        generator.prefetch(previous or base)   # vLLM builds its engine while the first generation trains
+        sampling = Sampling(max_new_tokens=cfg.sizes.max_new_tokens, temperature=cfg.sampling.temperature,
+                            top_p=cfg.sampling.top_p, stop=task.stop)
         for g in range(len(finished), cfg.generations + 1):
             progress.begin_generation(g)
             rng = random.Random(f"{cfg.seed}/{g}")
@@ -154,8 +161,9 @@ def _run_locked(cfg: ExperimentConfig, task, data, trainer: Trainer | None, gene
                 synthetic = task.synthesize(generator, prompts, dataclasses.replace(sampling, seed=cfg.seed * 1000 + g), g)
                 kept, removed = apply_mitigations(synthetic, task, cfg.mitigation, len(data.pool), rng)
                 if not kept and cfg.regime.uses_synthetic and g < cfg.generations:
-                    raise RuntimeError(f"generation {g}: the mitigations removed all {len(synthetic)} synthetic "
-                                       f"samples ({removed}); generation {g + 1} would have nothing to train on")
+                    raise TrialError(f"generation {g}: the mitigations removed all {len(synthetic)} synthetic "
+                                     f"samples ({removed}); generation {g + 1} would have nothing to train on: "
+                                     f"loosen mitigation.* or use more sizes.synthetic_pool")
                 write_jsonl(gen_dir / "synthetic.jsonl", kept)
 
             with progress.phase("evaluate"):
@@ -194,7 +202,8 @@ def _run_locked(cfg: ExperimentConfig, task, data, trainer: Trainer | None, gene
             previous = trained.model
             progress.say(_summary(metrics, task.headline_metrics))
     except BaseException as e:
-        tracker.finish("FAILED")
+        # Ctrl-C / SIGTERM (interrupts.py) is a stop, not a failure: the run resumes later.
+        tracker.finish("KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")
         full = None if isinstance(e, TrackingError) else as_no_space_left(e, state.gen_dir(g), g)
         if full is not None:
             raise full from e
@@ -202,8 +211,10 @@ def _run_locked(cfg: ExperimentConfig, task, data, trainer: Trainer | None, gene
     finally:
         shared0.release()
         meter.stop()
-        generator.close()
-        trainer.close()
+        if generator is not None:
+            generator.close()
+        if trainer is not None:
+            trainer.close()
     tracker.finish("FINISHED")
     return all_metrics
 

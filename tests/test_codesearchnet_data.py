@@ -175,10 +175,11 @@ def test_record_without_code_is_named(tmp_path):
         load_code_docstring_pairs(path)
 
 
-def test_corrupt_gzip_is_a_data_error(tmp_path):
+def test_a_gz_name_on_plain_text_is_read_as_text(tmp_path):
+    """Compression is told by content: a '.gz' file that is plain text is read as text."""
     path = tmp_path / "corrupt.jsonl.gz"
     path.write_bytes(b"not gzip at all")
-    with pytest.raises(DataError, match=r"corrupt\.jsonl\.gz: cannot be read"):
+    with pytest.raises(DataError, match=r"corrupt\.jsonl\.gz: line 1 is not valid JSON"):
         load_code_docstring_pairs(path)
 
 

@@ -20,6 +20,7 @@ import yaml
 from collapse_ray import grid
 from collapse_ray.cli import main as cli
 from collapse_ray.config import ConfigError, ExperimentConfig
+from collapse_ray.errors import GridError
 from tests import grid_crash_hook
 
 REPO = Path(__file__).resolve().parents[1]
@@ -124,16 +125,28 @@ def test_trials_are_named_from_their_axes_and_share_output_dir_and_mlflow_experi
     ("tune.max_failures", -1, "tune.max_failures"),
     ("name", "two words", "name"),
 ])
-def test_grid_config_errors_name_the_field(tmp_path, dotted, value, field):
+def test_grid_config_errors_name_the_field(tmp_path, capsys, dotted, value, field):
     path = write(tmp_path, with_change(dotted, value))
-    with pytest.raises(SystemExit) as err:
-        cli(["grid", str(path), "--dry-run"])
-    assert str(err.value).startswith(f"grid config error: {field}:"), str(err.value)
+    assert cli(["grid", str(path), "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {field}:") and err.count("\n") == 1, err
+
+
+@pytest.mark.parametrize("axis, values", [
+    ("regimes", [{"name": "hybrid", "alpha": 0.5}, {"name": "real-only"}, {"name": "hybrid", "alpha": 0.5}]),
+    ("seeds", [0, 1, 0]),
+    ("tasks", ["codegen", "codegen"]),
+])
+def test_a_value_listed_twice_is_blamed_on_its_own_axis(tmp_path, axis, values):
+    with pytest.raises(ConfigError, match=rf"grid\.{axis}\[2\]: repeats grid\.{axis}\[0\]"
+                       if len(values) == 3 else rf"grid\.{axis}\[1\]: repeats grid\.{axis}\[0\]"):
+        grid.load_grid(write(tmp_path, with_change(f"grid.{axis}", values)))
 
 
 def test_two_models_with_one_label_are_refused_before_anything_runs(tmp_path):
     data = with_change("grid.models", ["Qwen/Qwen3-0.6B", {"name_or_path": "other/Qwen3-0.6B"}])
-    with pytest.raises(ConfigError, match="both be named 'qwen3-0.6b_codegen_real-only_s0_none'.*label"):
+    with pytest.raises(ConfigError, match="grid.models: two trials would both be named "
+                                          "'qwen3-0.6b_codegen_real-only_s0_none'.*label"):
         grid.expand(grid.load_grid(write(tmp_path, data)))
 
 
@@ -148,7 +161,7 @@ def test_dry_run_plans_a_task_this_install_lacks_and_a_real_run_refuses_it(tmp_p
     grid.main(grid_args(path, dry_run=True))
     out = capsys.readouterr().out
     assert "4 trials" in out and "note: task(s) summarization cannot be loaded" in out
-    with pytest.raises(SystemExit, match=r"grid\.tasks\[1\]\.name: unknown task 'summarization'"):
+    with pytest.raises(ConfigError, match=r"grid\.tasks\[1\]\.name: unknown task 'summarization'"):
         grid.main(grid_args(path))
 
 
@@ -340,7 +353,7 @@ def test_resume_restores_a_grid_whose_trial_failed_and_runs_only_what_is_missing
     names = [name.replace("_none", "_dedup") for name in NAMES]
     grid_crash_hook.arm(monkeypatch, f"{names[0]}:1:train")
     config = tiny_grid(tmp_path, tiny_model, data_dir, max_failures=0, mitigations={"dedup": {"dedup": "exact"}})
-    with pytest.raises(SystemExit, match=f"1 trial\\(s\\) failed.*{names[0]}.*--resume"):
+    with pytest.raises(GridError, match=f"1 trial\\(s\\) failed.*{names[0]}.*--resume"):
         grid.main(grid_args(config))
     runs_dir = tmp_path / "runs"
     finished_before = (runs_dir / names[1] / "gen_02" / "COMPLETE.json").stat().st_mtime
@@ -358,7 +371,7 @@ def test_resume_without_an_earlier_grid_says_so_before_starting_ray(tmp_path):
     import ray
 
     config = write(tmp_path, with_change("base.output_dir", str(tmp_path / "runs")))
-    with pytest.raises(SystemExit, match="--resume: no grid state at .*small; run without --resume"):
+    with pytest.raises(GridError, match="--resume: no grid state at .*small; run without --resume"):
         grid.main(grid_args(config, resume=True))
     assert not ray.is_initialized()
 

@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 from collapse_ray.backends import TrialResources
-from collapse_ray.config import ConfigError
 from collapse_ray.grid.expand import Trial, TrialLabels, expand, regime_label
 from collapse_ray.grid.plan import Plan, configured_cluster, describe, local_resources, plan
 from collapse_ray.grid.spec import GridConfig, load_grid
@@ -18,19 +17,16 @@ __all__ = ["GridConfig", "Plan", "Trial", "TrialLabels", "TrialResources", "desc
 
 def main(args) -> None:
     """``collapse-ray grid CONFIG [--dry-run] [--resume]``."""
-    try:
-        grid = load_grid(args.config, missing_tasks_ok=args.dry_run)
-        trials = expand(grid, missing_tasks_ok=args.dry_run)
-        if args.dry_run:
-            from collapse_ray.tasks import registered_tasks
+    grid = load_grid(args.config, missing_tasks_ok=args.dry_run)
+    trials = expand(grid, missing_tasks_ok=args.dry_run)
+    if args.dry_run:
+        from collapse_ray.tasks import registered_tasks
 
-            missing = sorted({t.name for t in grid.tasks} - set(registered_tasks()))
-            cluster, source = configured_cluster(grid) or (
-                local_resources(), "this machine, as a local ray.init() would see it")
-            print(describe(grid, trials, plan(trials, cluster, source, grid.tune.max_concurrent_trials), missing))
-            return
-        from collapse_ray.grid.tune_runner import run_grid
+        missing = sorted({t.name for t in grid.tasks} - set(registered_tasks()))
+        cluster, source = configured_cluster(grid) or (
+            local_resources(), "this machine, as a local ray.init() would see it")
+        print(describe(grid, trials, plan(trials, cluster, source, grid.tune.max_concurrent_trials), missing))
+        return
+    from collapse_ray.grid.tune_runner import run_grid
 
-        run_grid(grid, trials, resume=args.resume)
-    except ConfigError as e:
-        raise SystemExit(f"grid config error: {e}") from None
+    run_grid(grid, trials, resume=args.resume)

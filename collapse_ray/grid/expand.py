@@ -41,15 +41,16 @@ def regime_label(regime: Regime) -> str:
 def expand(grid: GridConfig, missing_tasks_ok: bool = False, cwd: str | os.PathLike | None = None) -> list[Trial]:
     """Every trial of the grid, each validated. Relative paths are resolved against ``cwd``
     (Tune runs each trial in a directory of its own)."""
-    trials, seen = [], set()
+    trials, seen = [], {}
     axes = itertools.product(grid.models, grid.tasks, grid.regimes, grid.seeds, grid.mitigations.items())
     for model, task, regime, seed, (mitigation_label, mitigation) in axes:
         labels = TrialLabels(model.label, task.name, regime_label(regime), seed, mitigation_label)
         name = labels.name
         if name in seen:
-            raise ConfigError(f"grid: two trials would both be named {name!r}; give the models distinct "
-                              f"labels (grid.models[].label)")
-        seen.add(name)
+            axis = _clashing_axis(seen[name], (model, task, regime, seed, mitigation_label))
+            raise ConfigError(f"grid.{axis}: two trials would both be named {name!r}: two entries of "
+                              f"grid.{axis} differ but get one label; {_CLASH_FIX[axis]}")
+        seen[name] = (model, task, regime, seed, mitigation_label)
         data = _deep_merge(grid.base, model.overrides)
         data.update(name=name, seed=seed, task=dataclasses.asdict(task), regime=dataclasses.asdict(regime),
                     mitigation=dataclasses.asdict(mitigation))
@@ -61,6 +62,18 @@ def expand(grid: GridConfig, missing_tasks_ok: bool = False, cwd: str | os.PathL
             cfg = dataclasses.replace(cfg, task=TaskConfig(**data["task"]))
         trials.append(Trial(cfg, labels, _resources(cfg, model.resources, grid.resources)))
     return trials
+
+
+_AXES = ("models", "tasks", "regimes", "seeds", "mitigations")
+_CLASH_FIX = {"models": "give the models distinct labels (grid.models[].label)",
+              "tasks": "one task name may appear once (its data_path is part of the task, not the name)",
+              "regimes": "use parameters that differ in their first 6 significant digits",
+              "seeds": "list each seed once", "mitigations": "give each mitigation its own label"}
+
+
+def _clashing_axis(first: tuple, second: tuple) -> str:
+    """Which axis holds two different values behind one trial name."""
+    return next((axis for axis, a, b in zip(_AXES, first, second) if a != b), "models")
 
 
 def with_driver_ip(trials: list[Trial], ip: str) -> list[Trial]:

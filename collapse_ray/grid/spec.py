@@ -23,10 +23,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 
 from collapse_ray.config import (TINY_MODEL, ConfigError, ExperimentConfig, MitigationConfig, ModelConfig,
-                                 TaskConfig, build_dataclass, check_model, config_from_dict,
+                                 TaskConfig, build_dataclass, check_data_path, check_model, config_from_dict,
                                  read_yaml_mapping, require)
 from collapse_ray.labels import short_model_name
 from collapse_ray.regimes import Regime, parse_regime
@@ -160,7 +159,7 @@ def _base(base: Any, grid_path: Path, grid_name: str) -> dict:
     if isinstance(base, str):  # a path to an experiment YAML, relative to the grid file
         base_path = grid_path.parent / base
         require(base_path.is_file(), "base", f"experiment config {base_path} does not exist")
-        base = yaml.safe_load(base_path.read_text()) or {}
+        base = read_yaml_mapping(base_path, "experiment config")
     require(isinstance(base, dict), "base", "must be a mapping (an experiment config) or a path to one")
     base = copy.deepcopy(base)
     base.setdefault("tracking", {}).setdefault("experiment", grid_name)   # one MLflow experiment per grid
@@ -178,7 +177,11 @@ def with_prefix(prefix: str, check) -> Any:
 def _axis(values: Any, key: str, default: Any, parse) -> list:
     values = [default] if values is None else values
     require(isinstance(values, list) and len(values) > 0, f"grid.{key}", f"must be a non-empty list, got {values!r}")
-    return [parse(v, f"grid.{key}[{i}]") for i, v in enumerate(values)]
+    parsed = [parse(v, f"grid.{key}[{i}]") for i, v in enumerate(values)]
+    for i, value in enumerate(parsed):   # the same value twice would make two trials of one name
+        first = parsed.index(value)
+        require(first == i, f"grid.{key}[{i}]", f"repeats grid.{key}[{first}] ({values[i]!r}); list each value once")
+    return parsed
 
 
 def validate_experiment(data: dict, missing_tasks_ok: bool) -> ExperimentConfig:
@@ -234,8 +237,8 @@ def _task(value: Any, where: str, missing_ok: bool) -> TaskConfig:
     known = registered_tasks()
     require(task.name in known or (missing_ok and is_builtin_task(task.name)), f"{where}.name",
             f"unknown task {task.name!r}; known tasks: {', '.join(known)}")
-    require(task.data_path is None or Path(task.data_path).exists(), f"{where}.data_path",
-            f"{task.data_path} does not exist")
+    if task.name in known:
+        check_data_path(task.name, task.data_path, f"{where}.data_path")
     return task
 
 

@@ -28,6 +28,7 @@ import ray
 from ray import tune
 
 from collapse_ray.backends import build_generator, build_trainer
+from collapse_ray.errors import DataError, GridError
 from collapse_ray.grid.expand import Trial, with_driver_ip
 from collapse_ray.grid.plan import configured_cluster, plan
 from collapse_ray.grid.spec import GridConfig
@@ -103,7 +104,7 @@ def run_grid(grid: GridConfig, trials: list[Trial], resume: bool = False):
     storage = tune_storage(grid, trials)
     path = f"{storage.rstrip('/')}/{grid.name}"
     if resume and not tune.Tuner.can_restore(path):
-        raise SystemExit(f"--resume: no grid state at {path}; run without --resume to start the grid")
+        raise GridError(f"--resume: no grid state at {path}; run without --resume to start the grid")
     trials = with_driver_ip(trials, ray.util.get_node_ip_address())
     _prepare(trials)
     started_here = not ray.is_initialized()
@@ -122,7 +123,6 @@ def _prepare(trials: list[Trial]) -> None:
     tiny base model is built, once."""
     from collapse_ray.base_model import resolve_model_path
     from collapse_ray.config import TINY_MODEL
-    from collapse_ray.data import DataError
     from collapse_ray.tasks import get_task
     from collapse_ray.tracking import TrialTracker
 
@@ -133,7 +133,7 @@ def _prepare(trials: list[Trial]) -> None:
         try:
             get_task(cfg.task.name, cfg.task.options).load(cfg.task.data_path, cfg.seed, cfg.sizes)
         except DataError as e:
-            raise SystemExit(f"grid: task {cfg.task.name} (seed {cfg.seed}) cannot load its data: {e}") from None
+            raise DataError(f"grid: task {cfg.task.name} (seed {cfg.seed}) cannot load its data: {e}") from None
     for uri, experiment in sorted({(t.config.tracking.uri, t.config.tracking.experiment) for t in trials}):
         TrialTracker(uri, experiment)
     models = {json.dumps(dataclasses.asdict(t.config.model), sort_keys=True): t.config.model for t in trials}
@@ -176,10 +176,11 @@ def _fit(grid: GridConfig, trials: list[Trial], storage: str, resume: bool):
     print(f"[grid] {grid.name}: {len(trials) - len(unfinished)}/{len(trials)} trials finished; "
           f"Tune state in {path}", flush=True)
     if failed:
-        raise SystemExit(f"[grid] {len(failed)} trial(s) failed after {grid.tune.max_failures} retries: "
-                         f"{', '.join(failed)}; fix the cause and run again with --resume")
+        raise GridError(f"grid {grid.name}: {len(failed)} trial(s) failed after {grid.tune.max_failures} retries: "
+                        f"{', '.join(failed)}; fix the cause and run again with --resume")
     if unfinished:
-        raise SystemExit(f"[grid] interrupted with {len(unfinished)} trial(s) unfinished; continue with --resume")
+        raise GridError(f"grid {grid.name}: interrupted with {len(unfinished)} trial(s) unfinished; "
+                        f"continue with --resume")
     return results
 
 

@@ -94,6 +94,7 @@ class CodeGeneration(Task):
     is_code = True
     headline_metrics = ("pass_at_1", "bleu4")
     Options = CodegenOptions
+    data_sources = {"file": "a CodeSearchNet-format .jsonl or .jsonl.gz file"}
     # config sandbox.allow_unisolated (set by the loop): run programs where no namespace can
     # isolate them, instead of refusing to evaluate.
     allow_unisolated = False
