@@ -205,14 +205,17 @@ def test_stdlib_extraction_is_cached_on_disk_and_equals_a_fresh_extraction(tmp_p
 
     monkeypatch.setenv(stdlib_cache.CACHE_ENV, str(tmp_path))
     stdlib_cache._records.cache_clear()
-    first = stdlib_cache.stdlib_function_records()
-    (cached,) = tmp_path.glob("stdlib_functions-*.jsonl.gz")
-    stdlib_cache._records.cache_clear()
-    calls = []
-    monkeypatch.setattr(codesearchnet, "extract_functions", lambda *a, **k: calls.append(a) or iter(()))
-    second = stdlib_cache.stdlib_function_records()
-    assert calls == [] and second == first and len(first) > 1000
-    cached.write_bytes(cached.read_bytes()[:100])   # a crash mid-write: rebuilt, never trusted
-    stdlib_cache._records.cache_clear()
-    stdlib_cache.stdlib_function_records()
-    assert len(calls) == 1
+    try:
+        first = stdlib_cache.stdlib_function_records()
+        (cached,) = tmp_path.glob("stdlib_functions-*.jsonl.gz")
+        stdlib_cache._records.cache_clear()
+        calls = []
+        monkeypatch.setattr(codesearchnet, "extract_functions", lambda *a, **k: calls.append(a) or iter(()))
+        second = stdlib_cache.stdlib_function_records()
+        assert calls == [] and second == first and len(first) > 1000
+        cached.write_bytes(cached.read_bytes()[:100])   # a crash mid-write: rebuilt, never trusted
+        stdlib_cache._records.cache_clear()
+        stdlib_cache.stdlib_function_records()
+        assert len(calls) == 1
+    finally:   # the faked extraction must not stay in this process's cache
+        stdlib_cache._records.cache_clear()
