@@ -16,6 +16,7 @@ from collapse_ray.data import DataError
 from collapse_ray.data.codesearchnet import load_function_records
 from collapse_ray.examples import Example
 from collapse_ray.generate.base import Generator, Sampling
+from collapse_ray.metrics.drift import parses
 from collapse_ray.tasks import register_task
 from collapse_ray.tasks.base import Task, TaskData, complete_prompts
 from collapse_ray.typed import require
@@ -67,14 +68,6 @@ def model_prompt(problem: dict) -> str:
     return problem["prompt"].rstrip()
 
 
-def parses(example: Example) -> bool:
-    try:
-        ast.parse(example.text)
-        return True
-    except SyntaxError:
-        return False
-
-
 def function_examples(records: Sequence[dict], max_chars: int = MAX_FUNCTION_CHARS) -> list[Example]:
     out = []
     for r in records:
@@ -120,7 +113,7 @@ class CodeGeneration(Task):
         return complete_prompts(generator, prompts, sampling, generation)
 
     def quality_ok(self, example: Example) -> bool:
-        return bool(example.completion.strip()) and parses(example)
+        return bool(example.completion.strip()) and parses(example.text)
 
     def evaluate(self, generator: Generator, test: Sequence[dict], sampling: Sampling) -> dict[str, float]:
         completions, results = run_problems(generator, test, sampling, self.allow_unisolated)
