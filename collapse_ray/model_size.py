@@ -53,15 +53,18 @@ HUB_DENSE = {
     "meta-llama/Llama-3.1-8B": _dense(4096, 14336, 32, 32, 8, 128, 128256, tied=False),
     "meta-llama/Llama-3.1-70B": _dense(8192, 28672, 80, 64, 8, 128, 128256, tied=False),
 }
-# Mixture-of-experts models: (published total and active parameters, LoRA parameters per unit of rank). In
-# transformers 5 their routed experts are fused parameters, not nn.Linear, so all-linear LoRA
-# reaches per layer only:
-#   Qwen3-30B-A3B (h 2048, 32 q / 4 kv heads of 128, 48 layers): q 2048+4096, k and v 2048+512,
-#     o 4096+2048 = 17,408 (its router is a parameter too) -> x 48 = 835,584
-#   Llama-4-Scout-17B-16E (h 5120, 40 q / 8 kv heads of 128, 48 layers): attention 32,768, the
-#     shared expert's gate/up/down 3 x (5120+8192) = 39,936, the router 5120+16 -> 77,840 x 48 = 3,736,320
+# Mixture-of-experts models: (published total and active parameters, LoRA parameters per unit of
+# rank). What all-linear LoRA reaches per layer, as transformers 5.19 and PEFT 0.21 build it (the
+# experts are fused parameters there; tests/test_grid_plan.py checks this on small models):
+#   Qwen3-30B-A3B (h 2048, 32 q / 4 kv heads of 128, 128 experts of 768, 48 layers): attention
+#     q 2048+4096, k and v 2048+512, o 4096+2048 = 17,408; the router 2048+128 = 2,176; the
+#     experts, which PEFT adapts per expert at rank 2r for gate_up and r for down,
+#     128 x (3 x 2048 + 5 x 768) = 1,277,952 -> 1,297,536 x 48 = 62,281,728
+#   Llama-4-Scout-17B-16E (h 5120, 40 q / 8 kv heads of 128, 16 experts, 48 layers): attention
+#     32,768, the shared expert's gate/up/down 3 x (5120+8192) = 39,936, the router 5120+16
+#     (its routed experts are not adapted) -> 77,840 x 48 = 3,736,320
 HUB_MOE = {
-    "Qwen/Qwen3-30B-A3B": (30_500_000_000, 3_300_000_000, 835_584),
+    "Qwen/Qwen3-30B-A3B": (30_500_000_000, 3_300_000_000, 62_281_728),
     "meta-llama/Llama-4-Scout-17B-16E": (109_000_000_000, 17_000_000_000, 3_736_320),
 }
 

@@ -122,6 +122,8 @@ def test_trials_are_named_from_their_axes_and_share_output_dir_and_mlflow_experi
     ("grid.axis", [1], "grid.axis"),
     ("base.training.lr", 5, "base.training.lr"),
     ("resources.driver_cpus", 0, "resources.driver_cpus"),
+    ("resources.colocate", "yes", "resources.colocate"),
+    ("cluster", {"cpus": 8, "gpus": 8, "gpus_per_node": 16}, "cluster.gpus_per_node"),
     ("tune.max_concurent_trials", 2, "tune.max_concurent_trials"),
     ("tune.max_failures", -1, "tune.max_failures"),
     ("name", "two words", "name"),

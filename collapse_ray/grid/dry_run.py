@@ -131,10 +131,10 @@ def _gpu_hours(trials: list[Trial], timed: list[tuple[Trial, est.TrialEstimate]]
                    for t, s in seconds) / 3600
 
     if not any(t.resources.colocated for t in trials):
-        return [f"  GPU-hours ~ {hours(False):.4g} (vLLM on GPUs of its own: resources.colocate is false)"]
+        return [f"  GPU-hours ~ {hours(False):.1f} (vLLM on GPUs of its own: resources.colocate is false)"]
     total = sum(s for _, s in seconds)
     lines = [f"  GPU colocated (vLLM sleeps on the Train GPUs): max_concurrent_trials {p.concurrency}, "
-             f"wall ~ {total / p.concurrency / 3600:.3g} h, {hours(False):.4g} GPU-hours"]
+             f"wall ~ {total / p.concurrency / 3600:.3g} h, {hours(False):.1f} GPU-hours"]
     separate = [dataclasses.replace(t, resources=t.resources.separate()) for t in trials]
     try:
         sp = plan(separate, p.cluster, p.cluster_source, None, gpus_per_node)
@@ -144,6 +144,6 @@ def _gpu_hours(trials: list[Trial], timed: list[tuple[Trial, est.TrialEstimate]]
     idle = sum((t.config.generations + 1) * e.phase_seconds["train"] * t.resources.serving_gpus()
                for t, e in timed if t.resources.colocated) / 3600
     lines.append(f"  GPU separate (resources.colocate: false): max_concurrent_trials {sp.concurrency}, "
-                 f"wall ~ {total / sp.concurrency / 3600:.3g} h, {hours(True):.4g} GPU-hours ({idle:.4g} of "
+                 f"wall ~ {total / sp.concurrency / 3600:.3g} h, {hours(True):.1f} GPU-hours ({idle:.1f} of "
                  f"them serving GPUs idle while their trial trains)")
     return lines

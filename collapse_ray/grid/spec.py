@@ -33,7 +33,7 @@ from collapse_ray.regimes import Regime, parse_regime
 
 @dataclass
 class ModelResources:
-    train_workers: int = 1           # Ray Train workers per fit (training.backend: ray)
+    train_workers: int = 1           # the trial's Ray Train worker group (training.backend: ray)
     cpus_per_worker: float = 1.0
     gpus_per_worker: float = 0.0
     strategy: Literal["ddp", "deepspeed"] = "ddp"
