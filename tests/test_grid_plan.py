@@ -91,16 +91,15 @@ def test_the_planner_refuses_a_colocated_engine_its_train_ranks_cannot_hold(tmp_
 
 
 def test_a_real_run_refuses_colocated_trials_before_starting_ray(tmp_path, capsys):
-    import argparse
-
     import ray
 
     path = tmp_path / "grid.yaml"
     path.write_text(yaml.safe_dump({"name": "g", "base": {"training": {"backend": "ray"}, "generator": {"backend": "vllm"},
                                                           "output_dir": str(tmp_path / "runs")},
                                     "grid": {"models": [TP2_MODEL]}}))
-    with pytest.raises(SystemExit, match=r"resources.colocate: 1 trial\(s\).* set resources.colocate: false"):
-        grid.main(argparse.Namespace(config=str(path), dry_run=False, resume=False))
+    assert cli(["grid", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert re.fullmatch(r"error: resources.colocate: 1 trial\(s\).*; set resources.colocate: false .*\n", err), err
     assert not ray.is_initialized()
 
 
