@@ -124,16 +124,19 @@ def _resources(cfg: ExperimentConfig, model: ModelResources, grid: GridResources
     driver_cpus = grid.driver_cpus if grid.driver_cpus is not None else (1.0 if driver_computes else 0.25)
     gpu = model.gpus_per_worker > 0
     tp = model.tensor_parallel
+    # Colocated, vLLM serves on the Train workers' GPUs (backends.py): no GPU of its own.
+    colocated = grid.colocate and vllm and ray_train and gpu
     generator = None
     if vllm:
-        generator = {"CPU": grid.generator_cpus, "GPU": 1.0 if gpu and tp == 1 else 0.0}
+        generator = {"CPU": grid.generator_cpus, "GPU": 1.0 if gpu and tp == 1 and not colocated else 0.0}
     return TrialResources(
         driver={"CPU": driver_cpus},
         generator={k: v for k, v in generator.items() if v} if generator else None,
-        tp_gpus=tp if vllm and gpu and tp > 1 else 0,
+        tp_gpus=tp if vllm and gpu and tp > 1 and not colocated else 0,
         train_workers=model.train_workers if ray_train else 0,
         per_worker={"CPU": model.cpus_per_worker, "GPU": model.gpus_per_worker},
         strategy=model.strategy if ray_train else "in-process",
         zero_stage=model.zero_stage,
         tensor_parallel=tp,
+        colocated=colocated,
     )

@@ -8,9 +8,9 @@
       regimes: [name | {name, alpha}]
       seeds: [int]
       mitigations: {label: mitigation settings}
-    resources: {driver_cpus, generator_cpus}
+    resources: {driver_cpus, generator_cpus, colocate}
     tune: {max_concurrent_trials, max_failures, storage_path}
-    cluster: {cpus, gpus}          the cluster to plan for (default: the running one)
+    cluster: {cpus, gpus, gpus_per_node}   the cluster to plan for (default: the running one)
 
 Every error names its field (``grid.regimes[1].alpha: ...``), before any compute.
 """
@@ -33,7 +33,7 @@ from collapse_ray.regimes import Regime, parse_regime
 
 @dataclass
 class ModelResources:
-    train_workers: int = 1           # Ray Train workers per fit (training.backend: ray)
+    train_workers: int = 1           # the trial's Ray Train worker group (training.backend: ray)
     cpus_per_worker: float = 1.0
     gpus_per_worker: float = 0.0
     strategy: Literal["ddp", "deepspeed"] = "ddp"
@@ -56,6 +56,9 @@ class GridResources:
     # generation run in its process), else 0.25 (it only orchestrates Ray Train and vLLM).
     driver_cpus: float | None = None
     generator_cpus: float = 1.0      # the vLLM actor's CPUs
+    # On GPU, vLLM sleeps on its trial's Train workers' GPUs while they train instead of holding
+    # GPUs of its own (backends.py, "GPU colocation"); no effect on CPU or without vLLM.
+    colocate: bool = True
 
 
 @dataclass
@@ -71,6 +74,7 @@ class ClusterSize:
     plan uses the running cluster (ray.cluster_resources()), or for a dry-run this machine."""
     cpus: float = 0.0
     gpus: float = 0.0
+    gpus_per_node: float | None = None   # lets the planner check that a colocated engine fits one node
 
 
 @dataclass
@@ -147,6 +151,9 @@ def load_grid(path: str | os.PathLike, missing_tasks_ok: bool = False) -> GridCo
     if grid.cluster is not None:
         require(grid.cluster.cpus > 0, "cluster.cpus", f"must be positive, got {grid.cluster.cpus}")
         require(grid.cluster.gpus >= 0, "cluster.gpus", f"must be >= 0, got {grid.cluster.gpus}")
+        per_node = grid.cluster.gpus_per_node
+        require(per_node is None or 0 < per_node <= grid.cluster.gpus, "cluster.gpus_per_node",
+                f"must be positive and at most cluster.gpus ({grid.cluster.gpus:g}), got {per_node}")
     return grid
 
 

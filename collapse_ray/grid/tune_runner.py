@@ -28,7 +28,7 @@ import ray
 from ray import tune
 
 from collapse_ray.backends import build_generator, build_trainer
-from collapse_ray.errors import DataError, GridError
+from collapse_ray.errors import ConfigError, DataError, GridError
 from collapse_ray.grid.expand import Trial, with_driver_ip
 from collapse_ray.grid.plan import configured_cluster, plan
 from collapse_ray.grid.spec import GridConfig
@@ -56,8 +56,9 @@ def trial_driver(params: dict, trials: dict[str, Trial]) -> None:
         with previous.as_directory() as d:
             say(f"restarted by Tune after generation {json.loads(Path(d, 'pointer.json').read_text())['generation']}; "
                 f"continuing from the state in {state_dir}")
-    # The grid's plan guarantees every Train run fits the cluster once others finish: wait for a
-    # turn instead of Train V2's default of giving up (and retrying) every 60 s.
+    # The grid's plan fits every running trial's Train worker group beside the others'; one may
+    # still wait for a finished trial's group to go or for the autoscaler to add a node: wait
+    # instead of Train V2's default of giving up (and retrying) every 60 s.
     os.environ.setdefault("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", str(TRAIN_START_TIMEOUT_S))
 
     def report(generation: int, metrics: dict, gen_dir: Path) -> None:
@@ -101,6 +102,11 @@ def tune_storage(grid: GridConfig, trials: list[Trial]) -> str:
 def run_grid(grid: GridConfig, trials: list[Trial], resume: bool = False):
     """Run (or resume) the grid on the cluster ``RAY_ADDRESS`` names (``ray job submit`` sets it),
     on the one this process is connected to, or else on a local Ray started and stopped here."""
+    colocated = [t.name for t in trials if t.resources.colocated]
+    if colocated:
+        raise ConfigError(f"resources.colocate: {len(colocated)} trial(s), e.g. {colocated[0]}, would run vLLM on "
+                          f"their Train workers' GPUs, which this version plans but cannot start yet (docs/grid.md, "
+                          f"\"GPU colocation\"); set resources.colocate: false to give vLLM GPUs of its own")
     storage = tune_storage(grid, trials)
     path = f"{storage.rstrip('/')}/{grid.name}"
     if resume and not tune.Tuner.can_restore(path):
@@ -146,7 +152,8 @@ def _fit(grid: GridConfig, trials: list[Trial], storage: str, resume: bool):
     path = f"{storage.rstrip('/')}/{grid.name}"
     cluster, source = configured_cluster(grid) or (
         {k: v for k, v in ray.cluster_resources().items() if k in ("CPU", "GPU")}, "ray.cluster_resources()")
-    p = plan(trials, cluster, source, grid.tune.max_concurrent_trials)
+    p = plan(trials, cluster, source, grid.tune.max_concurrent_trials,
+             grid.cluster.gpus_per_node if grid.cluster else None)
     print(f"[grid] {grid.name}: {len(trials)} trials, up to {p.concurrency} at once ({p.reason})", flush=True)
 
     by_name = {t.name: t for t in trials}
