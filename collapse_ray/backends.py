@@ -25,7 +25,7 @@ the first ``tensor_parallel`` ranks on that node (Ray 2.60 leaves that variable 
 with 0 GPUs). A colocated trial then holds its training GPUs only, not training + serving GPUs.
 grid/plan.py checks that the ranks on one node have GPUs enough for the engine's tensor parallel.
 The pinning needs the running worker group's node and GPU ids and is not built yet: a grid run
-refuses colocated GPU trials until it is (docs/grid.md, "GPU colocation").
+gives a colocated trial's engine GPUs of its own until it is (docs/grid.md, "GPU colocation").
 """
 from __future__ import annotations
 

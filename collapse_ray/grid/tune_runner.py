@@ -99,14 +99,22 @@ def tune_storage(grid: GridConfig, trials: list[Trial]) -> str:
     return str(Path(trials[0].config.output_dir) / "_tune")
 
 
+def runnable(trials: list[Trial]) -> list[Trial]:
+    """The trials as this version can start them: colocation is planned (the dry-run prints it)
+    but vLLM cannot yet be pinned to its Train workers' GPUs, so a colocated trial's engine gets
+    GPUs of its own, and the grid says so once."""
+    colocated = [t for t in trials if t.resources.colocated]
+    if colocated:
+        print(f"[grid] resources.colocate: {len(colocated)} trial(s) planned with vLLM on their Train GPUs; "
+              f"this version gives each vLLM engine GPUs of its own instead (docs/grid.md, \"GPU colocation\")",
+              flush=True)
+    return [dataclasses.replace(t, resources=t.resources.separate()) if t.resources.colocated else t for t in trials]
+
+
 def run_grid(grid: GridConfig, trials: list[Trial], resume: bool = False):
     """Run (or resume) the grid on the cluster ``RAY_ADDRESS`` names (``ray job submit`` sets it),
     on the one this process is connected to, or else on a local Ray started and stopped here."""
-    colocated = [t.name for t in trials if t.resources.colocated]
-    if colocated:
-        raise ConfigError(f"resources.colocate: {len(colocated)} trial(s), e.g. {colocated[0]}, would run vLLM on "
-                          f"their Train workers' GPUs, which this version plans but cannot start yet (docs/grid.md, "
-                          f"\"GPU colocation\"); set resources.colocate: false to give vLLM GPUs of its own")
+    trials = runnable(trials)
     storage = tune_storage(grid, trials)
     path = f"{storage.rstrip('/')}/{grid.name}"
     if resume and not tune.Tuner.can_restore(path):
