@@ -48,7 +48,7 @@ def _save_tokenizer(path) -> None:
     PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|eos|>", pad_token="<|pad|>").save_pretrained(path)
 
 
-def _save_llama(path, tokenizer_dir, seed: int, layers: int = 2) -> None:
+def _save_llama(path, tokenizer_dir, seed: int, layers: int = 2, tied: bool = False) -> None:
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
     tok = AutoTokenizer.from_pretrained(tokenizer_dir)
@@ -64,7 +64,7 @@ def _save_llama(path, tokenizer_dir, seed: int, layers: int = 2) -> None:
         initializer_range=0.16,  # peaked logits: no near-ties to flip greedy decoding
         eos_token_id=tok.eos_token_id,
         pad_token_id=tok.pad_token_id,
-        tie_word_embeddings=False,
+        tie_word_embeddings=tied,
     )
     torch.manual_seed(seed)
     LlamaForCausalLM(config).save_pretrained(path)
@@ -354,3 +354,22 @@ def test_prefetched_engine_serves_the_next_load_by_reloading_in_place(ray_local,
         gen.load(ModelRef(models["m1"]))
         assert gen.generate_token_ids(PROMPTS, GREEDY) == hf_greedy("m1")
         assert (gen.stats()["builds"], gen.stats()["reloads"]) == (1, 1)
+
+
+@pytest.mark.slow
+@needs_vllm
+def test_new_weights_of_a_model_with_tied_embeddings_are_served_not_the_old_ones(ray_local, tmp_path):
+    """vLLM 0.32's in-place reload leaves tied embeddings' output layer on the old weights (found by
+    the weight probe in a grid at generation 1); such a model is rebuilt instead."""
+    from collapse_ray.generate.vllm_actor import RayVLLMGenerator
+    from collapse_ray.generate.weight_probe import ProbedGenerator
+
+    _save_tokenizer(tmp_path / "tok")
+    for seed in (0, 1):
+        _save_llama(tmp_path / f"t{seed}", tmp_path / "tok", seed=seed, tied=True)
+    with RayVLLMGenerator(num_cpus=1, env_vars=ACTOR_ENV, **{**ENGINE_KWARGS, "enable_lora": False}) as gen:
+        probed = ProbedGenerator(gen)
+        for seed in (0, 1):
+            probed.load(ModelRef(str(tmp_path / f"t{seed}")))
+            assert probed.last_difference <= 1e-3
+        assert gen.stats()["builds"] == 2

@@ -10,8 +10,9 @@ How ``load`` treats a new model:
 * same base ``path``, new ``adapter``: the engine stays; the adapter is served through a
   ``LoRARequest`` with a fresh integer id (requires ``enable_lora=True``).
 * new ``path`` with the same architecture config and the same tokenizer files as the one being
-  served: the weights are reloaded in place (vLLM's ``reload_weights`` worker RPC) and the
-  prefix cache is reset; no engine rebuild.
+  served, and untied embeddings: the weights are reloaded in place (vLLM's ``reload_weights``
+  worker RPC) and the prefix cache is reset; no engine rebuild. A model with tied embeddings is
+  rebuilt: vLLM 0.32's reload leaves its output layer on the old weights.
 * anything else (first load, another architecture, another tokenizer): the engine is rebuilt.
 
 A path is treated as immutable while it is loaded: ``load`` of the ``ModelRef`` already being
@@ -59,6 +60,13 @@ def request_seed(seed: int, index: int) -> int:
     """A per-request seed from the run's seed and the prompt's position: reproducible, and
     distinct for (seed, i) pairs that a plain ``seed + i`` would make collide."""
     return int(np.random.SeedSequence([seed, index]).generate_state(1)[0] & 0x7FFFFFFF)
+
+
+def ties_word_embeddings(path: str) -> bool:
+    """Whether the local model at ``path`` shares its input embedding with its output layer
+    (transformers' default when config.json does not say)."""
+    config = Path(path) / "config.json"
+    return bool(json.loads(config.read_text()).get("tie_word_embeddings", True)) if config.is_file() else True
 
 
 def model_fingerprint(path: str) -> str | None:
@@ -149,7 +157,10 @@ class VLLMEngine:
             self._wake(refill=model.path == self.model.path)
         if self.llm is None or model.path != self.model.path:
             fingerprint = model_fingerprint(model.path)
-            compatible = fingerprint is not None and fingerprint == self._fingerprint
+            # vLLM 0.32 reloads tied embeddings without re-tying them: the output layer keeps the
+            # old weights (the weight probe measured a mean log-prob error of 1.17). Rebuild instead.
+            compatible = (fingerprint is not None and fingerprint == self._fingerprint
+                          and not ties_word_embeddings(model.path))
             if self.llm is not None and self.reload_in_place and compatible:
                 self._reload_weights(model.path)
             else:
