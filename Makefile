@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 export HF_HUB_OFFLINE ?= 1
 export COLLAPSE_RAY_DATA_DIR ?= $(abspath ../shared/data)
 
-.PHONY: setup smoke test test-slow grid
+.PHONY: setup smoke test test-slow grid grid-smoke study
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -21,8 +21,19 @@ setup: $(VENV)/.installed
 smoke: setup
 	$(VENV)/bin/collapse-ray run experiments/smoke.yaml
 
+# The embedded grid: 3 tasks x {real-only, synthetic-only, hybrid 0.5} x 1 seed (experiments/grid.yaml).
 grid: setup
+	$(VENV)/bin/collapse-ray grid experiments/grid.yaml
+
+# The earlier, smaller grid: codegen on HumanEval only, 3 regimes.
+grid-smoke: setup
 	$(VENV)/bin/collapse-ray grid experiments/grid_smoke.yaml
+
+# The study: 3 tasks x 5 regimes x 3 seeds x 10 generations, then synthetic-only with each
+# mitigation; both grids log to the MLflow experiment "study" (`collapse-ray report study`).
+study: setup
+	$(VENV)/bin/collapse-ray grid experiments/study.yaml
+	$(VENV)/bin/collapse-ray grid experiments/study_mitigations.yaml
 
 test: setup
 	$(PY) -m pytest -q -p no:cacheprovider

@@ -28,7 +28,6 @@ from collapse_ray.base_model import resolve_model_path
 from collapse_ray.config import load_config
 from collapse_ray.generate.base import ModelRef, Sampling
 from collapse_ray.generate.hf import HFGenerator
-from collapse_ray.regimes import mix
 from collapse_ray.tasks import get_task
 from collapse_ray.tasks.codegen_embedded import MostCommonBodyBaseline
 from collapse_ray.train.local import LocalTrainer
@@ -40,8 +39,7 @@ def calibrate(cfg, steps: list[int], say=print) -> list[tuple[str, float, dict]]
     """(label, wall seconds, metrics) for the baseline and each step count."""
     task = get_task(cfg.task.name)
     data = task.load(cfg.task.data_path, cfg.seed, cfg.sizes)
-    train_set = mix(cfg.regime.name, data.train, [], 0, cfg.sizes.train_examples, random.Random(f"{cfg.seed}/0"),
-                    alpha=cfg.regime.alpha)
+    train_set = cfg.regime.mix(data.train, [], 0, cfg.sizes.train_examples, random.Random(f"{cfg.seed}/0"))
     sampling = Sampling(max_new_tokens=cfg.sizes.max_new_tokens, stop=task.stop, seed=cfg.seed * 1000)
     rows = []
     start = time.monotonic()

@@ -218,6 +218,18 @@ def test_seeded_sampling_is_reproducible(generator, models):
 
 @pytest.mark.slow
 @needs_vllm
+def test_seeded_sampling_of_a_batch_past_the_token_budget_works_and_is_reproducible(generator, models):
+    # About 13k prompt tokens: more than one scheduler step holds, so prompts queue across steps
+    # (the embedded grid's 256-prompt pools do); split prompts crashed seeded requests on CPU.
+    prompts = [f"# case {i}\n" + "def add(a, b):\n    return a + b\n" * 8 for i in range(160)]
+    generator.load(ModelRef(models["m0"]))
+    sampling = Sampling(max_new_tokens=8, temperature=1.0, top_p=0.95, seed=7)
+    first = generator.generate(prompts, sampling)
+    assert len(first) == 160 and first == generator.generate(prompts, sampling)
+
+
+@pytest.mark.slow
+@needs_vllm
 def test_the_same_prompt_twice_in_a_batch_gets_two_different_samples(generator, models):
     generator.load(ModelRef(models["m0"]))
     first, second = generator.generate([PROMPTS[0]] * 2, Sampling(max_new_tokens=24, temperature=1.0, seed=7))

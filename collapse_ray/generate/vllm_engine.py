@@ -190,6 +190,11 @@ class VLLMEngine:
             args.update(max_lora_rank=self.max_lora_rank, max_loras=self.max_loras)
         if self.enable_sleep_mode and not on_cpu:
             args["enable_sleep_mode"] = True
+        if on_cpu:
+            # A prompt split over two steps (chunked prefill: a batch past the token budget) makes
+            # the CPU build rewind its seeded request's torch generator, which CPU generators
+            # refuse ("CPU Generator does not use offset"): whole prompts per step there.
+            args["enable_chunked_prefill"] = False
         if self.tensor_parallel_size > 1:
             # Inside a Ray actor, vLLM's Ray executor places its workers in the actor's placement group.
             args.setdefault("distributed_executor_backend", "ray")

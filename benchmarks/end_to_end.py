@@ -1,0 +1,76 @@
+"""A grid end to end (``make grid`` by default): wall time, each phase's share, CPU utilisation,
+and the wall time against the compute floor.
+
+    python benchmarks/end_to_end.py [--config experiments/grid.yaml] [--generations N] [--max-steps N]
+
+Runs ``collapse-ray grid CONFIG`` as a child process on a fresh local Ray, with its trial state,
+Tune state and MLflow store in a new folder (it never resumes an earlier run). Measured: wall
+time; the child's process tree's CPU-seconds (sampled; Ray's processes are its children) over
+wall x cores; each phase's seconds summed over trials and generations (MLflow ``time/*_s``) and
+its share; the Ray Train worker-group start-ups against the trials' wall. The compute floor is
+computed from ``benchmarks/compute_floor.json`` (benchmarks/compute_floor.py) for the grid as run;
+``--generations`` / ``--max-steps`` shrink the run (the floor follows: train_s scales with steps).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import yaml
+
+from common import (PHASE_COSTS, compute_floor_s, grid_trials, machine, mlflow_phases, print_shares,
+                    run_metered, write_relocated)
+from orchestration import REPO, STARTUP
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", default="experiments/grid.yaml", help="grid YAML to run")
+    parser.add_argument("--generations", type=int, help="last generation (default: the config's)")
+    parser.add_argument("--max-steps", type=int, help="training.max_steps (default: the config's)")
+    parser.add_argument("--costs", default=str(PHASE_COSTS), help="phase costs for the floor (compute_floor.py)")
+    args = parser.parse_args()
+
+    data = yaml.safe_load(Path(args.config).read_text())
+    if args.generations is not None:
+        data["base"]["generations"] = args.generations
+    if args.max_steps is not None:
+        data["base"]["training"]["max_steps"] = args.max_steps
+    out = Path(tempfile.mkdtemp(prefix="end-to-end-"))
+    grid_path = write_relocated(data, out)
+    env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+           "RAY_ADDRESS": "local", "HF_HUB_OFFLINE": "1"}
+    print(f"[end_to_end] {args.config} in {out} ({machine()})", file=sys.stderr, flush=True)
+    log = out / "grid.log"
+    result = run_metered([sys.executable, "-m", "collapse_ray.cli", "grid", str(grid_path)], env, log)
+    result.update(mlflow_phases(f"sqlite:///{out / 'mlflow.db'}", "bench"))
+    startups = [float(s) for s in STARTUP.findall(log.read_text())]
+
+    cores = os.cpu_count() or 1
+    _, trials = grid_trials(str(grid_path))
+    print(f"\n{args.config}: {len(trials)} trials x generations 0..{trials[0].config.generations}, "
+          f"max_steps {trials[0].config.training.max_steps}; {cores} cores; {machine()}")
+    print(f"wall {result['wall_s']:.0f}s; CPU utilisation {result['utilisation']:.2f} "
+          f"({result['cpu_s']:.0f} CPU-s / ({result['wall_s']:.0f}s x {cores}))")
+    print_shares("grid", result["phases"], result["wall_s"])
+    walls = sum(result["trial_walls"].values())
+    if walls:
+        print(f"Ray Train worker-group start-ups: {sum(startups):.0f}s = {sum(startups) / walls:.1%} of the trials' "
+              f"summed wall ({walls:.0f}s)")
+    if Path(args.costs).is_file():
+        costs = json.loads(Path(args.costs).read_text())
+        full_steps = costs["sizes"]["training"]["max_steps"]
+        scaled = {name: {**c, "train_s": c["train_s"] * trials[0].config.training.max_steps / full_steps}
+                  for name, c in costs["tasks"].items()}
+        floor = compute_floor_s(trials, {**costs, "tasks": scaled}, cores)
+        print(f"compute floor {floor:.0f}s ({args.costs}, measured on: {costs['machine']}); "
+              f"wall / floor = {result['wall_s'] / floor:.2f} (goal: <= 1.25)")
+    Path(out, "result.json").write_text(json.dumps({**result, "startups_s": startups}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,50 @@
+"""The benchmark scripts start (their --help), and the grids `make grid` and `make study` run
+plan without Ray: every trial validates, the trial counts and the shared sizes are the documented ones."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from collapse_ray.cli import main as cli
+
+REPO = Path(__file__).resolve().parents[1]
+BENCHMARKS = sorted(p.name for p in (REPO / "benchmarks").glob("*.py") if p.name != "common.py")
+EMBEDDED_SIZES = "train_examples=2000 synthetic_pool=256 eval_examples=256 max_new_tokens=64 max_steps=500"
+
+
+@pytest.mark.parametrize("script", BENCHMARKS)
+def test_benchmark_script_prints_its_help(script):
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    out = subprocess.run([sys.executable, str(REPO / "benchmarks" / script), "--help"], env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("usage:")
+
+
+@pytest.mark.parametrize("config, trials", [("grid.yaml", "9 trials = 1 models x 3 tasks x 3 regimes x 1 seeds x 1 mitigations"),
+                                            ("study.yaml", "45 trials = 1 models x 3 tasks x 5 regimes x 3 seeds x 1 mitigations"),
+                                            ("study_mitigations.yaml", "18 trials = 1 models x 3 tasks x 1 regimes x 3 seeds x 2 mitigations")])
+def test_make_grid_and_make_study_configs_pass_the_dry_run(config, trials, capsys):
+    import ray
+
+    cli(["grid", str(REPO / "experiments" / config), "--dry-run"])
+    out = capsys.readouterr().out
+    assert f"grid {config[:-5]}: {trials}" in out
+    assert "max_concurrent_trials = 3" in out
+    assert not ray.is_initialized()
+
+
+def test_grid_and_study_share_the_embedded_sizes():
+    from collapse_ray.grid import expand, load_grid
+
+    sizes = set()
+    for config in ("grid.yaml", "study.yaml", "study_mitigations.yaml"):
+        for t in expand(load_grid(REPO / "experiments" / config)):
+            s, tr = t.config.sizes, t.config.training
+            sizes.add(f"train_examples={s.train_examples} synthetic_pool={s.synthetic_pool} eval_examples="
+                      f"{s.eval_examples} max_new_tokens={s.max_new_tokens} max_steps={tr.max_steps}")
+    assert sizes == {EMBEDDED_SIZES}
