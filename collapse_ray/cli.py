@@ -28,9 +28,11 @@ def _load(args):
 
 
 def cmd_run(args) -> None:
+    from collapse_ray.console import prepare_run_console
     from collapse_ray.loop import run_trial
 
     cfg = _load(args)
+    prepare_run_console(cfg, args.verbose)
     metrics = run_trial(cfg)
     print(f"trial {cfg.name}: {len(metrics)} generations finished; MLflow: {cfg.tracking.uri} "
           f"(experiment {cfg.tracking.experiment!r})")
@@ -80,6 +82,8 @@ def main(argv: list[str] | None = None) -> None:
 
     p = sub.add_parser("run", help="run (or resume) one trial in this process")
     with_config(p)
+    p.add_argument("--verbose", action="store_true",
+                   help="also print the libraries' progress bars and INFO lines, and Ray workers' output")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("validate", help="check a config without running anything")
@@ -97,6 +101,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("config", help="grid YAML")
     p.add_argument("--dry-run", action="store_true", help="print the trials and their resources, run nothing")
     p.add_argument("--resume", action="store_true", help="continue an interrupted grid")
+    p.add_argument("--verbose", action="store_true",
+                   help="print Ray's, Tune's and the trials' output here instead of in the grid's log files")
     p.set_defaults(func=cmd_grid)
 
     p = sub.add_parser("report", help="collapse curves, the study's table, paired differences and onset, "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import io
 import json
 import os
 import signal
@@ -25,8 +26,8 @@ from tests import grid_crash_hook
 REPO = Path(__file__).resolve().parents[1]
 
 
-def grid_args(config, dry_run=False, resume=False) -> argparse.Namespace:
-    return argparse.Namespace(config=str(config), dry_run=dry_run, resume=resume)
+def grid_args(config, dry_run=False, resume=False, verbose=False) -> argparse.Namespace:
+    return argparse.Namespace(config=str(config), dry_run=dry_run, resume=resume, verbose=verbose)
 
 
 def write(tmp_path: Path, data: dict, name: str = "grid.yaml") -> Path:
@@ -137,6 +138,16 @@ def test_two_models_with_one_label_are_refused_before_anything_runs(tmp_path):
         grid.expand(grid.load_grid(write(tmp_path, data)))
 
 
+@pytest.mark.parametrize("override, field", [({"tracking": {"experiment": "elsewhere"}}, "tracking"),
+                                             ({"output_dir": "other-runs"}, "output_dir")])
+def test_a_model_that_moves_its_trials_out_of_the_grids_experiment_or_output_dir_is_refused(tmp_path, override,
+                                                                                            field):
+    data = with_change("grid.models", ["Qwen/Qwen3-0.6B", {"name_or_path": "Qwen/Qwen3-1.7B", "overrides": override}])
+    with pytest.raises(ConfigError, match=f"trial qwen3-1.7b_codegen_real-only_s0_none.{field}: .* differs from "
+                                          f"trial qwen3-0.6b_codegen_real-only_s0_none's"):
+        grid.expand(grid.load_grid(write(tmp_path, data)))
+
+
 def test_dry_run_plans_a_task_this_install_lacks_and_a_real_run_refuses_it(tmp_path, monkeypatch, capsys):
     from collapse_ray import tasks
 
@@ -154,9 +165,7 @@ def test_dry_run_plans_a_task_this_install_lacks_and_a_real_run_refuses_it(tmp_p
 
 def test_each_trial_keeps_its_own_generations_in_the_dry_run_and_progress_lines(tmp_path, capsys):
     """A model's overrides may change generations: neither report may take the first trial's."""
-    from types import SimpleNamespace
-
-    from collapse_ray.grid.tune_runner import GridProgress
+    from collapse_ray.grid.console import GridConsole
 
     data = with_change("grid.models", ["Qwen/Qwen3-0.6B", {"name_or_path": "Qwen/Qwen3-1.7B",
                                                            "overrides": {"generations": 5}}])
@@ -168,12 +177,16 @@ def test_each_trial_keeps_its_own_generations_in_the_dry_run_and_progress_lines(
                     "qwen3-1.7b_codegen_real-only_s0_none": "0..5", "qwen3-1.7b_codegen_hybrid0.5_s0_none": "0..5"}
     assert "generations each" not in out
 
-    progress = GridProgress(grid.expand(grid.load_grid(path)))
+    stream = io.StringIO()
+    console = GridConsole(grid.expand(grid.load_grid(path)), tmp_path / "state", stream, max_failures=2)
     for name, generation in (("qwen3-0.6b_codegen_real-only_s0_none", 1), ("qwen3-1.7b_codegen_real-only_s0_none", 4)):
-        progress.on_trial_result(0, [], SimpleNamespace(config={"trial": name}), {"generation": generation})
-    lines = capsys.readouterr().out.splitlines()
-    assert [line.split("] ")[1] for line in lines] == ["qwen3-0.6b_codegen_real-only_s0_none: generation 1/2 done ",
-                                                       "qwen3-1.7b_codegen_real-only_s0_none: generation 4/5 done "]
+        console.trial_started(name)
+        console.generation_done(name, {"generation": generation})
+    lines = [line.split("] ", 1)[1] for line in stream.getvalue().splitlines() if "generation" in line]
+    assert [line.split(" (ETA")[0] for line in lines] == [
+        "qwen3-0.6b_codegen_real-only_s0_none: generation 1/2 done ",
+        "qwen3-1.7b_codegen_real-only_s0_none: generation 4/5 done "]
+    assert all(" (ETA " in line for line in lines)   # neither is at its last generation
 
 
 def test_a_trial_carries_its_labels_into_its_name_and_mlflow_tags(tmp_path):

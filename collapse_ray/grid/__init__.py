@@ -17,7 +17,7 @@ __all__ = ["GridConfig", "Plan", "Trial", "TrialLabels", "TrialResources", "desc
 
 
 def main(args) -> None:
-    """``collapse-ray grid CONFIG [--dry-run] [--resume]``."""
+    """``collapse-ray grid CONFIG [--dry-run] [--resume] [--verbose]``."""
     try:
         grid = load_grid(args.config, missing_tasks_ok=args.dry_run)
         trials = expand(grid, missing_tasks_ok=args.dry_run)
@@ -31,6 +31,6 @@ def main(args) -> None:
             return
         from collapse_ray.grid.tune_runner import run_grid
 
-        run_grid(grid, trials, resume=args.resume)
+        run_grid(grid, trials, resume=args.resume, verbose=getattr(args, "verbose", False))
     except ConfigError as e:
         raise SystemExit(f"grid config error: {e}") from None

@@ -1,0 +1,126 @@
+"""What the console shows: the loop's and the grid's progress lines, not the libraries' noise.
+
+    quiet_libraries()      progress bars off (tqdm, huggingface_hub, transformers' "Loading
+                           weights"), transformers / vLLM / MLflow / alembic at WARNING
+    ray_init_options()     ray.init's arguments for a quiet console (workers get the same environment)
+    output_to(log)         this process's stdout and stderr (file descriptors 1 and 2: Python, C++
+                           and child processes alike) go to a log file; yields a stream to the console
+    prepare_run_console()  `collapse-ray run`: the above that apply to one trial in this process
+
+``--verbose`` skips all of it. No Ray import at module level: ``run`` with local backends works without Ray.
+"""
+from __future__ import annotations
+
+import io
+import logging
+import os
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator, TextIO
+
+# Environment read by the libraries themselves (at import, or at each bar), so Ray workers that
+# inherit it are as quiet as this process.
+QUIET_ENV = {
+    "TQDM_DISABLE": "1",                    # tqdm >= 4.66 reads TQDM_* as defaults: every library's bars
+    "HF_HUB_DISABLE_PROGRESS_BARS": "1",    # huggingface_hub's bars, and transformers' (it asks the hub)
+    "TRANSFORMERS_VERBOSITY": "error",
+    "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1",
+    "VLLM_LOGGING_LEVEL": "WARNING",
+    "MLFLOW_LOGGING_LEVEL": "WARNING",      # MLflow's INFO lines ("🏃 View run ... at ...")
+}
+QUIET_LOGGERS = ("transformers", "vllm", "mlflow", "alembic", "datasets", "huggingface_hub")
+
+
+def quiet_env() -> dict[str, str]:
+    """``QUIET_ENV`` less what the environment already sets (the user's choice wins, and Ray
+    refuses a ray.init env var that ``ray job submit`` also set)."""
+    return {k: v for k, v in QUIET_ENV.items() if k not in os.environ}
+
+
+def quiet_libraries() -> None:
+    """No progress bars, and WARNING and above from the libraries, in this process from now on."""
+    os.environ.update(quiet_env())
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+    # Libraries already imported have read the environment: tell them directly.
+    if "transformers" in sys.modules:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+    if "huggingface_hub" in sys.modules:
+        from huggingface_hub.utils import disable_progress_bars
+
+        disable_progress_bars()
+
+
+def ray_init_options(verbose: bool, log_to_driver: bool, logging_level: int = logging.INFO) -> dict:
+    """``ray.init`` arguments: the quiet environment for every worker of this job, whether
+    workers' output is printed by this process (the grid's driver sends it to its log file), and
+    the level of Ray's own logger here."""
+    if verbose:
+        return {}
+    return {"log_to_driver": log_to_driver, "logging_level": logging_level, "runtime_env": {"env_vars": quiet_env()}}
+
+
+@contextmanager
+def output_to(log_path: str | os.PathLike) -> Iterator[TextIO]:
+    """For the block, file descriptors 1 and 2 of this process write (append) to ``log_path``:
+    Python's prints and logging, C++ libraries (Ray's core worker, raylet warnings) and child
+    processes started meanwhile. Yields a stream that still writes where stdout wrote before."""
+    log_path = Path(log_path)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    _flush()
+    console, opened = _console_stream()
+    saved = (os.dup(1), os.dup(2))
+    log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        os.dup2(log_fd, 1)
+        os.dup2(log_fd, 2)
+        yield console
+    finally:
+        _flush()
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        for fd in (*saved, log_fd):
+            os.close(fd)
+        if opened:
+            console.close()
+
+
+def _console_stream() -> tuple[TextIO, bool]:
+    """(stream, whether it was opened here): a copy of stdout's descriptor, or, where stdout is no
+    file (pytest's capsys), stdout itself."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, io.UnsupportedOperation):
+        return sys.stdout, False
+    return os.fdopen(os.dup(fd), "w", buffering=1, encoding=getattr(sys.stdout, "encoding", None) or "utf-8"), True
+
+
+def _flush() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (AttributeError, OSError, ValueError):
+            pass
+
+
+def prepare_run_console(cfg, verbose: bool) -> None:
+    """``collapse-ray run`` of ``cfg`` (an ExperimentConfig): only the loop's progress lines,
+    unless ``verbose``. Where the trial uses Ray (Ray Train, the vLLM actor), Ray starts here with
+    its workers' output kept in its session logs; one line says where."""
+    if verbose:
+        return
+    quiet_libraries()
+    if cfg.training.backend != "ray" and cfg.generator.backend != "vllm":
+        return
+    import ray
+
+    from ray._private.worker import global_worker   # Ray has no public accessor for its logs directory
+
+    if not ray.is_initialized():   # its token-auth and other warnings are not the trial's business
+        ray.init(**ray_init_options(verbose=False, log_to_driver=False, logging_level=logging.ERROR))
+    print(f"[run] Ray workers' output: {global_worker.node.get_logs_dir_path()} (--verbose prints it here)",
+          file=sys.stderr, flush=True)
