@@ -27,7 +27,8 @@ QUIET_ENV = {
     "TRANSFORMERS_VERBOSITY": "error",
     "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1",
     "VLLM_LOGGING_LEVEL": "WARNING",
-    "MLFLOW_LOGGING_LEVEL": "WARNING",      # MLflow's INFO lines ("🏃 View run ... at ...")
+    "MLFLOW_LOGGING_LEVEL": "WARNING",      # MLflow's INFO lines
+    "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",   # "🏃 View run ... at: URL", printed as a run ends
 }
 QUIET_LOGGERS = ("transformers", "vllm", "mlflow", "alembic", "datasets", "huggingface_hub")
 
@@ -39,7 +40,8 @@ def quiet_env() -> dict[str, str]:
 
 
 def quiet_libraries() -> None:
-    """No progress bars, and WARNING and above from the libraries, in this process from now on."""
+    """No progress bars, and WARNING and above from the libraries (ERROR from transformers), in this
+    process from now on."""
     os.environ.update(quiet_env())
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)

@@ -65,25 +65,27 @@ def test_quiet_libraries_hides_progress_bars_and_info_lines_that_show_without_it
         assert line in loud and line not in quiet, (line, quiet)
 
 
-TRACEBACK = """Failure # 2 (occurred at 2026-01-01_00-00-00)
-ray::ImplicitFunc.train() (pid=4242, ip=10.0.0.1, actor_id=abc, repr=trial_driver)
-  File "/repo/collapse_ray/loop.py", line 140, in _run_locked
-    trained = trainer.train(init, texts, out, seed=seed)
-  File "/repo/tests/grid_crash_hook.py", line 60, in at
-    raise RuntimeError(f"{INJECTED}: this trial always fails at generation {generation}")
-RuntimeError: injected failure: this trial always fails at generation 1
-"""
 ACTOR_DIED = """Failure # 1 (occurred at 2026-01-01_00-00-00)
 The actor died unexpectedly before finishing this task.
 \tclass_name: ImplicitFunc
 \tpid: 4242
 The actor is dead because its worker process has died. Worker exit type: SYSTEM_ERROR
 """
+# An error file holds every failure of the trial (a retried one, an earlier launch's) in order.
+TRACEBACK = ACTOR_DIED + """Failure # 2 (occurred at 2026-01-01_00-00-00)
+\x1b[36mray::ImplicitFunc.train()\x1b[39m (pid=4242, ip=10.0.0.1, actor_id=abc, repr=trial_driver)
+  File "/repo/collapse_ray/loop.py", line 140, in _run_locked
+    trained = trainer.train(init, texts, out, seed=seed)
+  File "/repo/tests/grid_crash_hook.py", line 60, in at
+    raise RuntimeError(f"{INJECTED}: this trial always fails at generation {generation}")
+RuntimeError: injected failure: this trial always fails at generation 1
+"""
 
 
 @pytest.mark.parametrize("text, line", [
     (TRACEBACK, "RuntimeError: injected failure: this trial always fails at generation 1"),
     (ACTOR_DIED, "The actor died unexpectedly before finishing this task."),
+    (TRACEBACK + ACTOR_DIED.replace("# 1", "# 3"), "The actor died unexpectedly before finishing this task."),
     (None, "no error recorded"),
 ])
 def test_a_failure_is_summed_up_in_one_line(text, line):

@@ -266,7 +266,8 @@ def tiny_model(tmp_path_factory, data_dir) -> str:
 
 
 def tiny_grid(tmp_path: Path, model: str, data_dir: Path, *, name="g", generations=2, backend="local",
-              regimes=("real-only", "synthetic-only"), tracking=None, max_failures=1, mitigations=None) -> Path:
+              regimes=("real-only", "synthetic-only"), tracking=None, max_failures=1, mitigations=None,
+              seeds=(0,)) -> Path:
     ray_backends = backend == "ray"
     functions = data_dir / "codesearchnet" / "codesearchnet_python_sample.jsonl"
     data = {
@@ -282,25 +283,31 @@ def tiny_grid(tmp_path: Path, model: str, data_dir: Path, *, name="g", generatio
         },
         "grid": {"models": [{"name_or_path": model, "label": "tiny",
                              "resources": {"train_workers": 1, "cpus_per_worker": 0.5}}],
-                 "regimes": list(regimes), **({"mitigations": mitigations} if mitigations else {})},
+                 "regimes": list(regimes), "seeds": list(seeds),
+                 **({"mitigations": mitigations} if mitigations else {})},
         "resources": {"driver_cpus": 0.25 if ray_backends else 1.0, "generator_cpus": 0.25},
         "tune": {"max_failures": max_failures},
     }
     return write(tmp_path, data)
 
 
-def logged_steps(uri: str, experiment: str) -> dict[str, dict[str, list[int]]]:
-    """run name -> metric -> the steps it was logged at (every logged point, duplicates kept)."""
+def logged_steps(uri: str, experiment: str, parent_run_id: str | None = None) -> dict[str, dict[str, list[int]]]:
+    """trial run name -> metric -> the steps it was logged at (every logged point, duplicates kept),
+    its status, tags and parent run. The grid launch's parent run is left out (its id, or each
+    run tagged with a grid name)."""
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=uri)
     exp = client.get_experiment_by_name(experiment)
     out = {}
     for run in client.search_runs([exp.experiment_id]):
+        if run.info.run_id == parent_run_id or "grid" in run.data.tags:
+            continue
         history = {k: sorted(m.step for m in client.get_metric_history(run.info.run_id, k))
                    for k in ("generation", "train/loss", "pass_at_1")}
         tags = {k: v for k, v in run.data.tags.items() if not k.startswith("mlflow.")}
-        out[run.info.run_name] = {**history, "status": run.info.status, "tags": tags}
+        out[run.info.run_name] = {**history, "status": run.info.status, "tags": tags,
+                                  "parent": run.data.tags.get("mlflow.parentRunId")}
     return out
 
 
@@ -358,13 +365,23 @@ def test_resume_restores_a_grid_whose_trial_failed_and_runs_only_what_is_missing
     runs_dir = tmp_path / "runs"
     finished_before = (runs_dir / names[1] / "gen_02" / "COMPLETE.json").stat().st_mtime
     assert not (runs_dir / names[0] / "gen_01" / "COMPLETE.json").exists()
+    parent_file = runs_dir / "_tune" / "g" / "mlflow_parent_run.json"
+    parent_id = json.loads(parent_file.read_text())["run_id"]
 
     grid.main(grid_args(config, resume=True))
     assert (runs_dir / names[1] / "gen_02" / "COMPLETE.json").stat().st_mtime == finished_before
     assert (runs_dir / names[0] / "gen_02" / "COMPLETE.json").exists()
-    runs = logged_steps(f"sqlite:///{tmp_path / 'mlflow.db'}", "g")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    runs = logged_steps(uri, "g", parent_id)
     assert_each_generation_logged_once(runs, names, 2)
     assert {runs[name]["tags"]["mitigation"] for name in names} == {"dedup"}
+    # The resumed launch reopened its parent run, which ends FINISHED with both trials under it.
+    from mlflow.tracking import MlflowClient
+
+    assert json.loads(parent_file.read_text())["run_id"] == parent_id
+    parent = MlflowClient(tracking_uri=uri).get_run(parent_id)
+    assert (parent.info.status, parent.data.tags["grid"]) == ("FINISHED", "g")
+    assert all(runs[name]["parent"] == parent_id for name in names)
 
 
 def test_resume_without_an_earlier_grid_says_so_before_starting_ray(tmp_path):

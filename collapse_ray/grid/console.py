@@ -19,6 +19,7 @@ from collapse_ray.progress import format_duration
 GRID_LOG = "grid.log"
 # The last line of a Python traceback: "RuntimeError: ..." or "ray.exceptions.RayTaskError(...): ..."
 _EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(\([\w.]*\))?: ")
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")   # Ray colours the first line of a task's error
 
 
 def logs_dir(state_dir: str | Path) -> Path:
@@ -30,10 +31,11 @@ def trial_log(state_dir: str | Path, trial: str) -> Path:
 
 
 def error_summary(text: str | None, limit: int = 300) -> str:
-    """One line for a failure Tune recorded: a traceback's exception line, else (a process that
-    died) the first line of the message."""
-    lines = [line.strip() for line in (text or "").splitlines()
-             if line.strip() and not line.startswith("Failure # ")]
+    """One line for the latest failure in a Tune error file (which appends each failure, across
+    launches too, under "Failure # N"): a traceback's exception line, else (a process that died)
+    the first line of the message."""
+    latest = _ANSI.sub("", re.split(r"^Failure # \d+.*$", text or "", flags=re.M)[-1])
+    lines = [line.strip() for line in latest.splitlines() if line.strip()]
     if not lines:
         return "no error recorded"
     is_traceback = any(line.startswith("File ") for line in lines)   # Ray's task errors drop "Traceback (...)"

@@ -133,6 +133,7 @@ def run_grid(grid: GridConfig, trials: list[Trial], resume: bool = False, verbos
         with launch_lock(state, where="grid state"), _console(state, verbose) as stream:
             console = GridConsole(trials, state, stream, grid.tune.max_failures)
             if not verbose:
+                quiet_libraries()   # this process's own MLflow and report output, in its log
                 console.line(f"[grid] {grid.name}: Ray's, Tune's and each trial's output go to {logs_dir(state)} "
                              f"({GRID_LOG}, <trial>.log); --verbose prints them here")
             return _launch(grid, trials, storage, resume, verbose, console)
@@ -263,8 +264,15 @@ class GridProgress(tune.Callback):
 
     def on_trial_recover(self, iteration, trials, trial, **info):
         if _CONSOLE:
-            _CONSOLE.trial_retried(trial.config["trial"], trial.get_error(), trial.num_failures)
+            _CONSOLE.trial_retried(trial.config["trial"], _error_text(trial), trial.num_failures)
 
     def on_trial_error(self, iteration, trials, trial, **info):
         if _CONSOLE:
-            _CONSOLE.trial_failed(trial.config["trial"], trial.get_error())
+            _CONSOLE.trial_failed(trial.config["trial"], _error_text(trial))
+
+
+def _error_text(trial) -> str | None:
+    """The trial's error file as Tune just wrote it: on this machine (``trial.get_error`` reads the
+    storage copy, synced later)."""
+    path = trial.error_file
+    return Path(path).read_text(errors="replace") if path and Path(path).is_file() else trial.get_error()
