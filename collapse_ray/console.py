@@ -75,18 +75,25 @@ def output_to(log_path: str | os.PathLike) -> Iterator[TextIO]:
     log_path.parent.mkdir(parents=True, exist_ok=True)
     _flush()
     console, opened = _console_stream()
-    saved = (os.dup(1), os.dup(2))
+    saved, saved_streams = (os.dup(1), os.dup(2)), (sys.stdout, sys.stderr)
     log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    # Python's own streams too: where sys.stdout is not descriptor 1 (pytest, a notebook), Tune's
+    # prints would miss the log.
+    log_stream = os.fdopen(os.dup(log_fd), "w", buffering=1, encoding="utf-8", errors="replace")
     try:
         os.dup2(log_fd, 1)
         os.dup2(log_fd, 2)
+        sys.stdout = sys.stderr = log_stream
         yield console
     finally:
         _flush()
+        sys.stdout, sys.stderr = saved_streams
         os.dup2(saved[0], 1)
         os.dup2(saved[1], 2)
         for fd in (*saved, log_fd):
             os.close(fd)
+        # log_stream stays open: a logging handler made in the block may still hold it, and
+        # anything it writes later belongs in the log anyway.
         if opened:
             console.close()
 

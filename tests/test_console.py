@@ -1,5 +1,5 @@
 """The console: library noise and process output go to log files, the progress lines stay; the
-grid's lines for a retried and a failed trial; a second launch of a grid is refused."""
+grid's lines for a retried and a failed trial."""
 from __future__ import annotations
 
 import io
@@ -116,17 +116,3 @@ def test_grid_console_prints_one_line_per_event_with_the_trial_log_for_a_real_fa
         f"{trial_log(tmp_path / 'state', name)}; Ray and Tune: {tmp_path / 'state' / 'logs' / 'grid.log'})",
     ]
     assert lines[-1].startswith("[grid 0s, 1/2 trials done]")
-
-
-def test_a_second_launch_of_a_running_grid_is_refused_before_ray_starts(tmp_path):
-    import ray
-
-    from collapse_ray import grid
-    from collapse_ray.launch_lock import launch_lock
-    from tests.test_grid import grid_args, with_change, write
-
-    config = write(tmp_path, with_change("base.output_dir", str(tmp_path / "runs")))
-    with launch_lock(tmp_path / "runs" / "_tune" / "small", where="grid state"):   # the first launch
-        with pytest.raises(SystemExit, match=r"grid: grid state: .*_tune/small is in use by another launch \(pid "):
-            grid.main(grid_args(config))
-    assert not ray.is_initialized()

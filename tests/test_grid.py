@@ -138,16 +138,6 @@ def test_two_models_with_one_label_are_refused_before_anything_runs(tmp_path):
         grid.expand(grid.load_grid(write(tmp_path, data)))
 
 
-@pytest.mark.parametrize("override, field", [({"tracking": {"experiment": "elsewhere"}}, "tracking"),
-                                             ({"output_dir": "other-runs"}, "output_dir")])
-def test_a_model_that_moves_its_trials_out_of_the_grids_experiment_or_output_dir_is_refused(tmp_path, override,
-                                                                                            field):
-    data = with_change("grid.models", ["Qwen/Qwen3-0.6B", {"name_or_path": "Qwen/Qwen3-1.7B", "overrides": override}])
-    with pytest.raises(ConfigError, match=f"trial qwen3-1.7b_codegen_real-only_s0_none.{field}: .* differs from "
-                                          f"trial qwen3-0.6b_codegen_real-only_s0_none's"):
-        grid.expand(grid.load_grid(write(tmp_path, data)))
-
-
 def test_dry_run_plans_a_task_this_install_lacks_and_a_real_run_refuses_it(tmp_path, monkeypatch, capsys):
     from collapse_ray import tasks
 
@@ -332,7 +322,7 @@ def test_two_trial_grid_logs_one_mlflow_run_per_trial_to_a_tracking_server(tmp_p
     assert f"{NAMES[0]}: generation 2/2 done pass_at_1=" in out   # the task's headline metrics lead
     runs = logged_steps(mlflow_server, "served")
     assert_each_generation_logged_once(runs, NAMES, generations=2)
-    assert runs[NAMES[1]]["tags"] == {"model": tiny_model, "task": "codegen", "regime": "synthetic-only",
+    assert runs[NAMES[1]]["tags"] == {"model": "tiny", "task": "codegen", "regime": "synthetic-only",
                                       "seed": "0", "mitigation": "none"}
 
 
@@ -346,7 +336,9 @@ def test_killed_drivers_are_retried_and_resume_at_their_unfinished_generation(tm
     runs_dir = tmp_path / "runs"
     crashed_a = (runs_dir / NAMES[0] / ".crashed-gen1-train").stat().st_mtime
     crashed_b = (runs_dir / NAMES[1] / ".crashed-gen1-report").stat().st_mtime
-    done = {name: [(runs_dir / name / f"gen_{g:02d}" / "COMPLETE.json").stat().st_mtime for g in range(3)]
+    # When each generation produced its synthetic data (COMPLETE.json is rewritten when retention
+    # later prunes the generation's model, so its time says nothing here).
+    done = {name: [(runs_dir / name / f"gen_{g:02d}" / "synthetic.jsonl").stat().st_mtime for g in range(3)]
             for name in NAMES}
     assert done[NAMES[0]][0] < crashed_a < done[NAMES[0]][1]   # generation 1 redone, 0 kept
     assert done[NAMES[1]][1] < crashed_b < done[NAMES[1]][2]   # generation 1 kept, 2 run after

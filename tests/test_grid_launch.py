@@ -1,7 +1,7 @@
-"""A grid launch end to end, as a user runs it: `collapse-ray grid` (a real subprocess, local Ray,
-an `mlflow server` on 127.0.0.1) on 2 regimes x 2 seeds x generations 0..2 of the tiny model, one
-trial driver killed once (Tune retries it) and one trial that fails at generation 1 on every
-attempt; then `collapse-ray report` of that launch.
+"""A grid launch: one at a time, into one MLflow experiment; and end to end, as a user runs it:
+`collapse-ray grid` (a real subprocess, local Ray, an `mlflow server` on 127.0.0.1) on 2 regimes
+x 2 seeds x generations 0..2 of the tiny model, one trial driver killed once (Tune retries it)
+and one trial that fails at generation 1 on every attempt; then `collapse-ray report` of that launch.
 
 Checked: the console (one line per trial event, no traceback, one line for the real failure and
 where its log is), the MLflow layout (one parent run holding the grid config, every trial nested
@@ -18,12 +18,12 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from collapse_ray import grid
+from collapse_ray.config import ConfigError
 from collapse_ray.grid.tune_runner import TRIAL_HOOK_ENV
 from tests import grid_crash_hook
-from tests.test_grid import tiny_grid, tiny_model  # noqa: F401 - the module's tiny model fixture
+from tests.test_grid import tiny_grid, tiny_model, with_change, write  # noqa: F401 - the tiny model fixture
 from tests.test_report import assert_table_matches_histories, histories_via_rest, read_csv, rest, run_report
-
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400)]
 
 REPO = Path(__file__).resolve().parents[1]
 EXPERIMENT = "launch"
@@ -32,6 +32,31 @@ FAILING = "tiny_codegen_synthetic-only_s1_none"    # raises at generation 1 on e
 TRIALS = {RETRIED, FAILING, "tiny_codegen_real-only_s1_none", "tiny_codegen_synthetic-only_s0_none"}
 
 
+@pytest.mark.parametrize("override, field", [({"tracking": {"experiment": "elsewhere"}}, "tracking"),
+                                             ({"output_dir": "other-runs"}, "output_dir")])
+def test_a_model_that_moves_its_trials_out_of_the_grids_experiment_or_output_dir_is_refused(tmp_path, override,
+                                                                                            field):
+    data = with_change("grid.models", ["Qwen/Qwen3-0.6B", {"name_or_path": "Qwen/Qwen3-1.7B", "overrides": override}])
+    with pytest.raises(ConfigError, match=f"trial qwen3-1.7b_codegen_real-only_s0_none.{field}: .* differs from "
+                                          f"trial qwen3-0.6b_codegen_real-only_s0_none's"):
+        grid.expand(grid.load_grid(write(tmp_path, data)))
+
+
+def test_a_second_launch_of_a_running_grid_is_refused_before_ray_starts(tmp_path):
+    import ray
+
+    from collapse_ray.launch_lock import launch_lock
+    from tests.test_grid import grid_args
+
+    config = write(tmp_path, with_change("base.output_dir", str(tmp_path / "runs")))
+    with launch_lock(tmp_path / "runs" / "_tune" / "small", where="grid state"):   # the first launch
+        with pytest.raises(SystemExit, match=r"grid: grid state: .*_tune/small is in use by another launch \(pid "):
+            grid.main(grid_args(config))
+    assert not ray.is_initialized()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(2400)
 def test_a_grid_launch_prints_its_progress_nests_its_trials_and_reports(tmp_path, tiny_model, data_dir,
                                                                       mlflow_server):
     config = tiny_grid(tmp_path, tiny_model, data_dir, name=EXPERIMENT, seeds=(0, 1), max_failures=1,
