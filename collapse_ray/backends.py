@@ -8,20 +8,30 @@ class, named by import path, and its arguments) without importing Ray, vLLM or t
 :meth:`BackendSpec.build` constructs it. Tests compare specs: every field of the training and
 generator configs must change one of them.
 
-A trial's placement group on Ray (:meth:`TrialResources.bundles`):
+A trial on Ray holds, for its whole life:
 
-    bundle 0         the trial driver (a fraction of a CPU when it only orchestrates)
-    bundle 1         the vLLM generator actor (generator.backend: vllm)
-    bundles 2..2+tp  one GPU each for vLLM's tensor-parallel workers (tensor_parallel > 1)
+    its placement group (:meth:`TrialResources.bundles`, Tune's ``PlacementGroupFactory``)
+      bundle 0         the trial driver (a fraction of a CPU when it only orchestrates)
+      bundle 1         the vLLM generator actor (generator.backend: vllm), unless colocated
+      bundles 2..2+tp  one GPU each for vLLM's tensor-parallel workers (tensor_parallel > 1), unless colocated
+    its Ray Train worker group (training.backend: ray; train/worker_group.py): Train V2 places it
+      in a placement group of its own, started once per trial and kept until the trial ends
 
-Ray Train V2 places its workers in a placement group of its own, created by each
-``TorchTrainer.fit``, so they are *not* in the trial's group (grid/plan.py counts them apart).
+GPU colocation (grid ``resources.colocate``, default true; only where vLLM serves a model whose
+Ray Train workers have GPUs). The engine sleeps while the workers train and wakes to load the new
+weights, so it needs no GPUs of its own: the vLLM actor reserves 0 GPUs and its CPUs outside the
+trial's group, on the node of Train rank 0, with ``CUDA_VISIBLE_DEVICES`` naming the GPUs Ray gave
+the first ``tensor_parallel`` ranks on that node (Ray 2.60 leaves that variable alone for an actor
+with 0 GPUs). A colocated trial then holds its training GPUs only, not training + serving GPUs.
+grid/plan.py checks that the ranks on one node have GPUs enough for the engine's tensor parallel.
+The pinning needs the running worker group's node and GPU ids and is not built yet: a grid run
+gives a colocated trial's engine GPUs of its own until it is (docs/grid.md, "GPU colocation").
 """
 from __future__ import annotations
 
 import importlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -36,28 +46,49 @@ class TrialResources:
     """What a grid trial reserves on Ray (grid/expand.py derives it from the grid YAML)."""
 
     driver: dict[str, float]               # bundle 0: the trial driver
-    generator: dict[str, float] | None     # bundle 1: the vLLM actor (None: HF generate in the driver)
+    generator: dict[str, float] | None     # the vLLM actor (None: HF generate in the driver)
     tp_gpus: int                           # bundles 2..: one GPU each for vLLM's TP workers
     train_workers: int                     # Ray Train workers (0: training in the driver)
     per_worker: dict[str, float]
     strategy: str
     zero_stage: int | None
     tensor_parallel: int
+    colocated: bool = False                # vLLM runs on the Train workers' GPUs (module docstring)
 
     def bundles(self) -> list[dict[str, float]]:
-        extra = [self.generator] if self.generator else []
+        """The trial's placement group; a colocated vLLM actor is placed beside Train rank 0 instead."""
+        extra = [self.generator] if self.generator and not self.colocated else []
         return [self.driver, *extra, *([{"GPU": 1.0}] * self.tp_gpus)]
 
     def tp_bundle_indices(self) -> list[int] | None:
         return list(range(FIRST_TP_BUNDLE, FIRST_TP_BUNDLE + self.tp_gpus)) if self.tp_gpus else None
 
     def held(self) -> dict[str, float]:
-        """What the trial's placement group keeps reserved while the trial runs."""
-        return add_resources(*self.bundles())
+        """What the trial holds for its whole life outside its Train worker group: its placement
+        group, and a colocated vLLM actor's CPUs."""
+        return add_resources(self.driver, self.generator or {}, {"GPU": float(self.tp_gpus)})
 
     def training(self) -> dict[str, float]:
-        """What one Train run reserves (in its own placement group) while it trains."""
+        """What the trial's Train worker group holds (in its own placement group, for the whole trial)."""
         return {k: v * self.train_workers for k, v in self.per_worker.items() if v}
+
+    def reserved(self) -> dict[str, float]:
+        """Everything the trial keeps while it runs: what grid/plan.py packs onto the cluster."""
+        return add_resources(self.held(), self.training())
+
+    def serving_gpus(self) -> int:
+        """GPUs vLLM's engine runs on (its tensor-parallel size); 0 unless vLLM serves on GPU."""
+        if self.colocated or self.tp_gpus:
+            return self.tensor_parallel
+        return int((self.generator or {}).get("GPU", 0))
+
+    def separate(self) -> "TrialResources":
+        """The same trial with vLLM on GPUs of its own (``resources.colocate: false``)."""
+        if not self.colocated:
+            return self
+        tp = self.tensor_parallel
+        generator = {**(self.generator or {}), **({"GPU": 1.0} if tp == 1 else {})}
+        return replace(self, generator=generator, tp_gpus=tp if tp > 1 else 0, colocated=False)
 
 
 def add_resources(*dicts: dict[str, float]) -> dict[str, float]:
@@ -119,8 +150,11 @@ def generator_spec(cfg: ExperimentConfig, resources: TrialResources | None = Non
     if resources is not None:
         actor = resources.generator or {}
         kwargs.update(num_cpus=actor.get("CPU", 0), num_gpus=actor.get("GPU", 0),
-                      bundle_index=GENERATOR_BUNDLE, bundle_indices=resources.tp_bundle_indices(),
                       tensor_parallel_size=resources.tensor_parallel)
+        if resources.colocated:   # on the Train workers' GPUs, asleep while they train
+            kwargs.update(enable_sleep_mode=True)
+        else:
+            kwargs.update(bundle_index=GENERATOR_BUNDLE, bundle_indices=resources.tp_bundle_indices())
     return BackendSpec("collapse_ray.generate.vllm_actor:RayVLLMGenerator", kwargs,
                        wrapper="collapse_ray.generate.weight_probe:ProbedGenerator" if gen.weight_probe else None)
 
@@ -134,7 +168,8 @@ def build_generator(cfg: ExperimentConfig, resources: TrialResources | None = No
     """``placement_group``: the running trial's group, which ``resources`` describes (the vLLM
     actor goes into its bundle)."""
     spec = generator_spec(cfg, resources)
-    if placement_group is not None and cfg.generator.backend == "vllm":
+    colocated = resources is not None and resources.colocated
+    if placement_group is not None and cfg.generator.backend == "vllm" and not colocated:
         return spec.build(placement_group=placement_group)
     return spec.build()
 

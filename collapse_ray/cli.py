@@ -1,58 +1,89 @@
-"""The ``collapse-ray`` command: parses arguments and delegates."""
+"""The ``collapse-ray`` command: parses arguments and delegates.
+
+One error path: any of the project's own errors (errors.py) ends as one line on stderr,
+``error: <where>: <what is wrong>; <what is allowed or what to do>``, exit code 2 (``--debug``
+shows the traceback). SIGINT / SIGTERM stop a run cleanly with one line on how to resume.
+Anything else is a bug and keeps its traceback.
+"""
 from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
+from pathlib import Path
 
 import yaml
+
+from collapse_ray.errors import EXIT_CODE, CollapseRayError, ConfigError
+
+DEBUG_ENV = "COLLAPSE_RAY_DEBUG"
 
 
 def _overrides(pairs: list[str]) -> dict:
     out = {}
     for pair in pairs:
-        if "=" not in pair:
-            raise SystemExit(f"--set expects FIELD=VALUE (e.g. training.lr=1e-4), got {pair!r}")
-        key, value = pair.split("=", 1)
-        out[key] = yaml.safe_load(value)
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set {pair}: expected FIELD=VALUE; e.g. --set training.lr=1e-4")
+        try:
+            out[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError as e:
+            raise ConfigError(f"--set {pair}: the value is not valid YAML ({getattr(e, 'problem', e)}); "
+                              f"quote strings that contain ':' or '#'") from None
     return out
 
 
-def _load(args):
-    from collapse_ray.config import ConfigError, ExperimentConfig, load_config
+def _load(args, extra: dict | None = None):
+    from collapse_ray.config import ExperimentConfig, config_from_dict, load_config
 
-    try:
-        return load_config(args.config, _overrides(args.set)) if args.config else ExperimentConfig().validate()
-    except ConfigError as e:
-        raise SystemExit(f"config error: {e}") from None
+    overrides = {**_overrides(getattr(args, "set", [])), **(extra or {})}
+    if getattr(args, "config", None):
+        return load_config(args.config, overrides)
+    if overrides:
+        return config_from_dict(_nest(overrides))
+    return ExperimentConfig().validate()
+
+
+def _nest(dotted: dict) -> dict:
+    from collapse_ray.config import _set_dotted
+
+    data: dict = {}
+    for key, value in dotted.items():
+        _set_dotted(data, key, value)
+    return data
 
 
 def cmd_run(args) -> None:
     from collapse_ray.console import prepare_run_console
-    from collapse_ray.loop import run_trial
+    from collapse_ray.interrupts import stop_on_signals
 
     cfg = _load(args)
+    print(f"[{cfg.name}] config {args.config} loaded; importing the trial's code ...", file=sys.stderr, flush=True)
     prepare_run_console(cfg, args.verbose)
-    metrics = run_trial(cfg)
+    with stop_on_signals():
+        from collapse_ray.loop import run_trial
+
+        args.trial_dir = Path(cfg.output_dir) / cfg.name
+        metrics = run_trial(cfg)
     print(f"trial {cfg.name}: {len(metrics)} generations finished; MLflow: {cfg.tracking.uri} "
           f"(experiment {cfg.tracking.experiment!r})")
 
 
 def cmd_validate(args) -> None:
+    from collapse_ray.preflight import preflight
+
     cfg = _load(args)
-    print(f"{args.config}: valid ({cfg.task.name}, {cfg.regime.label()}, {cfg.generations} generations)")
+    preflight(cfg, say=lambda msg: print(f"[{cfg.name}] {msg}", flush=True))   # stderr: only an error
+    print(f"{args.config}: valid ({cfg.task.name}, {cfg.regime.label()}, {cfg.generations} generations); "
+          f"output_dir, tracking store, model and data checked as `run` checks them")
 
 
 def cmd_base_build(args) -> None:
-    import dataclasses
-
     from collapse_ray.base_model import build_base_model
 
-    cfg = _load(args)
-    tiny = cfg.model.tiny
-    if args.minutes is not None:
-        tiny = dataclasses.replace(tiny, train_minutes=args.minutes)
-    path = build_base_model(tiny, force=args.force)
+    cfg = _load(args, {"model.tiny.train_minutes": args.minutes} if args.minutes is not None else None)
+    path = build_base_model(cfg.model.tiny, force=args.force)
     print(path)
 
 
@@ -63,16 +94,17 @@ def cmd_grid(args) -> None:
 
 
 def cmd_report(args) -> None:
-    from collapse_ray.report import ReportError, main as report_main
+    from collapse_ray.report import main as report_main
 
-    try:
-        report_main(args)
-    except ReportError as e:
-        raise SystemExit(f"report error: {e}") from None
+    report_main(args)
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="collapse-ray", description=__doc__)
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                        help=f"show the traceback of an error (or set {DEBUG_ENV}=1)")
+    parser = argparse.ArgumentParser(prog="collapse-ray", description=__doc__, parents=[common],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
 
     def with_config(p, required=True):
@@ -80,24 +112,25 @@ def main(argv: list[str] | None = None) -> None:
         p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                        help="override a config field, e.g. --set generations=2")
 
-    p = sub.add_parser("run", help="run (or resume) one trial in this process")
+    p = sub.add_parser("run", help="run (or resume) one trial in this process", parents=[common])
     with_config(p)
     p.add_argument("--verbose", action="store_true",
                    help="also print the libraries' progress bars and INFO lines, and Ray workers' output")
     p.set_defaults(func=cmd_run)
 
-    p = sub.add_parser("validate", help="check a config without running anything")
+    p = sub.add_parser("validate", help="check a config as `run` does before any compute (runs nothing)",
+                       parents=[common])
     with_config(p)
     p.set_defaults(func=cmd_validate)
 
     base = sub.add_parser("base", help="the tiny base model trained here").add_subparsers(dest="base_command", required=True)
-    p = base.add_parser("build", help="train (or reuse) the tiny base model")
+    p = base.add_parser("build", help="train (or reuse) the tiny base model", parents=[common])
     with_config(p, required=False)
     p.add_argument("--force", action="store_true", help="rebuild even if cached")
     p.add_argument("--minutes", type=float, help="training budget (overrides model.tiny.train_minutes)")
     p.set_defaults(func=cmd_base_build)
 
-    p = sub.add_parser("grid", help="run a grid of trials on Ray Tune")
+    p = sub.add_parser("grid", help="run a grid of trials on Ray Tune", parents=[common])
     p.add_argument("config", help="grid YAML")
     p.add_argument("--dry-run", action="store_true", help="print the trials and their resources, run nothing")
     p.add_argument("--resume", action="store_true", help="continue an interrupted grid")
@@ -106,7 +139,7 @@ def main(argv: list[str] | None = None) -> None:
     p.set_defaults(func=cmd_grid)
 
     p = sub.add_parser("report", help="collapse curves, the study's table, paired differences and onset, "
-                                      "from an MLflow experiment")
+                                      "from an MLflow experiment", parents=[common])
     p.add_argument("experiment", help="MLflow experiment name (a grid's is its name)")
     p.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI", "sqlite:///mlflow.db"),
                    help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
@@ -116,9 +149,64 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--onset-fraction", type=float, default=0.10,
                    help="collapse onset: change against generation 0 that counts (default 0.10)")
     p.set_defaults(func=cmd_report)
+    return parser
 
-    args = parser.parse_args(argv)
-    args.func(args)
+
+def main(argv: list[str] | None = None) -> int:
+    if argv is None:   # this process is the command: it ends as soon as its work is done
+        _exit_now(main(sys.argv[1:]))
+    args = _parser().parse_args(argv)
+    debug = getattr(args, "debug", False) or os.environ.get(DEBUG_ENV, "") not in ("", "0")
+    try:
+        args.func(args)
+    except CollapseRayError as e:
+        if debug:
+            raise
+        return _fail(e.one_line())
+    except KeyboardInterrupt as e:   # Ctrl-C, or SIGTERM turned into one (interrupts.py)
+        if debug:
+            raise
+        return _stopped(e, args, argv)
+    except SystemExit as e:   # a message given to SystemExit is an error like any other
+        if isinstance(e.code, str) and not debug:
+            return _fail(" ".join(e.code.split()))
+        raise
+    return 0
+
+
+def _exit_now(code: int) -> None:
+    """Run the exit handlers, then end without Python's finalization: its full garbage collections
+    over the millions of objects a trial leaves take ~10 s under load (seen with gdb in
+    finalize_modules), too long for a stop that must end within seconds."""
+    import atexit
+
+    atexit._run_exitfuncs()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+def _fail(message: str) -> int:
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    return EXIT_CODE
+
+
+def _stopped(e: KeyboardInterrupt, args, argv: list[str]) -> int:
+    import signal
+
+    from collapse_ray.interrupts import signal_of
+
+    signum = signal_of(e)
+    again = "collapse-ray " + shlex.join(argv + (["--resume"] if args.command == "grid" and not args.resume else []))
+    trial_dir = getattr(args, "trial_dir", None)
+    what = "nothing had started"
+    if args.command == "grid":
+        what = "Tune keeps the grid's state and each trial its finished generations"
+    elif trial_dir is not None and (trial_dir / "trial.json").is_file():
+        kept = len(list(trial_dir.glob("gen_*/COMPLETE.json")))
+        what = f"{kept} finished generation(s) kept in {trial_dir}, its MLflow run marked KILLED"
+    print(f"stopped by {signal.Signals(signum).name}: {what}; resume with: {again}", file=sys.stderr, flush=True)
+    return 128 + signum
 
 
 if __name__ == "__main__":

@@ -7,14 +7,15 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-
+from collapse_ray.errors import ConfigError  # noqa: F401 - importable from here, as before
 from collapse_ray.regimes import Regime, default_regime
-from collapse_ray.typed import ConfigError, build, require
+from collapse_ray.typed import build, require
+from collapse_ray.yaml_io import read_yaml_mapping  # noqa: F401 - the grid spec reuses it from here
 
 # The grid spec builds its parts with the same builder and checks.
 build_dataclass = build
@@ -175,19 +176,6 @@ def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:
 
 # ---------------------------------------------------------------- loading with type checks
 
-def read_yaml_mapping(path: str | os.PathLike, what: str = "config file") -> dict:
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{what} {path} does not exist")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{what} {path} is not valid YAML: {e}") from e
-    if not isinstance(data, dict):
-        raise ConfigError(f"{what} {path} must hold a mapping at the top level")
-    return data
-
-
 def load_config(path: str | os.PathLike, overrides: dict[str, Any] | None = None) -> ExperimentConfig:
     data = read_yaml_mapping(path)
     for dotted, value in (overrides or {}).items():
@@ -202,15 +190,32 @@ def config_from_dict(data: dict[str, Any]) -> ExperimentConfig:
 def _set_dotted(data: dict, dotted: str, value: Any) -> None:
     *parents, leaf = dotted.split(".")
     node = data
-    for p in parents:
-        node = node.setdefault(p, {})
+    for i, p in enumerate(parents):
+        if node.get(p) is None:
+            node[p] = {}
+        node = node[p]
+        if not isinstance(node, dict):
+            raise ConfigError(f"{'.'.join(parents[:i + 1])}: is a {type(node).__name__}, not a section, so "
+                              f"{dotted} cannot be set; set fields of sections only")
     node[leaf] = value
 
 
 # ---------------------------------------------------------------- value checks
 
+# A name used as a directory: one path component, never hidden, never '.' or '..'.
+NAME_PATTERN = re.compile(r"[A-Za-z0-9_+-][A-Za-z0-9._+-]{0,199}")
+NAME_RULE = "letters, digits, '.', '_', '+' or '-' (one path component, not starting with '.')"
+# The tracking stores MLflow itself knows (mlflow.tracking._tracking_service.utils); plugins add more.
+MLFLOW_SCHEMES = ("sqlite", "file", "http", "https", "postgresql", "mysql", "mssql", "databricks",
+                  "databricks-uc", "uc")
+VLLM_DTYPES = ("auto", "float32", "float", "bfloat16", "float16", "half")
+
+
 def _check_values(cfg: ExperimentConfig) -> None:
+    require(NAME_PATTERN.fullmatch(cfg.name) is not None, "name",
+            f"{cfg.name!r} cannot name the trial's directory; use {NAME_RULE}")
     require(0 <= cfg.generations <= 100, "generations", f"must be between 0 and 100, got {cfg.generations}")
+    require(cfg.seed >= 0, "seed", f"must be a non-negative integer, got {cfg.seed}")
     cfg.task = check_task(cfg.task, "task")
     for name in ("train_examples", "synthetic_pool", "eval_examples", "max_new_tokens"):
         value = getattr(cfg.sizes, name)
@@ -224,25 +229,29 @@ def _check_values(cfg: ExperimentConfig) -> None:
     require(t.batch_size > 0, "training.batch_size", f"must be positive, got {t.batch_size}")
     require(t.max_length >= 16, "training.max_length", f"must be at least 16, got {t.max_length}")
     require(t.lora_rank > 0, "training.lora_rank", f"must be positive, got {t.lora_rank}")
-    require(cfg.generator.batch_size > 0, "generator.batch_size", f"must be positive, got {cfg.generator.batch_size}")
-    kv = cfg.generator.kv_cache_gb
-    require(kv is None or kv > 0, "generator.kv_cache_gb", f"must be positive, got {kv}")
-    if cfg.generator.backend == "vllm" and cfg.model.name_or_path == TINY_MODEL:
-        head = cfg.model.tiny.hidden_size // max(1, cfg.model.tiny.num_heads)
-        require(head in VLLM_CPU_HEAD_SIZES, "model.tiny.hidden_size",
-                 f"vLLM's CPU attention needs a head size (hidden_size / num_heads) in "
-                 f"{sorted(VLLM_CPU_HEAD_SIZES)}, got {head}")
+    require(t.lora_alpha > 0, "training.lora_alpha",
+            f"must be positive (LoRA scales its update by lora_alpha / lora_rank), got {t.lora_alpha}")
+    g = cfg.generator
+    require(g.batch_size > 0, "generator.batch_size", f"must be positive, got {g.batch_size}")
+    require(g.kv_cache_gb is None or g.kv_cache_gb > 0, "generator.kv_cache_gb", f"must be positive, got {g.kv_cache_gb}")
+    require(g.dtype in VLLM_DTYPES, "generator.dtype", f"{g.dtype!r} is not allowed; choose one of {', '.join(VLLM_DTYPES)}")
     m = cfg.mitigation
     require(0 < m.minhash_threshold <= 1, "mitigation.minhash_threshold", f"must be in (0, 1], got {m.minhash_threshold}")
-    require(m.oversample >= 1, "mitigation.oversample", f"must be >= 1, got {m.oversample}")
+    require(1 <= m.oversample <= 100, "mitigation.oversample", f"must be in [1, 100], got {m.oversample}")
     cfg.regime.check_sizes(cfg.sizes, "regime")
     check_model(cfg.model)
-    require(bool(cfg.tracking.uri.strip()), "tracking.uri", "must not be empty")
+    if g.backend == "vllm" and cfg.model.name_or_path == TINY_MODEL:
+        head = cfg.model.tiny.hidden_size // cfg.model.tiny.num_heads
+        require(head in VLLM_CPU_HEAD_SIZES, "model.tiny.hidden_size",
+                f"vLLM's CPU attention needs a head size (hidden_size / num_heads) in "
+                f"{sorted(VLLM_CPU_HEAD_SIZES)}, got {head}")
+    check_tracking_uri(cfg.tracking.uri)
+    require(bool(cfg.tracking.experiment.strip()), "tracking.experiment", "must not be empty; name the MLflow experiment")
     require(0 <= cfg.tracking.retry_minutes < float("inf"), "tracking.retry_minutes",
             f"must be a number of minutes >= 0, got {cfg.tracking.retry_minutes}")
-    for i, g in enumerate(cfg.retention.keep_generations):
-        require(0 <= g <= cfg.generations, f"retention.keep_generations[{i}]",
-                f"must be a generation in 0..{cfg.generations} (generations), got {g}")
+    for i, k in enumerate(cfg.retention.keep_generations):
+        require(0 <= k <= cfg.generations, f"retention.keep_generations[{i}]",
+                f"must be a generation in 0..{cfg.generations} (generations), got {k}")
 
 
 def check_task(task: TaskConfig, where: str) -> TaskConfig:
@@ -254,20 +263,78 @@ def check_task(task: TaskConfig, where: str) -> TaskConfig:
              f"task {task.name!r} needs the package {missing.get(task.name)!r}, which is not installed")
     require(task.name in registered_tasks(), f"{where}.name",
              f"unknown task {task.name!r}; known tasks: {', '.join(registered_tasks())}")
-    if task.data_path is not None:
-        require(Path(task.data_path).exists(), f"{where}.data_path", f"{task.data_path} does not exist")
+    check_data_path(task.name, task.data_path, f"{where}.data_path")
     options = task_class(task.name).parse_options(task.options, f"{where}.options")
     return dataclasses.replace(task, options=options)
+
+
+def check_data_path(task: str, data_path: str | None, where: str = "task.data_path") -> None:
+    """``data_path`` is of a kind the task reads (file, directory, ``hf:<id>``) and, if local, exists."""
+    from collapse_ray.tasks import task_data_sources
+
+    if data_path is None:
+        return
+    sources = task_data_sources(task)
+    kinds = "; or ".join(sources.values())
+    require(bool(data_path.strip()), where, f"is empty; leave it out for the task's default data, or give {kinds}")
+    if data_path.startswith("hf:"):
+        require("hf" in sources, where, f"task {task} cannot read a HF dataset id; it reads {kinds}")
+        require(re.fullmatch(r"hf:[\w.-]+(/[\w.-]+)?", data_path) is not None, where,
+                 f"{data_path!r} is not a dataset id; write hf:<owner>/<name>")
+        return
+    path = Path(data_path)
+    require(path.exists(), where, f"{data_path} does not exist; task {task} reads {kinds}")
+    kind = "dir" if path.is_dir() else "file"
+    require(kind in sources, where, f"{data_path} is a {'directory' if kind == 'dir' else 'file'}; "
+                                     f"task {task} reads {kinds}")
+    require(os.access(path, os.R_OK | (os.X_OK if kind == "dir" else 0)), where,
+             f"{data_path} cannot be read (permissions); make it readable")
+
+
+def check_tracking_uri(uri: str, where: str = "tracking.uri") -> None:
+    """A store MLflow can open: a scheme it knows (or a plugin's), and a URI of that scheme's shape."""
+    from importlib.metadata import entry_points
+    from urllib.parse import urlparse
+
+    require(bool(uri.strip()), where, "must not be empty; e.g. sqlite:///mlflow.db, ./mlruns or http://host:5000")
+    scheme = urlparse(uri).scheme.split("+")[0] if "://" in uri or uri.startswith("file:") else ""
+    if scheme == "" or (len(scheme) == 1 and uri[1:3] in (":/", ":\\")):   # a plain path (file store)
+        return
+    plugins = {ep.name for ep in entry_points(group="mlflow.tracking_store")}
+    require(scheme in MLFLOW_SCHEMES or scheme in plugins, where,
+             f"scheme {scheme!r} is not a tracking store MLflow supports; use one of "
+             f"{', '.join(MLFLOW_SCHEMES + tuple(sorted(plugins)))} or a plain directory path")
+    parsed = urlparse(uri)
+    if scheme in ("http", "https"):
+        require(bool(parsed.hostname), where, f"{uri!r} names no host; write {scheme}://host:port")
+        try:
+            parsed.port
+        except ValueError:
+            require(False, where, f"{uri!r} has an invalid port; write {scheme}://host:port")
+    if scheme == "sqlite":
+        require(uri.startswith("sqlite:///") and len(uri) > len("sqlite:///"), where,
+                 f"{uri!r} names no database file; write sqlite:///relative/path.db or sqlite:////absolute/path.db")
 
 
 def check_model(model: ModelConfig) -> None:
     ref = model.name_or_path
     if ref == TINY_MODEL:
         tiny = model.tiny
+        w = "model.tiny"
+        require(tiny.num_layers >= 1, f"{w}.num_layers", f"must be at least 1, got {tiny.num_layers}")
+        require(tiny.num_heads >= 1, f"{w}.num_heads", f"must be at least 1, got {tiny.num_heads}")
+        require(tiny.hidden_size >= 1, f"{w}.hidden_size", f"must be positive, got {tiny.hidden_size}")
+        require(tiny.context_length >= 16, f"{w}.context_length", f"must be at least 16, got {tiny.context_length}")
+        require(tiny.seed >= 0, f"{w}.seed", f"must be a non-negative integer, got {tiny.seed}")
         require(tiny.hidden_size % tiny.num_heads == 0, "model.tiny.hidden_size",
                  f"must be divisible by model.tiny.num_heads ({tiny.num_heads}), got {tiny.hidden_size}")
+        head = tiny.hidden_size // tiny.num_heads
+        require(head % 2 == 0, f"{w}.hidden_size", f"hidden_size / num_heads must be even (rotary position "
+                 f"embeddings rotate pairs of dimensions), got {tiny.hidden_size} / {tiny.num_heads} = {head}")
         require(tiny.vocab_size >= 300, "model.tiny.vocab_size", f"must be at least 300 (256 bytes + specials), got {tiny.vocab_size}")
-        require(tiny.train_minutes > 0, "model.tiny.train_minutes", f"must be positive, got {tiny.train_minutes}")
+        require(0 < tiny.train_minutes <= 7 * 24 * 60, "model.tiny.train_minutes",
+                 f"must be positive and at most a week (10080), got {tiny.train_minutes}")
+        require(bool(tiny.cache_dir.strip()), "model.tiny.cache_dir", "must not be empty")
         return
     looks_local = ref.startswith((".", "/", "~")) or Path(ref).exists()
     if looks_local:

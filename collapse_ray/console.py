@@ -7,7 +7,7 @@
                            and child processes alike) go to a log file; yields a stream to the console
     prepare_run_console()  `collapse-ray run`: the above that apply to one trial in this process
 
-``--verbose`` skips all of it. No Ray import at module level: ``run`` with local backends works without Ray.
+``--verbose`` skips all of it. No Ray import: Ray stays at the edge (tests/test_ray_at_the_edge.py).
 """
 from __future__ import annotations
 
@@ -118,18 +118,22 @@ def _flush() -> None:
 
 def prepare_run_console(cfg, verbose: bool) -> None:
     """``collapse-ray run`` of ``cfg`` (an ExperimentConfig): only the loop's progress lines,
-    unless ``verbose``. Where the trial uses Ray (Ray Train, the vLLM actor), Ray starts here with
-    its workers' output kept in its session logs; one line says where."""
+    unless ``verbose``. Where the trial uses Ray (Ray Train, the vLLM actor), the local Ray it
+    starts keeps its workers' output in its session logs (one line says where) and inherits the
+    quiet environment; Ray reads these variables when it is imported, later, by the backends."""
     if verbose:
         return
     quiet_libraries()
     if cfg.training.backend != "ray" and cfg.generator.backend != "vllm":
         return
-    import ray
-
-    from ray._private.worker import global_worker   # Ray has no public accessor for its logs directory
-
-    if not ray.is_initialized():   # its token-auth and other warnings are not the trial's business
-        ray.init(**ray_init_options(verbose=False, log_to_driver=False, logging_level=logging.ERROR))
-    print(f"[run] Ray workers' output: {global_worker.node.get_logs_dir_path()} (--verbose prints it here)",
+    os.environ.setdefault("RAY_LOG_TO_DRIVER", "0")
+    os.environ.setdefault("RAY_LOGGER_LEVEL", "warning")   # "Started a local Ray instance." and the like
+    print(f"[run] Ray workers' output: {ray_session_logs()} (on a cluster, each node's; --verbose prints it here)",
           file=sys.stderr, flush=True)
+
+
+def ray_session_logs() -> Path:
+    """Where a local Ray keeps its latest session's logs (as Ray's get_default_ray_temp_dir finds its
+    temp dir), without importing Ray."""
+    temp = os.environ.get("RAY_TMPDIR") or os.environ.get("TMPDIR") or "/tmp"
+    return Path(temp) / "ray" / "session_latest" / "logs"

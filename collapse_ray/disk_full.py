@@ -10,10 +10,12 @@ import errno
 import shutil
 from pathlib import Path
 
+from collapse_ray.errors import TrialError
+
 _MARKERS = ("No space left on device", "StorageFull", "Disk quota exceeded")
 
 
-class NoSpaceLeft(RuntimeError):
+class NoSpaceLeft(TrialError):
     """The disk under output_dir filled while a generation was being written."""
 
 

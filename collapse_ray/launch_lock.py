@@ -16,10 +16,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
+from collapse_ray.errors import ConfigError
+
 LOCK_NAME = ".launch.lock"
 
 
-class LaunchLocked(RuntimeError):
+class LaunchLocked(ConfigError):
     """Another live launch holds the same trial directory or grid state."""
 
 

@@ -24,15 +24,18 @@ from typing import Callable
 from collapse_ray.backends import build_generator, build_trainer
 from collapse_ray.config import ExperimentConfig
 from collapse_ray.disk_full import as_no_space_left
+from collapse_ray.errors import ModelError, TrialError
 from collapse_ray.examples import read_jsonl, write_jsonl
 from collapse_ray.generate.base import Generator, ModelRef, Sampling
 from collapse_ray.labels import TrialLabels, labels_of
 from collapse_ray.launch_lock import launch_lock
 from collapse_ray.mitigations import apply_mitigations
+from collapse_ray.preflight import preflight
 from collapse_ray.progress import Progress
 from collapse_ray.regimes import provenance
 from collapse_ray.resource_meter import ProcessTreeMeter
 from collapse_ray.retention import apply_retention
+from collapse_ray.shared_gen0 import SharedGeneration0, generation0_key
 from collapse_ray.tasks import get_task
 from collapse_ray.tracking import TrackingError, TrialTracker
 from collapse_ray.train.base import Trainer
@@ -45,8 +48,8 @@ _RESUMABLE_FIELDS = ("generations", "tracking", "output_dir", "generator", "sand
 Report = Callable[[int, dict, Path], None]
 
 
-def config_fingerprint(cfg: ExperimentConfig) -> str:
-    """A hash of what the trial computes. It keeps the shape it had before regimes and task
+def fingerprint_data(cfg: ExperimentConfig) -> dict:
+    """What the trial computes, as config_fingerprint hashes it. It keeps the shape it had before regimes and task
     options became registered classes, so trials started then still resume: every regime carries
     ``alpha`` (0.5 unless it has its own), and a task option counts only when it differs from its
     default (so adding an option with a default never orphans a trial on disk)."""
@@ -59,14 +62,18 @@ def config_fingerprint(cfg: ExperimentConfig) -> str:
     changed = {k: v for k, v in (task.pop("options") or {}).items() if defaults.get(k, object()) != v}
     if changed:
         task["options"] = changed
-    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+    return data
+
+
+def config_fingerprint(cfg: ExperimentConfig) -> str:
+    """The trial directory's identity: a rerun resumes only a trial of the same fingerprint."""
+    return hashlib.sha256(json.dumps(fingerprint_data(cfg), sort_keys=True).encode()).hexdigest()[:16]
 
 
 
 
 
-class ModelUnavailable(RuntimeError):
-    pass
+ModelUnavailable = ModelError   # the name this error had before errors.py
 
 
 def check_model_loadable(name_or_path: str) -> None:
@@ -76,8 +83,8 @@ def check_model_loadable(name_or_path: str) -> None:
     try:
         AutoConfig.from_pretrained(name_or_path)
     except (OSError, ValueError) as e:
-        raise ModelUnavailable(f"model.name_or_path: cannot load {name_or_path!r}: "
-                               f"{str(e).splitlines()[0]}") from None
+        raise ModelError(f"model.name_or_path: cannot load {name_or_path!r}: "
+                         f"{str(e).splitlines()[0]}; check the id, your access and the network") from None
 
 
 def run_trial(cfg: ExperimentConfig, *, trainer: Trainer | None = None, generator: Generator | None = None,
@@ -87,45 +94,52 @@ def run_trial(cfg: ExperimentConfig, *, trainer: Trainer | None = None, generato
     Without ``trainer`` / ``generator`` it builds them in this process (backends.py). ``labels``:
     the grid's labels of the trial (its MLflow tags), else made from the config. ``parent_run_id``:
     the grid launch's MLflow run, under which this trial's run is nested."""
+    progress = Progress(cfg.name, cfg.generations + 1)
+    progress.note("checking the config, output_dir, tracking store and model before any compute ...")
+    data = preflight(cfg, say=progress.note)   # everything `validate` checks; bad data fails here
     task = get_task(cfg.task.name, cfg.task.options)
     task.allow_unisolated = cfg.sandbox.allow_unisolated  # read by tasks that run programs
-    data = task.load(cfg.task.data_path, cfg.seed, cfg.sizes)  # bad data fails before any compute
     with launch_lock(trial_dir(cfg.output_dir, cfg.name)):   # a second launch of this trial is refused
-        return _run_locked(cfg, task, data, trainer, generator, report, labels or labels_of(cfg), parent_run_id)
+        return _run_locked(cfg, task, data, progress, trainer, generator, report, labels or labels_of(cfg),
+                           parent_run_id)
 
 
-def _run_locked(cfg: ExperimentConfig, task, data, trainer: Trainer | None, generator: Generator | None,
-                report: Report | None, labels: TrialLabels, parent_run_id: str | None) -> list[dict]:
+def _run_locked(cfg: ExperimentConfig, task, data, progress: Progress, trainer: Trainer | None,
+                generator: Generator | None, report: Report | None, labels: TrialLabels,
+                parent_run_id: str | None) -> list[dict]:
     from collapse_ray.base_model import resolve_model_path
-    from collapse_ray.synthetic_drift import DriftProbe
+    from collapse_ray.synthetic_drift import DriftProbe   # imports torch: after the checks, not before
 
     state = TrialState(trial_dir(cfg.output_dir, cfg.name), config_fingerprint(cfg))
+    progress.note(f"opening the MLflow store {cfg.tracking.uri} ...")
     tracker = TrialTracker(cfg.tracking.uri, cfg.tracking.experiment, retry_minutes=cfg.tracking.retry_minutes)
     state.set_mlflow_run_id(tracker.start(cfg.name, labels.tags(), run_id=state.mlflow_run_id,
                                           parent_run_id=parent_run_id))
-    finished = state.finished()
-    if finished:   # a policy tightened since the last launch applies at once
-        apply_retention(state, cfg.retention, finished[-1].generation)
-    progress = Progress(cfg.name, cfg.generations + 1, first_generation=len(finished))
-    base = ModelRef(resolve_model_path(cfg.model, progress=progress.say))
-    check_model_loadable(base.path)
-    tracker.log_params({**cfg.to_flat_params(), "resolved_model_path": base.path, **_metric_settings()})
-    tracker.log_manifest([cfg.task.data_path], base.path)
-    for done in finished:  # finished on disk but the crash came before MLflow heard of it
-        tracker.log_generation(done.generation, done.metrics)
-
-    history = [read_jsonl(done.synthetic_path) for done in finished]
-    all_metrics = [done.metrics for done in finished]
-    previous = finished[-1].model if finished else None
-    drift = DriftProbe(task, data.train, reference=finished[0].model if finished else None)
-    trainer = trainer or build_trainer(cfg, progress.say)
-    generator = generator or build_generator(cfg)
-    generator.prefetch(previous or base)   # vLLM builds its engine while the first generation trains
-    sampling = Sampling(max_new_tokens=cfg.sizes.max_new_tokens, temperature=cfg.sampling.temperature,
-                        top_p=cfg.sampling.top_p, stop=task.stop)
+    shared0 = SharedGeneration0(cfg.output_dir, generation0_key(fingerprint_data(cfg)), cfg.name)
     meter = ProcessTreeMeter().start()   # this trial's own CPU-seconds and peak memory per generation
+    finished = state.finished()
     g = len(finished)
-    try:
+    try:   # from here on the MLflow run exists: whatever stops the trial marks it
+        if finished:   # a policy tightened since the last launch applies at once
+            apply_retention(state, cfg.retention, finished[-1].generation)
+        progress.resume_at(len(finished))
+        base = ModelRef(resolve_model_path(cfg.model, progress=progress.say))
+        progress.note("loading the base model's config (imports torch and transformers) ...")
+        check_model_loadable(base.path)
+        tracker.log_params({**cfg.to_flat_params(), "resolved_model_path": base.path, **_metric_settings()})
+        tracker.log_manifest([cfg.task.data_path], base.path)
+        for done in finished:  # finished on disk but the crash came before MLflow heard of it
+            tracker.log_generation(done.generation, done.metrics)
+
+        history = [read_jsonl(done.synthetic_path) for done in finished]
+        all_metrics = [done.metrics for done in finished]
+        previous = finished[-1].model if finished else None
+        drift = DriftProbe(task, data.train, reference=finished[0].model if finished else None)
+        trainer = trainer or build_trainer(cfg, progress.say)
+        generator = generator or build_generator(cfg)
+        generator.prefetch(previous or base)   # vLLM builds its engine while the first generation trains
+        sampling = Sampling(max_new_tokens=cfg.sizes.max_new_tokens, temperature=cfg.sampling.temperature,
+                            top_p=cfg.sampling.top_p, stop=task.stop)
         for g in range(len(finished), cfg.generations + 1):
             progress.begin_generation(g)
             rng = random.Random(f"{cfg.seed}/{g}")
@@ -136,8 +150,9 @@ def _run_locked(cfg: ExperimentConfig, task, data, trainer: Trainer | None, gene
             init = base if g == 0 or cfg.training.init == "base" else previous
             with progress.phase("train"):
                 generator.sleep()   # colocated on a GPU, the engine frees it while the workers train
-                trained = trainer.train(init, [ex.text for ex in train_set], str(gen_dir / "model"),
-                                        seed=cfg.seed * 1000 + g)
+                reused = shared0.claim() if g == 0 else None   # None: this trial computes generation 0
+                trained = reused.trained if reused else trainer.train(
+                    init, [ex.text for ex in train_set], str(gen_dir / "model"), seed=cfg.seed * 1000 + g)
 
             with progress.phase("generate"):
                 generator.load(trained.model)
@@ -146,12 +161,15 @@ def _run_locked(cfg: ExperimentConfig, task, data, trainer: Trainer | None, gene
                 synthetic = task.synthesize(generator, prompts, dataclasses.replace(sampling, seed=cfg.seed * 1000 + g), g)
                 kept, removed = apply_mitigations(synthetic, task, cfg.mitigation, len(data.pool), rng)
                 if not kept and cfg.regime.uses_synthetic and g < cfg.generations:
-                    raise RuntimeError(f"generation {g}: the mitigations removed all {len(synthetic)} synthetic "
-                                       f"samples ({removed}); generation {g + 1} would have nothing to train on")
+                    raise TrialError(f"generation {g}: the mitigations removed all {len(synthetic)} synthetic "
+                                     f"samples ({removed}); generation {g + 1} would have nothing to train on: "
+                                     f"loosen mitigation.* or use more sizes.synthetic_pool")
                 write_jsonl(gen_dir / "synthetic.jsonl", kept)
 
             with progress.phase("evaluate"):
-                task_metrics = task.evaluate(generator, data.test, sampling)
+                task_metrics = reused.task_metrics if reused else task.evaluate(generator, data.test, sampling)
+                if g == 0 and not reused:
+                    shared0.publish(trained, task_metrics)
             with progress.phase("drift"):
                 if g == 0:
                     drift.set_reference(trained.model)
@@ -167,6 +185,10 @@ def _run_locked(cfg: ExperimentConfig, task, data, trainer: Trainer | None, gene
                    if k == "real"},
                 **{f"time/{k}_s": v for k, v in progress.phase_seconds.items()}, **meter.sample(),
             }
+            if reused:   # another trial spent that time: counted once, where it was spent
+                metrics.update({"time/gen0_wait_s": metrics["time/train_s"], "time/train_s": 0.0,
+                                "time/evaluate_s": 0.0})
+                tracker.set_tags({"gen0_source": reused.source})
             state.mark_complete(g, trained.model, metrics)
             apply_retention(state, cfg.retention, g)
             tracker.log_generation(g, metrics)
@@ -180,15 +202,19 @@ def _run_locked(cfg: ExperimentConfig, task, data, trainer: Trainer | None, gene
             previous = trained.model
             progress.say(_summary(metrics, task.headline_metrics))
     except BaseException as e:
-        tracker.finish("FAILED")
+        # Ctrl-C / SIGTERM (interrupts.py) is a stop, not a failure: the run resumes later.
+        tracker.finish("KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")
         full = None if isinstance(e, TrackingError) else as_no_space_left(e, state.gen_dir(g), g)
         if full is not None:
             raise full from e
         raise
     finally:
+        shared0.release()
         meter.stop()
-        generator.close()
-        trainer.close()
+        if generator is not None:
+            generator.close()
+        if trainer is not None:
+            trainer.close()
     tracker.finish("FINISHED")
     return all_metrics
 

@@ -16,6 +16,14 @@ class Progress:
         self.generation = first_generation
         self.phase_seconds: dict[str, float] = {}
 
+    def note(self, message: str) -> None:
+        """A line about the trial as a whole (before its generations start: loading, checking)."""
+        print(f"[{self.label}] {message}", file=self.stream, flush=True)
+
+    def resume_at(self, first_generation: int) -> None:
+        """Known once the trial's state is read: where a resumed trial continues."""
+        self.first = self.generation = first_generation
+
     def say(self, message: str) -> None:
         print(f"[{self.label}] gen {self.generation}/{self.total - 1} {message}", file=self.stream, flush=True)
 

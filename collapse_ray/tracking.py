@@ -5,6 +5,7 @@ Uses ``MlflowClient`` (no fluent global state), so several trials can log from o
 """
 from __future__ import annotations
 
+import base64
 import datetime
 import json
 import math
@@ -16,6 +17,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from collapse_ray.errors import TrackingError  # noqa: F401 - importable from here, as before
 from collapse_ray.tracking_retry import Retrier
 
 # MLflow 3 refuses its plain file store unless asked; users may point tracking.uri at ./mlruns.
@@ -27,22 +29,50 @@ PARENT_RUN_TAG = "mlflow.parentRunId"   # MLflow's own tag: the UI nests a run u
 GRID_NAME_TAG, LAUNCH_ID_TAG, LAUNCH_TIME_TAG, GIT_COMMIT_TAG = "grid", "launch_id", "launch_time", "git_commit"
 BATCH_METRICS = 500            # MLflow's limit per log_batch call
 
-
-class TrackingError(RuntimeError):
-    pass
+PROBE_PATH = "/api/2.0/mlflow/experiments/get-by-name?experiment_name=collapse-ray-probe"
 
 
 def check_reachable(uri: str, timeout_s: float = 5.0) -> None:
-    """Fail in seconds, naming the URI, when a tracking server does not answer."""
+    """Fail in seconds, naming the URI, when an HTTP tracking URI is not an MLflow server that
+    answers: nothing listening, access refused, or a web server that is not MLflow."""
     if not uri.startswith(("http://", "https://")):
         return
-    url = uri.rstrip("/") + "/health"
+    request = urllib.request.Request(uri.rstrip("/") + PROBE_PATH, headers=_auth_headers())
     try:
-        with urllib.request.urlopen(url, timeout=timeout_s) as resp:
-            if resp.status != 200:
-                raise TrackingError(f"MLflow tracking server {uri} answered {resp.status} on /health")
+        with urllib.request.urlopen(request, timeout=timeout_s) as resp:
+            status, kind, body = resp.status, resp.headers.get_content_type(), resp.read(65536)
+    except urllib.error.HTTPError as e:   # MLflow answers a missing experiment with 404 + JSON
+        status, kind, body = e.code, e.headers.get_content_type(), e.read(65536)
     except (urllib.error.URLError, OSError) as e:
-        raise TrackingError(f"MLflow tracking server {uri} is unreachable: {e}") from None
+        reason = getattr(e, "reason", e)
+        raise TrackingError(f"tracking.uri: MLflow tracking server {uri} is unreachable ({reason}); start it "
+                            f"(mlflow server --host HOST --port PORT) or correct the host and port") from None
+    if status in (401, 403):
+        raise TrackingError(f"tracking.uri: MLflow tracking server {uri} refused access (HTTP {status}); set "
+                            f"MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD, or MLFLOW_TRACKING_TOKEN")
+    if not _is_mlflow_answer(body):
+        raise TrackingError(f"tracking.uri: {uri} answers HTTP but is not an MLflow server (GET "
+                            f"{PROBE_PATH.split('?')[0]} gave HTTP {status}, {kind}); point tracking.uri at "
+                            f"the address of `mlflow server`")
+
+
+def _is_mlflow_answer(body: bytes) -> bool:
+    try:
+        answer = json.loads(body)
+    except ValueError:
+        return False
+    return isinstance(answer, dict) and ("experiment" in answer or "error_code" in answer)
+
+
+def _auth_headers() -> dict[str, str]:
+    """The credentials MLflow's own client would send (its environment variables)."""
+    token = os.environ.get("MLFLOW_TRACKING_TOKEN")
+    if token:
+        return {"Authorization": f"Bearer {token}"}
+    user, password = os.environ.get("MLFLOW_TRACKING_USERNAME"), os.environ.get("MLFLOW_TRACKING_PASSWORD")
+    if user and password:
+        return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
+    return {}
 
 
 def _param_value(value: Any) -> str:
@@ -55,11 +85,20 @@ class _RunLogger:
 
     def __init__(self, uri: str, experiment: str, retry_minutes: float = 10.0):
         check_reachable(uri)  # before importing mlflow: the answer comes in seconds
+        from mlflow.exceptions import MlflowException
         from mlflow.tracking import MlflowClient
 
-        self.client = MlflowClient(tracking_uri=uri)
-        exp = self.client.get_experiment_by_name(experiment)
-        self.experiment_id = exp.experiment_id if exp else self.client.create_experiment(experiment)
+        try:
+            self.client = MlflowClient(tracking_uri=uri)
+            exp = self.client.get_experiment_by_name(experiment)
+            self.experiment_id = exp.experiment_id if exp else self.client.create_experiment(experiment)
+        except (MlflowException, OSError) as e:
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+            raise TrackingError(f"tracking.uri: the MLflow store {uri} cannot be used ({first}); "
+                                f"check the URI, or choose another store") from None
+        if exp is not None and exp.lifecycle_stage == "deleted":
+            raise TrackingError(f"tracking.experiment: {experiment!r} is deleted in {uri}; restore it "
+                                f"(mlflow experiments restore) or choose another name")
         self.run_id: str | None = None
         self.retry = Retrier(uri, retry_minutes * 60)   # mid-run calls only: a launch fails fast
 
@@ -108,6 +147,9 @@ class TrialTracker(_RunLogger):
             tags = {**tags, **({PARENT_RUN_TAG: parent_run_id} if parent_run_id else {})}
             self.run_id = self.client.create_run(self.experiment_id, run_name=run_name, tags=tags).info.run_id
         return self.run_id
+
+    def set_tags(self, tags: dict[str, str]) -> None:
+        self.retry.call("tagging the run", lambda: [self.client.set_tag(self.run_id, k, v) for k, v in tags.items()])
 
     def logged_generations(self) -> set[int]:
         return {int(m.step) for m in self.client.get_metric_history(self.run_id, GENERATION_KEY)}

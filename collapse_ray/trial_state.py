@@ -19,6 +19,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from collapse_ray.errors import ConfigError
 from collapse_ray.generate.base import ModelRef
 
 MODEL_DIR = "model"   # a generation's model (full weights or adapter), the only thing pruned
@@ -51,7 +52,7 @@ def _fingerprint_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def _checksums(root: Path, pruned: tuple[str, ...] = ()) -> dict[str, str]:
+def file_checksums(root: Path, pruned: tuple[str, ...] = ()) -> dict[str, str]:
     """Every file's fingerprint but the record's own and those under pruned top-level dirs
     (leftovers of a prune cut short are ignored, then removed by the next prune)."""
     return {str(p.relative_to(root)): _fingerprint_file(p)
@@ -78,11 +79,7 @@ class TrialState:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self._meta_path = self.root / "trial.json"
-        meta = json.loads(self._meta_path.read_text()) if self._meta_path.exists() else {}
-        if meta.get("fingerprint", fingerprint) != fingerprint:
-            raise ValueError(
-                f"{self.root} holds a trial run with a different config; choose another "
-                f"output_dir or experiment name, or delete that directory to start over")
+        meta = self.check_owner(self.root, fingerprint)
         self._meta = {**meta, "fingerprint": fingerprint}
         write_json_atomic(self._meta_path, self._meta)
 
@@ -99,6 +96,20 @@ class TrialState:
     def is_finished(self, generations: int) -> bool:
         """Whether generations 0..``generations`` are all finished (and intact)."""
         return len(self.finished()) > generations
+
+    @staticmethod
+    def check_owner(root: Path, fingerprint: str) -> dict:
+        """The trial's saved metadata; a ConfigError when ``root`` holds another config's trial."""
+        path = Path(root) / "trial.json"
+        try:
+            meta = json.loads(path.read_text()) if path.exists() else {}
+        except (OSError, ValueError) as e:
+            raise ConfigError(f"{path}: cannot be read ({e}); delete {root} to start that trial over") from None
+        if not isinstance(meta, dict) or meta.get("fingerprint", fingerprint) != fingerprint:
+            raise ConfigError(
+                f"{root} holds a trial run with a different config; choose another "
+                f"output_dir or experiment name, or delete that directory to start over")
+        return meta
 
     @property
     def mlflow_run_id(self) -> str | None:
@@ -124,7 +135,7 @@ class TrialState:
             "generation": generation,
             "model": {"path": _relative(model.path, self.root), "adapter": _relative(model.adapter, self.root)},
             "metrics": metrics,
-            "checksums": _checksums(d),
+            "checksums": file_checksums(d),
         }
         write_json_atomic(d / "COMPLETE.json", record)
 
@@ -170,7 +181,7 @@ class TrialState:
         except (OSError, json.JSONDecodeError):
             return None
         try:
-            if _checksums(d, tuple(record.get("pruned", ()))) != record["checksums"]:
+            if file_checksums(d, tuple(record.get("pruned", ()))) != record["checksums"]:
                 return None
         except (OSError, KeyError):
             return None

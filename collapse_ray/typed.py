@@ -1,19 +1,18 @@
 """Typed dataclasses from YAML mappings, with errors that name the field (``training.lr: ...``).
 
 The experiment config (config.py), the regimes and the tasks' options are all built here, so a bad
-value reads the same wherever it is written. It imports nothing of the project: config.py imports
-the regimes and tasks, and they import this.
+value reads the same wherever it is written. It imports nothing of the project but errors.py
+(stdlib only): config.py imports the regimes and tasks, and they import this.
 """
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from typing import Any, Literal
 
-
-class ConfigError(ValueError):
-    """A config field has a wrong name, type or value."""
+from collapse_ray.errors import ConfigError
 
 
 def require(ok: bool, where: str, message: str) -> None:
@@ -30,7 +29,9 @@ def build(cls: type, data: Any, where: str):
     errors; a field whose type has ``from_config(value, where)`` is built by it (a regime); an
     instance with ``check(where)`` checks its own values."""
     if not isinstance(data, dict):
-        raise ConfigError(f"{where or 'config'}: expected a mapping, got {type(data).__name__}")
+        got = "nothing (an empty section)" if data is None else f"a {type(data).__name__}"
+        raise ConfigError(f"{where or 'config'}: expected a mapping of fields, got {got}; "
+                          f"allowed fields: {', '.join(f.name for f in dataclasses.fields(cls) if f.init)}")
     hints = typing.get_type_hints(cls)
     settable = [f for f in dataclasses.fields(cls) if f.init]
     names = {f.name for f in settable}
@@ -73,6 +74,8 @@ def coerce(tp: Any, value: Any, where: str) -> Any:
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{where}: expected a number, got {value!r}")
+        if not math.isfinite(value):   # YAML's .nan / .inf: every float field needs a real number
+            raise ConfigError(f"{where}: must be a finite number, got {value!r}")
         return float(value)
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):

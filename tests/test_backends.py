@@ -38,7 +38,8 @@ def model_dir(tmp_path_factory) -> str:
 
 @pytest.fixture(scope="module")
 def grid_resources(tmp_path_factory, model_dir) -> backends.TrialResources:
-    """What the grid reserves for a trial on GPUs: 2 Train workers with DeepSpeed ZeRO-3, vLLM TP 2."""
+    """What the grid reserves for a trial on GPUs: 2 Train workers with DeepSpeed ZeRO-3, vLLM TP 2
+    on GPUs of its own (resources.colocate: false)."""
     path = tmp_path_factory.mktemp("grid") / "grid.yaml"
     path.write_text(f"""
 name: g
@@ -48,7 +49,7 @@ grid:
     - name_or_path: {model_dir}
       resources: {{train_workers: 2, cpus_per_worker: 4, gpus_per_worker: 1, strategy: deepspeed,
                   zero_stage: 3, tensor_parallel: 2}}
-resources: {{generator_cpus: 3}}
+resources: {{generator_cpus: 3, colocate: false}}
 """)
     (trial,) = expand(load_grid(path))
     return trial.resources
@@ -103,6 +104,21 @@ def test_grid_resources_place_vllm_in_its_bundles_and_shape_the_train_workers(mo
     trainer = backends.trainer_spec(cfg, grid_resources).build(progress=print)   # constructing starts nothing
     assert (trainer.num_workers, trainer.use_gpu, trainer.resources_per_worker, trainer.strategy,
             trainer.zero_stage, trainer.cfg) == (2, True, {"CPU": 4.0, "GPU": 1.0}, "deepspeed", 3, cfg.training)
+
+
+def test_a_colocated_vllm_takes_no_gpu_or_bundle_of_its_own_and_may_sleep(model_dir, grid_resources):
+    colocated = dataclasses.replace(grid_resources, generator={"CPU": 3.0}, tp_gpus=0, colocated=True)
+    assert colocated.separate() == grid_resources
+    cfg = config(model_dir, training={"backend": "ray"}, generator={"backend": "vllm"})
+    gen = backends.generator_spec(cfg, colocated)
+    assert (gen.kwargs["num_gpus"], gen.kwargs["num_cpus"], gen.kwargs["tensor_parallel_size"],
+            gen.kwargs["enable_sleep_mode"]) == (0, 3.0, 2, True)
+    assert "bundle_index" not in gen.kwargs and "bundle_indices" not in gen.kwargs
+    assert "enable_sleep_mode" not in backends.generator_spec(cfg, grid_resources).kwargs
+    from collapse_ray.generate.vllm_engine import VLLMEngine
+
+    engine_args = set(inspect.signature(target_class(gen)).parameters)
+    inspect.signature(VLLMEngine).bind(**{k: v for k, v in gen.kwargs.items() if k not in engine_args})
 
 
 def test_specs_name_real_constructors_and_arguments(model_dir, grid_resources):

@@ -1,13 +1,178 @@
-"""Bad input fails before any compute, with a message that names what is wrong."""
+"""Bad input fails before any compute, as one line naming what is wrong, and `validate` refuses
+exactly what `run` refuses (docs/bad_input.md lists each class with the test row here)."""
 import gzip
+import http.server
+import os
+import threading
 import time
 
 import pytest
+import yaml
 
+from collapse_ray.cli import main as cli
 from collapse_ray.config import config_from_dict
 from collapse_ray.data import DataError
+from collapse_ray.errors import EXIT_CODE, CollapseRayError
 from collapse_ray.loop import ModelUnavailable, run_trial
 from collapse_ray.tracking import TrackingError, TrialTracker
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")   # no model hub here: a hub id must fail fast, not time out
+SAMPLE = "codesearchnet/codesearchnet_python_sample.jsonl"   # 100 real CodeSearchNet records
+
+
+def good_config(tmp_path, data_dir) -> dict:
+    """A config that passes every check (summarization on 100 real records: loads in a second)."""
+    return {"name": "t", "task": {"name": "summarization", "data_path": str(data_dir / SAMPLE)},
+            "generations": 1, "sizes": {"train_examples": 8, "synthetic_pool": 8, "eval_examples": 8},
+            "output_dir": str(tmp_path / "runs"), "tracking": {"uri": f"sqlite:///{tmp_path}/mlflow.db"}}
+
+
+def set_field(data: dict, dotted: str, value) -> dict:
+    *parents, leaf = dotted.split(".")
+    node = data
+    for p in parents:
+        node = node.setdefault(p, {})
+    node[leaf] = value
+    return data
+
+
+class QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):   # the server's log would share the test's stderr
+        pass
+
+
+def plain_http_server():
+    """A web server that is not MLflow (http.server: 404 on every API path)."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), QuietHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+# Each row: how to make the bad input from a good config -> text that the error line must contain
+# (the field or file it names). A row returns the config file's path and extra CLI arguments.
+def field(dotted, value):
+    def make(tmp_path, data):
+        return write(tmp_path, set_field(data, dotted, value))
+    return make
+
+
+def write(tmp_path, data=None, text=None, name="cfg.yaml"):
+    path = tmp_path / name
+    path.write_text(text if text is not None else yaml.safe_dump(data))
+    return path, []
+
+
+def data_file(content: bytes, name: str):
+    def make(tmp_path, data):
+        (tmp_path / name).write_bytes(content)
+        return write(tmp_path, set_field(data, "task.data_path", str(tmp_path / name)))
+    return make
+
+
+def trial_of_another_config(tmp_path, data):
+    (tmp_path / "runs" / "t").mkdir(parents=True)
+    (tmp_path / "runs" / "t" / "trial.json").write_text('{"fingerprint": "someone-else"}')
+    return write(tmp_path, data)
+
+
+def not_mlflow(tmp_path, data):
+    server = plain_http_server()
+    return write(tmp_path, set_field(data, "tracking.uri", f"http://127.0.0.1:{server.server_address[1]}"))
+
+
+RECORD = b'{"code": "def f():\\n    return 1", "docstring": "Return one."}\n'
+ROWS = {
+    "config file missing": (lambda t, d: (t / "nope.yaml", []), "nope.yaml does not exist"),
+    "config file is a directory": (lambda t, d: (t, []), "is a directory"),
+    "config file not YAML": (lambda t, d: write(t, text="name: [unclosed\n"), "cfg.yaml is not valid YAML: line"),
+    "duplicate YAML key": (lambda t, d: write(t, text="name: t\ntraining: {lr: 0.1}\ntraining: {epochs: 2}\n"),
+                           "line 3: key 'training' repeats the one on line 2"),
+    "empty config file": (lambda t, d: write(t, text="# nothing\n"), "cfg.yaml is empty"),
+    "top level not a mapping": (lambda t, d: write(t, text="- a\n- b\n"), "must hold a mapping"),
+    "unknown field": (field("training.lrr", 1e-4), "training.lrr: unknown field"),
+    "wrong type": (field("training.lr", "fast"), "training.lr: expected a number"),
+    "empty section": (lambda t, d: write(t, text=yaml.safe_dump(d) + "sampling:\n"), "sampling: expected a mapping"),
+    "value out of range": (field("training.lr", 3.0), "training.lr: must be in (0, 1)"),
+    "nan": (field("sampling.top_p", float("nan")), "sampling.top_p: must be a finite number"),
+    "infinity": (field("mitigation.oversample", float("inf")), "mitigation.oversample: must be a finite number"),
+    "choice not allowed": (field("regime.name", "mixed"), "regime.name: unknown regime 'mixed'; known regimes:"),
+    "unknown task": (field("task.name", "translation"), "task.name: unknown task 'translation'"),
+    "zero layers": (field("model.tiny.num_layers", 0), "model.tiny.num_layers: must be at least 1"),
+    "zero heads": (field("model.tiny.num_heads", 0), "model.tiny.num_heads: must be at least 1"),
+    "heads do not divide hidden size": (field("model.tiny.num_heads", 3), "model.tiny.hidden_size: must be divisible"),
+    "odd head size": (field("model.tiny.hidden_size", 12), "model.tiny.hidden_size: hidden_size / num_heads must be even"),
+    "negative LoRA alpha": (field("training.lora_alpha", -16), "training.lora_alpha: must be positive"),
+    "negative build time": (field("model.tiny.train_minutes", -1), "model.tiny.train_minutes: must be positive"),
+    "negative seed": (field("seed", -1), "seed: must be a non-negative integer"),
+    "unknown vLLM dtype": (field("generator.dtype", "fp8x"), "generator.dtype: 'fp8x' is not allowed"),
+    "model id of the wrong shape": (field("model.name_or_path", "not a model id"), "model.name_or_path: 'not a model id'"),
+    "hub model not available": (field("model.name_or_path", "no-such-org/no-such-model"),
+                                "model.name_or_path: cannot load 'no-such-org/no-such-model'"),
+    "name with a path separator": (field("name", "../outside"), "name: '../outside' cannot name the trial's directory"),
+    "absolute name": (field("name", "/tmp/elsewhere"), "name: '/tmp/elsewhere'"),
+    "unsupported tracking scheme": (field("tracking.uri", "ftp://host/x"), "tracking.uri: scheme 'ftp'"),
+    "tracking URI without host": (field("tracking.uri", "http://"), "tracking.uri: 'http://' names no host"),
+    "sqlite store is a directory": (lambda t, d: write(t, set_field(d, "tracking.uri", f"sqlite:///{t}")),
+                                    "tracking.uri: " + "{tmp}" + " is a directory"),
+    "tracking server that is not MLflow": (not_mlflow, "answers HTTP but is not an MLflow server"),
+    "output_dir is a file": (lambda t, d: (t / "f").write_text("x") and field("output_dir", str(t / "f"))(t, d),
+                             "output_dir: {tmp}/f is a file"),
+    "output_dir under a file": (lambda t, d: (t / "f").write_text("x") and field("output_dir", str(t / "f/runs"))(t, d),
+                                "output_dir: {tmp}/f/runs cannot be created: {tmp}/f is a file"),
+    "trial directory of another config": (trial_of_another_config, "runs/t holds a trial run with a different config"),
+    "data path that does not exist": (field("task.data_path", "/no/such/file.jsonl"), "task.data_path: /no/such/file.jsonl does not exist"),
+    "data path empty": (field("task.data_path", ""), "task.data_path: is empty"),
+    "data path a directory where a file is read": (lambda t, d: field("task.data_path", str(t))(t, d),
+                                                   "task.data_path: {tmp} is a directory; task summarization reads"),
+    "hf: id for a task that reads files": (field("task.data_path", "hf:owner/name"), "task.data_path: task summarization cannot read a HF dataset"),
+    "malformed data line": (data_file(RECORD + b'{"code": broken\n', "d.jsonl"), "d.jsonl: line 2 is not valid JSON"),
+    "undecodable bytes": (data_file(RECORD + b'{"code": "\xff\xfe"}\n', "d.jsonl"), "d.jsonl: line 2, byte 11"),
+    "gzip under a plain name": (data_file(gzip.compress(RECORD + b"oops\n"), "d.jsonl"), "d.jsonl: line 2 is not valid JSON"),
+    "truncated gzip": (data_file(gzip.compress(RECORD * 50)[:-30], "d.jsonl.gz"), "d.jsonl.gz: gzip data is corrupt or truncated"),
+    "other compression": (data_file(b"BZh91AY&SY" + RECORD, "d.jsonl"), "d.jsonl: is a bzip2-compressed file"),
+    "record lacks a field": (data_file(b'{"docstring": "Return one."}\n', "d.jsonl"), "d.jsonl: line 1: record lacks field 'code'"),
+    "too little data for the sizes": (field("sizes.train_examples", 5000), "need 5016"),
+    "--set without '='": (lambda t, d: (write(t, d)[0], ["--set", "training.lr"]), "--set training.lr: expected FIELD=VALUE"),
+    "--set into a value": (lambda t, d: (write(t, d)[0], ["--set", "name.x=1"]), "name: is a str, not a section"),
+}
+
+
+@pytest.mark.parametrize("row", ROWS)
+def test_validate_refuses_with_one_line_naming_the_field_or_file(tmp_path, data_dir, capsys, row):
+    make, expected = ROWS[row]
+    path, extra = make(tmp_path, good_config(tmp_path, data_dir))
+    t0 = time.monotonic()
+    code = cli(["validate", str(path), *extra])
+    err = capsys.readouterr().err
+    assert code == EXIT_CODE, err
+    assert err.startswith("error: ") and err.count("\n") == 1, err   # one line, no traceback
+    assert expected.format(tmp=tmp_path) in err
+    assert time.monotonic() - t0 < 30
+
+
+def test_a_good_config_is_valid(tmp_path, data_dir, capsys):
+    path, _ = write(tmp_path, good_config(tmp_path, data_dir))
+    assert cli(["validate", str(path)]) == 0
+    assert capsys.readouterr().err == ""
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "mlflow.db").exists()   # validate writes nothing
+
+
+@pytest.mark.parametrize("row", ROWS)
+def test_run_refuses_what_validate_refuses_with_the_same_line_before_any_compute(tmp_path, data_dir, capsys, row):
+    make, _ = ROWS[row]
+    path, extra = make(tmp_path, good_config(tmp_path, data_dir))
+    assert cli(["validate", str(path), *extra]) == EXIT_CODE
+    refused = capsys.readouterr().err
+    assert cli(["run", str(path), *extra]) == EXIT_CODE
+    err = capsys.readouterr().err
+    assert err.splitlines()[-1] == refused.strip() and "Traceback" not in err
+    assert not list((tmp_path / "runs").glob("*/gen_00")) and not (tmp_path / "mlflow.db").exists()
+
+
+def test_debug_shows_the_traceback(tmp_path, data_dir):
+    path, _ = write(tmp_path, set_field(good_config(tmp_path, data_dir), "training.lr", 3.0))
+    with pytest.raises(CollapseRayError, match="training.lr"):
+        cli(["validate", str(path), "--debug"])
 
 
 def test_unreachable_tracking_server_fails_within_seconds_naming_the_uri():
@@ -41,7 +206,6 @@ def test_model_that_cannot_be_loaded_fails_before_training(tmp_path, monkeypatch
     with pytest.raises(ModelUnavailable, match="model.name_or_path: cannot load 'no-such-org/no-such-model'"):
         run_trial(cfg)
     assert not list((tmp_path / "runs").rglob("gen_00"))
-
 
 
 def test_mitigations_that_remove_every_sample_stop_the_trial_at_that_generation(tmp_path, tiny_cache):

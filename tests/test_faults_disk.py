@@ -53,6 +53,6 @@ def test_a_disk_full_during_a_checkpoint_fails_in_one_line_and_the_generation_is
     resumed = run_trial(cfg)
     assert len(resumed) == 2 and resumed[0] == kept.metrics   # generation 0 was not redone
     assert [d.generation for d in state.finished()] == [0, 1]
-    assert sorted(p.name for p in gen1.iterdir()) == ["COMPLETE.json", "model", "synthetic.jsonl"]
+    assert sorted(p.name for p in gen1.iterdir()) == ["COMPLETE.json", "drift", "model", "synthetic.jsonl"]
     _, steps = metric_steps(cfg, "train/loss")
     assert steps == [0, 1]

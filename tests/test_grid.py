@@ -21,6 +21,7 @@ import yaml
 from collapse_ray import grid
 from collapse_ray.cli import main as cli
 from collapse_ray.config import ConfigError, ExperimentConfig
+from collapse_ray.errors import GridError
 from tests import grid_crash_hook
 
 REPO = Path(__file__).resolve().parents[1]
@@ -67,11 +68,12 @@ def test_paper_grid_dry_run_plans_90_trials_and_their_gpus_without_ray(capsys):
     out = capsys.readouterr().out
     assert "90 trials = 10 models x 3 tasks x 3 regimes x 1 seeds x 1 mitigations" in out
     assert len([line for line in out.splitlines() if "_s0_none " in line]) == 90
-    # Per trial: vLLM GPUs (TP) + Train GPUs, x 9 trials per model:
-    # 0.6B 1+1, 1B 1+1, 1.7B 1+2, 3B 1+4, 8B 1+8 (x2), 14B 2+8, 30B-A3B 2+8, Scout 4+8, 70B 4+8
-    assert "one trial needs at most 68.25 CPUs and 12 GPUs" in out
-    assert "summed over all trials 4414.5 CPUs and 666 GPUs" in out
-    assert "784 CPUs, 32 GPUs -> max_concurrent_trials = 6" in out
+    # vLLM colocated on the Train GPUs: per trial its Train GPUs, x 9 trials per model:
+    # 0.6B 1, 1B 1, 1.7B 2, 3B 4, and 8 for the six others = 56 x 9; CPUs 0.25 + 4 + 8 per worker.
+    assert "one trial needs at most 68.25 CPUs and 8 GPUs" in out
+    assert "summed over all trials 4414.5 CPUs and 504 GPUs" in out
+    # Every running trial keeps its 8-GPU Train group: 4 x 8 <= 32.
+    assert "784 CPUs, 32 GPUs -> max_concurrent_trials = 4" in out
     assert not ray.is_initialized()
 
 
@@ -121,20 +123,34 @@ def test_trials_are_named_from_their_axes_and_share_output_dir_and_mlflow_experi
     ("grid.axis", [1], "grid.axis"),
     ("base.training.lr", 5, "base.training.lr"),
     ("resources.driver_cpus", 0, "resources.driver_cpus"),
+    ("resources.colocate", "yes", "resources.colocate"),
+    ("cluster", {"cpus": 8, "gpus": 8, "gpus_per_node": 16}, "cluster.gpus_per_node"),
     ("tune.max_concurent_trials", 2, "tune.max_concurent_trials"),
     ("tune.max_failures", -1, "tune.max_failures"),
     ("name", "two words", "name"),
 ])
-def test_grid_config_errors_name_the_field(tmp_path, dotted, value, field):
+def test_grid_config_errors_name_the_field(tmp_path, capsys, dotted, value, field):
     path = write(tmp_path, with_change(dotted, value))
-    with pytest.raises(SystemExit) as err:
-        cli(["grid", str(path), "--dry-run"])
-    assert str(err.value).startswith(f"grid config error: {field}:"), str(err.value)
+    assert cli(["grid", str(path), "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {field}:") and err.count("\n") == 1, err
+
+
+@pytest.mark.parametrize("axis, values", [
+    ("regimes", [{"name": "hybrid", "alpha": 0.5}, {"name": "real-only"}, {"name": "hybrid", "alpha": 0.5}]),
+    ("seeds", [0, 1, 0]),
+    ("tasks", ["codegen", "codegen"]),
+])
+def test_a_value_listed_twice_is_blamed_on_its_own_axis(tmp_path, axis, values):
+    with pytest.raises(ConfigError, match=rf"grid\.{axis}\[2\]: repeats grid\.{axis}\[0\]"
+                       if len(values) == 3 else rf"grid\.{axis}\[1\]: repeats grid\.{axis}\[0\]"):
+        grid.load_grid(write(tmp_path, with_change(f"grid.{axis}", values)))
 
 
 def test_two_models_with_one_label_are_refused_before_anything_runs(tmp_path):
     data = with_change("grid.models", ["Qwen/Qwen3-0.6B", {"name_or_path": "other/Qwen3-0.6B"}])
-    with pytest.raises(ConfigError, match="both be named 'qwen3-0.6b_codegen_real-only_s0_none'.*label"):
+    with pytest.raises(ConfigError, match="grid.models: two trials would both be named "
+                                          "'qwen3-0.6b_codegen_real-only_s0_none'.*label"):
         grid.expand(grid.load_grid(write(tmp_path, data)))
 
 
@@ -149,7 +165,7 @@ def test_dry_run_plans_a_task_this_install_lacks_and_a_real_run_refuses_it(tmp_p
     grid.main(grid_args(path, dry_run=True))
     out = capsys.readouterr().out
     assert "4 trials" in out and "note: task(s) summarization cannot be loaded" in out
-    with pytest.raises(SystemExit, match=r"grid\.tasks\[1\]\.name: unknown task 'summarization'"):
+    with pytest.raises(ConfigError, match=r"grid\.tasks\[1\]\.name: unknown task 'summarization'"):
         grid.main(grid_args(path))
 
 
@@ -200,25 +216,26 @@ def _trial(name: str, driver_cpus: float, generator: dict | None = None, tp_gpus
     return grid.Trial(ExperimentConfig(name=labels.name), labels, res)
 
 
-def test_concurrency_leaves_room_for_one_train_run_so_trials_never_deadlock():
+def test_concurrency_fits_every_running_trials_train_group_so_trials_never_deadlock():
     two_cpus = {"CPU": 2.0, "GPU": 0.0}
     # Tune's default (1 CPU per driver) with a 1-CPU Train worker: only one trial at a time.
     assert grid.plan([_trial(f"t{i}", 1.0, workers=1, per_worker={"CPU": 1.0}) for i in range(3)],
                      two_cpus, "test").concurrency == 1
-    # Fractional drivers: two trials hold 0.5 CPU and one Train run still fits.
+    # Fractional drivers: each trial keeps 0.25 + 0.25 + a 0.5-CPU Train group -> 2 fit in 2 CPUs.
     assert grid.plan([_trial(f"t{i}", 0.25, {"CPU": 0.25}, workers=1, per_worker={"CPU": 0.5}) for i in range(4)],
-                     two_cpus, "test").concurrency == 3
+                     two_cpus, "test").concurrency == 2
     # Training in the driver process: nothing else to leave room for.
     assert grid.plan([_trial(f"t{i}", 1.0) for i in range(3)], two_cpus, "test").concurrency == 2
-    # 8 GPUs: each trial holds a 1-GPU vLLM engine, a Train run takes 4 GPUs -> 4 trials.
+    # 8 GPUs: each trial keeps a 1-GPU vLLM engine and a 4-GPU Train group -> 1 trial.
     gpu_trials = [_trial(f"g{i}", 0.25, {"CPU": 1, "GPU": 1}, workers=4, per_worker={"CPU": 4, "GPU": 1})
                   for i in range(10)]
     p = grid.plan(gpu_trials, {"CPU": 64.0, "GPU": 8.0}, "test")
-    assert (p.concurrency, p.reason.split(":")[0]) == (4, "GPU")
-    # The planner counts the largest held groups first: one TP-4 trial among 1-GPU ones.
+    assert (p.concurrency, p.reason.split(":")[0]) == (1, "GPU")
+    assert grid.plan(gpu_trials, {"CPU": 128.0, "GPU": 20.0}, "test").concurrency == 4   # 4 x 17.25 CPUs too
+    # The planner counts the largest trials first: one TP-4 trial (8 GPUs) among 5-GPU ones.
     mixed = gpu_trials[:3] + [_trial("big", 0.25, {"CPU": 1}, tp_gpus=4, workers=4, per_worker={"GPU": 1})]
-    assert grid.plan(mixed, {"CPU": 64.0, "GPU": 12.0}, "test").concurrency == 4
-    assert grid.plan(mixed, {"CPU": 64.0, "GPU": 10.0}, "test").concurrency == 3
+    assert grid.plan(mixed, {"CPU": 64.0, "GPU": 23.0}, "test").concurrency == 4
+    assert grid.plan(mixed, {"CPU": 64.0, "GPU": 22.0}, "test").concurrency == 3
 
 
 def test_a_trial_larger_than_the_cluster_is_refused_with_its_needs():
@@ -233,10 +250,16 @@ def test_placement_group_holds_driver_then_vllm_actor_then_its_tensor_parallel_g
     data["grid"]["models"] = [{"name_or_path": "Qwen/Qwen3-14B",
                                "resources": {"train_workers": 8, "gpus_per_worker": 1, "cpus_per_worker": 8,
                                              "strategy": "deepspeed", "zero_stage": 3, "tensor_parallel": 2}}]
-    data["resources"] = {"generator_cpus": 4}
+    data["resources"] = {"generator_cpus": 4, "colocate": False}
     res = grid.expand(grid.load_grid(write(tmp_path, data)))[0].resources
     assert res.bundles() == [{"CPU": 0.25}, {"CPU": 4.0}, {"GPU": 1.0}, {"GPU": 1.0}]
     assert res.training() == {"CPU": 64.0, "GPU": 8.0}
+    # Colocated (the default), the vLLM actor is placed beside Train rank 0, on its GPUs.
+    data["resources"] = {"generator_cpus": 4}
+    colocated = grid.expand(grid.load_grid(write(tmp_path, data)))[0].resources
+    assert colocated.bundles() == [{"CPU": 0.25}]
+    assert colocated.held() == {"CPU": 4.25}
+    assert colocated.separate() == res
 
 
 
@@ -352,7 +375,7 @@ def test_resume_restores_a_grid_whose_trial_failed_and_runs_only_what_is_missing
     names = [name.replace("_none", "_dedup") for name in NAMES]
     grid_crash_hook.arm(monkeypatch, f"{names[0]}:1:train")
     config = tiny_grid(tmp_path, tiny_model, data_dir, max_failures=0, mitigations={"dedup": {"dedup": "exact"}})
-    with pytest.raises(SystemExit, match=f"1 trial\\(s\\) failed.*{names[0]}.*--resume"):
+    with pytest.raises(GridError, match=f"1 trial\\(s\\) failed.*{names[0]}.*--resume"):
         grid.main(grid_args(config))
     runs_dir = tmp_path / "runs"
     finished_before = (runs_dir / names[1] / "gen_02" / "COMPLETE.json").stat().st_mtime
@@ -380,7 +403,7 @@ def test_resume_without_an_earlier_grid_says_so_before_starting_ray(tmp_path):
     import ray
 
     config = write(tmp_path, with_change("base.output_dir", str(tmp_path / "runs")))
-    with pytest.raises(SystemExit, match="--resume: no grid state at .*small; run without --resume"):
+    with pytest.raises(GridError, match="--resume: no grid state at .*small; run without --resume"):
         grid.main(grid_args(config, resume=True))
     assert not ray.is_initialized()
 

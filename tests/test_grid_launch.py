@@ -20,6 +20,7 @@ from PIL import Image
 
 from collapse_ray import grid
 from collapse_ray.config import ConfigError
+from collapse_ray.errors import EXIT_CODE
 from collapse_ray.grid.tune_runner import TRIAL_HOOK_ENV
 from tests import grid_crash_hook
 from tests.test_grid import tiny_grid, tiny_model, with_change, write  # noqa: F401 - the tiny model fixture
@@ -45,12 +46,12 @@ def test_a_model_that_moves_its_trials_out_of_the_grids_experiment_or_output_dir
 def test_a_second_launch_of_a_running_grid_is_refused_before_ray_starts(tmp_path):
     import ray
 
-    from collapse_ray.launch_lock import launch_lock
+    from collapse_ray.launch_lock import LaunchLocked, launch_lock
     from tests.test_grid import grid_args
 
     config = write(tmp_path, with_change("base.output_dir", str(tmp_path / "runs")))
     with launch_lock(tmp_path / "runs" / "_tune" / "small", where="grid state"):   # the first launch
-        with pytest.raises(SystemExit, match=r"grid: grid state: .*_tune/small is in use by another launch \(pid "):
+        with pytest.raises(LaunchLocked, match=r"grid state: .*_tune/small is in use by another launch \(pid "):
             grid.main(grid_args(config))
     assert not ray.is_initialized()
 
@@ -69,11 +70,11 @@ def test_a_grid_launch_prints_its_progress_nests_its_trials_and_reports(tmp_path
     console = launch.stdout + launch.stderr
     lines = [line for line in console.splitlines() if line.strip()]
 
-    # The console: the grid's lines only, the first saying where the logs are.
-    assert launch.returncode == 1, console
+    # The console: the grid's lines only, the first saying where the logs are, the last the CLI's error line.
+    assert launch.returncode == EXIT_CODE, console
     state = tmp_path / "runs" / "_tune" / EXPERIMENT
     assert lines[0].startswith(f"[grid] {EXPERIMENT}: Ray's, Tune's and each trial's output go to {state / 'logs'}")
-    assert all(line.startswith("[grid") for line in lines), console
+    assert all(line.startswith("[grid") for line in lines[:-1]), console
     assert "Traceback" not in console and "Loading weights" not in console
     for name in TRIALS:
         assert sum(line.endswith(f"] {name}: started") for line in lines) == 1, console
@@ -89,7 +90,7 @@ def test_a_grid_launch_prints_its_progress_nests_its_trials_and_reports(tmp_path
     failed = [line for line in lines if f"] {FAILING}: FAILED: " in line]
     assert len(failed) == 1 and f"FAILED: RuntimeError: {grid_crash_hook.INJECTED}" in failed[0]
     assert [line for line in lines if grid_crash_hook.INJECTED in line] == [retried[FAILING][0], failed[0]]
-    assert f"1 trial(s) failed after 1 retries: {FAILING}" in lines[-1]
+    assert lines[-1].startswith(f"error: grid {EXPERIMENT}: 1 trial(s) failed after 1 retries: {FAILING}")
     full_log = Path(re.search(r"full log: ([^;]+);", failed[0]).group(1))
     assert full_log == state / "logs" / f"{FAILING}.log"
     trial_output = full_log.read_text()

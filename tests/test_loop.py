@@ -183,3 +183,28 @@ def test_the_generator_sleeps_while_each_generation_trains_and_then_loads_its_we
     cfg = small_config(tmp_path, tiny_cache, generations=1)
     run_trial(cfg, trainer=RecordingTrainer(cfg.training), generator=RecordingGenerator(batch_size=8))
     assert calls == ["prefetch"] + ["sleep", "train", "load"] * 2
+
+
+def test_trials_differing_only_in_regime_compute_generation_0_once(tmp_path, tiny_cache):
+    from collapse_ray.train.local import LocalTrainer
+
+    class CountingTrainer(LocalTrainer):
+        calls = 0
+
+        def train(self, *args, **kwargs):
+            CountingTrainer.calls += 1
+            return super().train(*args, **kwargs)
+
+    first = small_config(tmp_path, tiny_cache, name="first", generations=1)
+    second = small_config(tmp_path, tiny_cache, name="second", generations=1, regime={"name": "hybrid", "alpha": 0.5})
+    m_first = run_trial(first, trainer=CountingTrainer(first.training))
+    m_second = run_trial(second, trainer=CountingTrainer(second.training))
+    assert CountingTrainer.calls == 3   # generation 0 once, generation 1 per trial
+    for key in ("pass_at_1", "bleu4", "train/loss"):
+        assert m_second[0][key] == m_first[0][key], key
+    assert m_first[0]["time/train_s"] > 0 and m_second[0]["time/train_s"] == 0.0   # counted where it was spent
+    client = MlflowClient(second.tracking.uri)
+    exp = client.get_experiment_by_name(second.tracking.experiment)
+    runs = {r.info.run_name: r for r in client.search_runs([exp.experiment_id])}
+    assert runs["second"].data.tags["gen0_source"] == "first" and "gen0_source" not in runs["first"].data.tags
+    assert sorted(m.step for m in client.get_metric_history(runs["second"].info.run_id, "pass_at_1")) == [0, 1]

@@ -20,7 +20,7 @@ import socket
 from pathlib import Path
 from typing import Callable, Sequence
 
-from collapse_ray.data import DataError, read_json_lines
+from collapse_ray.data import DataError, read_json_lines, read_text
 
 VULNERABLE_FILE = "vulnerables.json"
 NON_VULNERABLE_FILE = "non-vulnerables.json"
@@ -59,11 +59,10 @@ def _load_json_array(path: Path, label: int) -> list[dict]:
         raise DataError(f"{path}: file does not exist (a ReVeal directory holds {VULNERABLE_FILE} "
                         f"and {NON_VULNERABLE_FILE})")
     try:
-        items = json.loads(path.read_text(encoding="utf-8"))
+        items = json.loads(read_text(path))
     except json.JSONDecodeError as e:
-        raise DataError(f"{path}: not valid JSON at line {e.lineno}, column {e.colno} ({e.msg})") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise DataError(f"{path}: cannot be read ({e})") from None
+        raise DataError(f"{path}: line {e.lineno}, column {e.colno} is not valid JSON ({e.msg}); "
+                        f"the file must be one JSON array of objects") from None
     if not isinstance(items, list):
         raise DataError(f"{path}: holds a JSON {type(items).__name__}, not an array of functions")
     if not items:
@@ -123,7 +122,8 @@ def load_hub(dataset_id: str, timeout: float = 3.0) -> list[dict]:
 
         splits = datasets.load_dataset(dataset_id)
     except Exception as e:  # noqa: BLE001 - whatever went wrong, say which dataset and why
-        raise DataError(f"{where}: HF dataset cannot be loaded ({type(e).__name__}: {e})") from None
+        raise DataError(f"{where}: HF dataset cannot be loaded ({type(e).__name__}: {e}); check the id and "
+                        f"the network, or give a local .jsonl(.gz) file or ReVeal directory") from None
     records = []
     for split_name, split in splits.items():
         for i, raw in enumerate(split):

@@ -26,12 +26,12 @@ def cache_dir() -> Path:
 
 def stdlib_function_records() -> list[dict]:
     """Every documented standard-library function as a CodeSearchNet record (a fresh list)."""
-    return [dict(r) for r in _records(_cache_key())]
+    return [dict(r) for r in _records(_cache_key(), cache_dir())]
 
 
 @functools.lru_cache(maxsize=2)
-def _records(key: str) -> tuple[dict, ...]:
-    path = cache_dir() / f"stdlib_functions-{key}.jsonl.gz"
+def _records(key: str, directory: Path) -> tuple[dict, ...]:
+    path = directory / f"stdlib_functions-{key}.jsonl.gz"
     try:
         with gzip.open(path, "rt", encoding="utf-8") as f:
             return tuple(json.loads(line) for line in f)

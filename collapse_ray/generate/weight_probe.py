@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
+from collapse_ray.errors import TrialError
 from collapse_ray.generate.base import ModelRef, Sampling
 
 # Mean absolute log-prob difference allowed between engine and trainer, per engine dtype.
@@ -25,7 +26,7 @@ PROBE_TEXTS = (
 PROBE_MAX_TOKENS = 24
 
 
-class StaleWeightsError(RuntimeError):
+class StaleWeightsError(TrialError):
     """The engine's log-probabilities are not those of the model it was asked to load."""
 
 

@@ -1,15 +1,17 @@
 """The grid: one trial per model x task x regime x seed x mitigation, run on Ray Tune.
 
     grid YAML --spec.load_grid--> GridConfig --expand.expand--> [Trial]   (validated before any compute)
-    plan.plan / plan.describe: concurrency and the dry-run's report (no Ray)
+    plan.plan: concurrency; dry_run.describe: the dry-run's report, with estimate.py's disk,
+        wall time and GPU-hours (no Ray)
     tune_runner.run_grid: the trials on Ray Tune (the only module here that imports Ray)
 """
 from __future__ import annotations
 
 from collapse_ray.backends import TrialResources
-from collapse_ray.config import ConfigError
 from collapse_ray.grid.expand import Trial, TrialLabels, expand, regime_label
-from collapse_ray.grid.plan import Plan, configured_cluster, describe, local_resources, plan
+from collapse_ray.grid.dry_run import describe
+from collapse_ray.grid.estimate import PHASE_COSTS_FILE, load_phase_costs
+from collapse_ray.grid.plan import Plan, configured_cluster, local_resources, plan
 from collapse_ray.grid.spec import GridConfig, load_grid
 
 __all__ = ["GridConfig", "Plan", "Trial", "TrialLabels", "TrialResources", "describe", "expand", "load_grid",
@@ -18,19 +20,20 @@ __all__ = ["GridConfig", "Plan", "Trial", "TrialLabels", "TrialResources", "desc
 
 def main(args) -> None:
     """``collapse-ray grid CONFIG [--dry-run] [--resume] [--verbose]``."""
-    try:
-        grid = load_grid(args.config, missing_tasks_ok=args.dry_run)
-        trials = expand(grid, missing_tasks_ok=args.dry_run)
-        if args.dry_run:
-            from collapse_ray.tasks import registered_tasks
+    grid = load_grid(args.config, missing_tasks_ok=args.dry_run)
+    trials = expand(grid, missing_tasks_ok=args.dry_run)
+    if args.dry_run:
+        from collapse_ray.tasks import registered_tasks
 
-            missing = sorted({t.name for t in grid.tasks} - set(registered_tasks()))
-            cluster, source = configured_cluster(grid) or (
-                local_resources(), "this machine, as a local ray.init() would see it")
-            print(describe(grid, trials, plan(trials, cluster, source, grid.tune.max_concurrent_trials), missing))
-            return
-        from collapse_ray.grid.tune_runner import run_grid
+        missing = sorted({t.name for t in grid.tasks} - set(registered_tasks()))
+        cluster, source = configured_cluster(grid) or (
+            local_resources(), "this machine, as a local ray.init() would see it")
+        # Without a configured cluster, this machine is the one node.
+        per_node = grid.cluster.gpus_per_node if grid.cluster else (cluster["GPU"] or None)
+        p = plan(trials, cluster, source, grid.tune.max_concurrent_trials, per_node)
+        costs = load_phase_costs() if PHASE_COSTS_FILE.is_file() else None
+        print(describe(grid, trials, p, missing, per_node, costs))
+        return
+    from collapse_ray.grid.tune_runner import run_grid
 
-        run_grid(grid, trials, resume=args.resume, verbose=getattr(args, "verbose", False))
-    except ConfigError as e:
-        raise SystemExit(f"grid config error: {e}") from None
+    run_grid(grid, trials, resume=args.resume, verbose=getattr(args, "verbose", False))

@@ -41,15 +41,16 @@ def regime_label(regime: Regime) -> str:
 def expand(grid: GridConfig, missing_tasks_ok: bool = False, cwd: str | os.PathLike | None = None) -> list[Trial]:
     """Every trial of the grid, each validated. Relative paths are resolved against ``cwd``
     (Tune runs each trial in a directory of its own)."""
-    trials, seen = [], set()
+    trials, seen = [], {}
     axes = itertools.product(grid.models, grid.tasks, grid.regimes, grid.seeds, grid.mitigations.items())
     for model, task, regime, seed, (mitigation_label, mitigation) in axes:
         labels = TrialLabels(model.label, task.name, regime_label(regime), seed, mitigation_label)
         name = labels.name
         if name in seen:
-            raise ConfigError(f"grid: two trials would both be named {name!r}; give the models distinct "
-                              f"labels (grid.models[].label)")
-        seen.add(name)
+            axis = _clashing_axis(seen[name], (model, task, regime, seed, mitigation_label))
+            raise ConfigError(f"grid.{axis}: two trials would both be named {name!r}: two entries of "
+                              f"grid.{axis} differ but get one label; {_CLASH_FIX[axis]}")
+        seen[name] = (model, task, regime, seed, mitigation_label)
         data = _deep_merge(grid.base, model.overrides)
         data.update(name=name, seed=seed, task=dataclasses.asdict(task), regime=dataclasses.asdict(regime),
                     mitigation=dataclasses.asdict(mitigation))
@@ -75,6 +76,18 @@ def _shared_by_all(trials: list[Trial]) -> None:
                 raise ConfigError(f"trial {t.name}.{field}: {value(t.config)} differs from trial {first.name}'s "
                                   f"{value(first.config)}; every trial of a grid shares {field}: set it in base, "
                                   f"not in a model's overrides")
+
+
+_AXES = ("models", "tasks", "regimes", "seeds", "mitigations")
+_CLASH_FIX = {"models": "give the models distinct labels (grid.models[].label)",
+              "tasks": "one task name may appear once (its data_path is part of the task, not the name)",
+              "regimes": "use parameters that differ in their first 6 significant digits",
+              "seeds": "list each seed once", "mitigations": "give each mitigation its own label"}
+
+
+def _clashing_axis(first: tuple, second: tuple) -> str:
+    """Which axis holds two different values behind one trial name."""
+    return next((axis for axis, a, b in zip(_AXES, first, second) if a != b), "models")
 
 
 def with_driver_ip(trials: list[Trial], ip: str) -> list[Trial]:
@@ -125,16 +138,19 @@ def _resources(cfg: ExperimentConfig, model: ModelResources, grid: GridResources
     driver_cpus = grid.driver_cpus if grid.driver_cpus is not None else (1.0 if driver_computes else 0.25)
     gpu = model.gpus_per_worker > 0
     tp = model.tensor_parallel
+    # Colocated, vLLM serves on the Train workers' GPUs (backends.py): no GPU of its own.
+    colocated = grid.colocate and vllm and ray_train and gpu
     generator = None
     if vllm:
-        generator = {"CPU": grid.generator_cpus, "GPU": 1.0 if gpu and tp == 1 else 0.0}
+        generator = {"CPU": grid.generator_cpus, "GPU": 1.0 if gpu and tp == 1 and not colocated else 0.0}
     return TrialResources(
         driver={"CPU": driver_cpus},
         generator={k: v for k, v in generator.items() if v} if generator else None,
-        tp_gpus=tp if vllm and gpu and tp > 1 else 0,
+        tp_gpus=tp if vllm and gpu and tp > 1 and not colocated else 0,
         train_workers=model.train_workers if ray_train else 0,
         per_worker={"CPU": model.cpus_per_worker, "GPU": model.gpus_per_worker},
         strategy=model.strategy if ray_train else "in-process",
         zero_stage=model.zero_stage,
         tensor_parallel=tp,
+        colocated=colocated,
     )

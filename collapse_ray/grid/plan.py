@@ -1,12 +1,17 @@
-"""How many trials may run at once, and the dry-run's report. Pure: no Ray.
+"""How many trials may run at once. Pure: no Ray.
 
-A trial's placement group holds what the trial keeps for its whole life (its driver, its vLLM
-actor; backends.TrialResources). Ray Train V2 places a fit's workers in a group of its own, so
-they are counted apart. Concurrency is what keeps trials from deadlocking: with ``n`` trials
-running, the groups they hold plus the largest Train run must fit the cluster, so some trial can
-always train and every trial progresses:
+A trial keeps, for its whole life, its placement group (its driver, its vLLM actor) and its Ray
+Train worker group (backends.TrialResources; Train V2 places the group in a placement group of
+its own, started once per trial: train/worker_group.py). A trial therefore never gives its Train
+resources back between generations, and trials cannot take turns on them: with ``n`` trials
+running, everything each keeps must fit at once, or a Train group waits forever for resources
+another trial will never release. So, per resource:
 
-    n = max { n : sum of the n largest held groups + largest Train run <= cluster }, per resource
+    n = max { n : sum of the n largest (held + Train group) <= cluster }
+
+On GPU, a colocated trial (grid ``resources.colocate``) keeps its training GPUs only: its vLLM
+engine sleeps on them while they train. The planner checks that the engine's tensor-parallel
+GPUs exist among the Train ranks of one node.
 """
 from __future__ import annotations
 
@@ -14,10 +19,11 @@ import glob
 import os
 from dataclasses import dataclass
 
-from collapse_ray.backends import add_resources
 from collapse_ray.config import ConfigError
 from collapse_ray.grid.expand import Trial
 from collapse_ray.grid.spec import GridConfig
+
+EPS = 1e-9
 
 
 @dataclass(frozen=True)
@@ -42,85 +48,52 @@ def configured_cluster(grid: GridConfig) -> tuple[dict[str, float], str] | None:
     return {"CPU": grid.cluster.cpus, "GPU": grid.cluster.gpus}, "grid config `cluster:`"
 
 
-def plan(trials: list[Trial], cluster: dict[str, float], source: str, requested: int | None = None) -> Plan:
-    """How many trials may run at once without starving each other (module docstring)."""
+def plan(trials: list[Trial], cluster: dict[str, float], source: str, requested: int | None = None,
+         gpus_per_node: float | None = None) -> Plan:
+    """How many trials may run at once without starving each other (module docstring).
+    ``gpus_per_node``: the nodes' size, where known, for the colocation check."""
     for t in trials:
-        need = add_resources(t.resources.held(), t.resources.training())
-        short = {k: v for k, v in need.items() if v > cluster.get(k, 0.0) + 1e-9}
+        need = t.resources.reserved()
+        short = {k: v for k, v in need.items() if v > cluster.get(k, 0.0) + EPS}
         if short:
             have = ", ".join(f"{cluster.get(k, 0.0):g} {k}" for k in short)
-            raise ConfigError(f"trial {t.name} needs {_fmt_res(need)} but the cluster ({source}) has {have}")
+            raise ConfigError(f"trial {t.name} needs {fmt_resources(need)} but the cluster ({source}) has {have}")
+        check_colocation(t, gpus_per_node)
     bound, reason = len(trials), f"all {len(trials)} trials fit at once"
-    for r in sorted({k for t in trials for k in add_resources(t.resources.held(), t.resources.training())}):
-        held = sorted((t.resources.held().get(r, 0.0) for t in trials), reverse=True)
-        train = max(t.resources.training().get(r, 0.0) for t in trials)
-        n, total = 0, train
-        while n < len(held) and total + held[n] <= cluster.get(r, 0.0) + 1e-9:
-            total += held[n]
+    for r in sorted({k for t in trials for k in t.resources.reserved()}):
+        kept = sorted((t.resources.reserved().get(r, 0.0) for t in trials), reverse=True)
+        n, total = 0, 0.0
+        while n < len(kept) and total + kept[n] <= cluster.get(r, 0.0) + EPS:
+            total += kept[n]
             n += 1
         if n < bound:
-            bound, reason = n, (f"{r}: {n} trial(s) x up to {held[0]:g} held + {train:g} for one Train "
-                                f"run <= {cluster.get(r, 0.0):g}")
-    bound = max(1, bound)   # each trial fits alone (checked above): one at a time cannot deadlock
+            bound, reason = n, (f"{r}: {n} trial(s) x up to {kept[0]:g} (held + Train group) "
+                                f"<= {cluster.get(r, 0.0):g}")
+    bound = max(1, bound)   # each trial fits alone (checked above)
     if requested is not None:
         return Plan(cluster, source, requested, f"tune.max_concurrent_trials (derived bound: {bound}; {reason})")
     return Plan(cluster, source, bound, reason)
 
 
-def _fmt_res(res: dict[str, float]) -> str:
+def check_colocation(trial: Trial, gpus_per_node: float | None) -> None:
+    """A colocated engine runs on the GPUs of the Train ranks on rank 0's node (backends.py): each
+    rank needs whole GPUs, and that node's ranks need at least ``tensor_parallel`` of them."""
+    r = trial.resources
+    if not r.colocated:
+        return
+    per_worker = r.per_worker.get("GPU", 0.0)
+    if per_worker != int(per_worker):
+        raise ConfigError(f"trial {trial.name}: resources.colocate runs vLLM on its Train workers' GPUs, which "
+                          f"needs whole GPUs per worker, got gpus_per_worker {per_worker:g}; use whole GPUs or "
+                          f"set resources.colocate: false")
+    ranks = r.train_workers if gpus_per_node is None else min(r.train_workers, int(gpus_per_node // per_worker))
+    on_node = ranks * per_worker
+    if r.tensor_parallel > on_node:
+        where = "its Train run has" if gpus_per_node is None else f"one node ({gpus_per_node:g} GPUs) holds"
+        raise ConfigError(f"trial {trial.name}: resources.colocate runs vLLM's tensor_parallel "
+                          f"{r.tensor_parallel} on its Train workers' GPUs of one node, but {where} "
+                          f"{on_node:g}; lower tensor_parallel, raise train_workers, or set resources.colocate: false")
+
+
+def fmt_resources(res: dict[str, float]) -> str:
     return " + ".join(f"{v:g} {k}" for k, v in sorted(res.items()) if v) or "nothing"
-
-
-def _one_or_each(values: list[str]) -> str:
-    distinct = list(dict.fromkeys(values))
-    return distinct[0] if len(distinct) == 1 else "per trial: " + ", ".join(distinct)
-
-
-def describe(grid: GridConfig, trials: list[Trial], p: Plan, missing_tasks: list[str]) -> str:
-    """The dry-run's report: every trial with what it reserves, then the totals."""
-    generations = sorted({t.config.generations for t in trials})
-    each = (f"{generations[0] + 1} generations each (0..{generations[0]})" if len(generations) == 1 else
-            f"{generations[0]}..{generations[-1]} generations after generation 0, per trial below")
-    mlflow = _one_or_each([f"{t.config.tracking.uri} experiment {t.config.tracking.experiment!r}" for t in trials])
-    lines = [
-        f"grid {grid.name}: {len(trials)} trials = {len(grid.models)} models x {len(grid.tasks)} tasks x "
-        f"{len(grid.regimes)} regimes x {len(grid.seeds)} seeds x {len(grid.mitigations)} mitigations, {each}",
-        f"MLflow: {mlflow}; trial state: {_one_or_each([t.config.output_dir for t in trials])}",
-    ]
-    if missing_tasks:
-        lines.append(f"note: task(s) {', '.join(missing_tasks)} cannot be loaded in this install; "
-                     f"planned anyway, a real run will refuse them")
-    rows = [("trial", "generations", "driver", "generator", "training")]
-    for t in trials:
-        r = t.resources
-        gen = "HF generate in the driver" if r.generator is None else \
-            f"vLLM {_fmt_res(add_resources(r.generator, {'GPU': float(r.tp_gpus)}))} (TP {r.tensor_parallel})"
-        if r.train_workers:
-            zero = f" ZeRO-{r.zero_stage}" if r.strategy == "deepspeed" and r.zero_stage is not None else ""
-            train = f"Ray Train {r.train_workers} x ({_fmt_res(r.per_worker)}) {r.strategy}{zero}"
-        else:
-            train = "in the driver process"
-        rows.append((t.name, f"0..{t.config.generations}", _fmt_res(r.driver), gen, train))
-    widths = [max(len(row[i]) for row in rows) for i in range(4)]
-    lines += [""] + ["  ".join(f"{c:<{w}}" for c, w in zip(row, widths)) + f"  {row[-1]}" for row in rows]
-
-    lines += ["", "per model, one trial holds (driver + vLLM, for its whole life) and trains on (Ray Train, "
-                  "during each generation's fit):"]
-    width = max(len(t.labels.model) for t in trials)
-    for label in dict.fromkeys(t.labels.model for t in trials):
-        t = next(x for x in trials if x.labels.model == label)
-        n = sum(x.labels.model == label for x in trials)
-        trains = _fmt_res(t.resources.training()) if t.resources.train_workers else "the driver's CPU"
-        lines.append(f"  {label:<{width}} {n:>4} trials  holds {_fmt_res(t.resources.held()):<20}  "
-                     f"trains on {trains}")
-    needs = [add_resources(t.resources.held(), t.resources.training()) for t in trials]
-    peak = {k: max(need.get(k, 0.0) for need in needs) for k in ("CPU", "GPU")}
-    summed = add_resources(*needs)
-    lines += [
-        "",
-        f"totals: {len(trials)} trials; one trial needs at most {peak['CPU']:g} CPUs and {peak['GPU']:g} GPUs; "
-        f"summed over all trials {summed.get('CPU', 0):g} CPUs and {summed.get('GPU', 0):g} GPUs",
-        f"cluster ({p.cluster_source}): {p.cluster.get('CPU', 0):g} CPUs, {p.cluster.get('GPU', 0):g} GPUs "
-        f"-> max_concurrent_trials = {p.concurrency} ({p.reason})",
-    ]
-    return "\n".join(lines)

@@ -8,9 +8,9 @@
       regimes: [name | {name, alpha}]
       seeds: [int]
       mitigations: {label: mitigation settings}
-    resources: {driver_cpus, generator_cpus}
+    resources: {driver_cpus, generator_cpus, colocate}
     tune: {max_concurrent_trials, max_failures, storage_path}
-    cluster: {cpus, gpus}          the cluster to plan for (default: the running one)
+    cluster: {cpus, gpus, gpus_per_node}   the cluster to plan for (default: the running one)
 
 Every error names its field (``grid.regimes[1].alpha: ...``), before any compute.
 """
@@ -23,10 +23,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 
 from collapse_ray.config import (TINY_MODEL, ConfigError, ExperimentConfig, MitigationConfig, ModelConfig,
-                                 TaskConfig, build_dataclass, check_model, config_from_dict,
+                                 TaskConfig, build_dataclass, check_data_path, check_model, config_from_dict,
                                  read_yaml_mapping, require)
 from collapse_ray.labels import short_model_name
 from collapse_ray.regimes import Regime, parse_regime
@@ -34,7 +33,7 @@ from collapse_ray.regimes import Regime, parse_regime
 
 @dataclass
 class ModelResources:
-    train_workers: int = 1           # Ray Train workers per fit (training.backend: ray)
+    train_workers: int = 1           # the trial's Ray Train worker group (training.backend: ray)
     cpus_per_worker: float = 1.0
     gpus_per_worker: float = 0.0
     strategy: Literal["ddp", "deepspeed"] = "ddp"
@@ -57,6 +56,9 @@ class GridResources:
     # generation run in its process), else 0.25 (it only orchestrates Ray Train and vLLM).
     driver_cpus: float | None = None
     generator_cpus: float = 1.0      # the vLLM actor's CPUs
+    # On GPU, vLLM sleeps on its trial's Train workers' GPUs while they train instead of holding
+    # GPUs of its own (backends.py, "GPU colocation"); no effect on CPU or without vLLM.
+    colocate: bool = True
 
 
 @dataclass
@@ -72,6 +74,7 @@ class ClusterSize:
     plan uses the running cluster (ray.cluster_resources()), or for a dry-run this machine."""
     cpus: float = 0.0
     gpus: float = 0.0
+    gpus_per_node: float | None = None   # lets the planner check that a colocated engine fits one node
 
 
 @dataclass
@@ -148,6 +151,9 @@ def load_grid(path: str | os.PathLike, missing_tasks_ok: bool = False) -> GridCo
     if grid.cluster is not None:
         require(grid.cluster.cpus > 0, "cluster.cpus", f"must be positive, got {grid.cluster.cpus}")
         require(grid.cluster.gpus >= 0, "cluster.gpus", f"must be >= 0, got {grid.cluster.gpus}")
+        per_node = grid.cluster.gpus_per_node
+        require(per_node is None or 0 < per_node <= grid.cluster.gpus, "cluster.gpus_per_node",
+                f"must be positive and at most cluster.gpus ({grid.cluster.gpus:g}), got {per_node}")
     return grid
 
 
@@ -160,7 +166,7 @@ def _base(base: Any, grid_path: Path, grid_name: str) -> dict:
     if isinstance(base, str):  # a path to an experiment YAML, relative to the grid file
         base_path = grid_path.parent / base
         require(base_path.is_file(), "base", f"experiment config {base_path} does not exist")
-        base = yaml.safe_load(base_path.read_text()) or {}
+        base = read_yaml_mapping(base_path, "experiment config")
     require(isinstance(base, dict), "base", "must be a mapping (an experiment config) or a path to one")
     base = copy.deepcopy(base)
     base.setdefault("tracking", {}).setdefault("experiment", grid_name)   # one MLflow experiment per grid
@@ -178,7 +184,11 @@ def with_prefix(prefix: str, check) -> Any:
 def _axis(values: Any, key: str, default: Any, parse) -> list:
     values = [default] if values is None else values
     require(isinstance(values, list) and len(values) > 0, f"grid.{key}", f"must be a non-empty list, got {values!r}")
-    return [parse(v, f"grid.{key}[{i}]") for i, v in enumerate(values)]
+    parsed = [parse(v, f"grid.{key}[{i}]") for i, v in enumerate(values)]
+    for i, value in enumerate(parsed):   # the same value twice would make two trials of one name
+        first = parsed.index(value)
+        require(first == i, f"grid.{key}[{i}]", f"repeats grid.{key}[{first}] ({values[i]!r}); list each value once")
+    return parsed
 
 
 def validate_experiment(data: dict, missing_tasks_ok: bool) -> ExperimentConfig:
@@ -234,8 +244,8 @@ def _task(value: Any, where: str, missing_ok: bool) -> TaskConfig:
     known = registered_tasks()
     require(task.name in known or (missing_ok and is_builtin_task(task.name)), f"{where}.name",
             f"unknown task {task.name!r}; known tasks: {', '.join(known)}")
-    require(task.data_path is None or Path(task.data_path).exists(), f"{where}.data_path",
-            f"{task.data_path} does not exist")
+    if task.name in known:
+        check_data_path(task.name, task.data_path, f"{where}.data_path")
     return task
 
 

@@ -36,12 +36,13 @@ from ray import tune
 
 from collapse_ray.backends import build_generator, build_trainer
 from collapse_ray.console import output_to, quiet_libraries, ray_init_options
+from collapse_ray.errors import ConfigError, DataError, GridError
 from collapse_ray.grid.console import GRID_LOG, GridConsole, logs_dir, trial_log
 from collapse_ray.grid.expand import Trial, with_driver_ip
 from collapse_ray.grid.launch import GridLaunch, grid_state_dir
 from collapse_ray.grid.plan import configured_cluster, plan
 from collapse_ray.grid.spec import GridConfig
-from collapse_ray.launch_lock import LaunchLocked, launch_lock
+from collapse_ray.launch_lock import launch_lock
 from collapse_ray.trial_state import TrialState, trial_dir
 
 TRIAL_HOOK_ENV = "COLLAPSE_RAY_TRIAL_HOOK"
@@ -81,8 +82,9 @@ def _drive(trial: Trial, parent_run_id: str | None) -> None:
         with previous.as_directory() as d:
             say(f"restarted by Tune after generation {json.loads(Path(d, 'pointer.json').read_text())['generation']}; "
                 f"continuing from the state in {state_dir}")
-    # The grid's plan guarantees every Train run fits the cluster once others finish: wait for a
-    # turn instead of Train V2's default of giving up (and retrying) every 60 s.
+    # The grid's plan fits every running trial's Train worker group beside the others'; one may
+    # still wait for a finished trial's group to go or for the autoscaler to add a node: wait
+    # instead of Train V2's default of giving up (and retrying) every 60 s.
     os.environ.setdefault("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", str(TRAIN_START_TIMEOUT_S))
 
     def report(generation: int, metrics: dict, gen_dir: Path) -> None:
@@ -120,25 +122,35 @@ def tune_storage(grid: GridConfig, trials: list[Trial]) -> str:
     return str(Path(trials[0].config.output_dir) / "_tune")
 
 
+def runnable(trials: list[Trial]) -> list[Trial]:
+    """The trials as this version can start them: colocation is planned (the dry-run prints it)
+    but vLLM cannot yet be pinned to its Train workers' GPUs, so a colocated trial's engine gets
+    GPUs of its own, and the grid says so once."""
+    colocated = [t for t in trials if t.resources.colocated]
+    if colocated:
+        print(f"[grid] resources.colocate: {len(colocated)} trial(s) planned with vLLM on their Train GPUs; "
+              f"this version gives each vLLM engine GPUs of its own instead (docs/grid.md, \"GPU colocation\")",
+              flush=True)
+    return [dataclasses.replace(t, resources=t.resources.separate()) if t.resources.colocated else t for t in trials]
+
+
 def run_grid(grid: GridConfig, trials: list[Trial], resume: bool = False, verbose: bool = False):
     """Run (or resume) the grid on the cluster ``RAY_ADDRESS`` names (``ray job submit`` sets it),
     on the one this process is connected to, or else on a local Ray started and stopped here.
     ``verbose``: Ray's, Tune's and the trials' output on the console instead of in log files."""
+    trials = runnable(trials)
     storage = tune_storage(grid, trials)
     path = f"{storage.rstrip('/')}/{grid.name}"
     if resume and not tune.Tuner.can_restore(path):
-        raise SystemExit(f"--resume: no grid state at {path}; run without --resume to start the grid")
+        raise GridError(f"--resume: no grid state at {path}; run without --resume to start the grid")
     state = grid_state_dir(grid, trials)
-    try:
-        with launch_lock(state, where="grid state"), _console(state, verbose) as stream:
-            console = GridConsole(trials, state, stream, grid.tune.max_failures)
-            if not verbose:
-                quiet_libraries()   # this process's own MLflow and report output, in its log
-                console.line(f"[grid] {grid.name}: Ray's, Tune's and each trial's output go to {logs_dir(state)} "
-                             f"({GRID_LOG}, <trial>.log); --verbose prints them here")
-            return _launch(grid, trials, storage, resume, verbose, console)
-    except LaunchLocked as e:
-        raise SystemExit(f"grid: {e}") from None
+    with launch_lock(state, where="grid state"), _console(state, verbose) as stream:
+        console = GridConsole(trials, state, stream, grid.tune.max_failures)
+        if not verbose:
+            quiet_libraries()   # this process's own MLflow and report output, in its log
+            console.line(f"[grid] {grid.name}: Ray's, Tune's and each trial's output go to {logs_dir(state)} "
+                         f"({GRID_LOG}, <trial>.log); --verbose prints them here")
+        _launch(grid, trials, storage, resume, verbose, console)
 
 
 def _console(state: Path, verbose: bool):
@@ -165,10 +177,11 @@ def _launch(grid: GridConfig, trials: list[Trial], storage: str, resume: bool, v
     failed, unfinished = outcome
     launch.finish("FAILED" if failed else "KILLED" if unfinished else "FINISHED", report=True)
     if failed:
-        raise SystemExit(f"[grid] {len(failed)} trial(s) failed after {grid.tune.max_failures} retries: "
-                         f"{', '.join(failed)}; fix the cause and run again with --resume")
+        raise GridError(f"grid {grid.name}: {len(failed)} trial(s) failed after {grid.tune.max_failures} retries: "
+                        f"{', '.join(failed)}; fix the cause and run again with --resume")
     if unfinished:
-        raise SystemExit(f"[grid] interrupted with {len(unfinished)} trial(s) unfinished; continue with --resume")
+        raise GridError(f"grid {grid.name}: interrupted with {len(unfinished)} trial(s) unfinished; "
+                        f"continue with --resume")
 
 
 def _prepare(trials: list[Trial], say) -> None:
@@ -177,7 +190,6 @@ def _prepare(trials: list[Trial], say) -> None:
     tiny base model is built, once."""
     from collapse_ray.base_model import resolve_model_path
     from collapse_ray.config import TINY_MODEL
-    from collapse_ray.data import DataError
     from collapse_ray.tasks import get_task
     from collapse_ray.tracking import TrialTracker
 
@@ -188,7 +200,7 @@ def _prepare(trials: list[Trial], say) -> None:
         try:
             get_task(cfg.task.name, cfg.task.options).load(cfg.task.data_path, cfg.seed, cfg.sizes)
         except DataError as e:
-            raise SystemExit(f"grid: task {cfg.task.name} (seed {cfg.seed}) cannot load its data: {e}") from None
+            raise DataError(f"grid: task {cfg.task.name} (seed {cfg.seed}) cannot load its data: {e}") from None
     for uri, experiment in sorted({(t.config.tracking.uri, t.config.tracking.experiment) for t in trials}):
         TrialTracker(uri, experiment)
     models = {json.dumps(dataclasses.asdict(t.config.model), sort_keys=True): t.config.model for t in trials}
@@ -204,7 +216,8 @@ def _fit(grid: GridConfig, trials: list[Trial], storage: str, resume: bool, verb
     path = f"{storage.rstrip('/')}/{grid.name}"
     cluster, source = configured_cluster(grid) or (
         {k: v for k, v in ray.cluster_resources().items() if k in ("CPU", "GPU")}, "ray.cluster_resources()")
-    p = plan(trials, cluster, source, grid.tune.max_concurrent_trials)
+    p = plan(trials, cluster, source, grid.tune.max_concurrent_trials,
+             grid.cluster.gpus_per_node if grid.cluster else None)
     console.line(f"[grid] {grid.name}: {len(trials)} trials, up to {p.concurrency} at once ({p.reason})")
 
     by_name = {t.name: t for t in trials}

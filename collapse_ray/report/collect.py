@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from collapse_ray.errors import CollapseRayError
 from collapse_ray.tracking import GENERATION_KEY, GRID_NAME_TAG, PARENT_RUN_TAG
 
 COLUMNS = ["trial", "model", "task", "regime", "mitigation", "seed", "generation", "metric", "value"]
@@ -16,7 +17,7 @@ TRIAL_TAGS = ("model", "task", "regime", "seed", "mitigation")
 GROUP = ["model", "task", "regime", "mitigation"]   # a seed-averaged line of the study
 
 
-class ReportError(RuntimeError):
+class ReportError(CollapseRayError):
     pass
 
 

@@ -2,6 +2,8 @@
 (`judge`) from the completion token and the status lines (protocol.LINE_*)."""
 from __future__ import annotations
 
+from collapse_ray.errors import SandboxError  # noqa: F401 - importable from here, as before
+
 import json
 import os
 import selectors
@@ -16,10 +18,6 @@ STATUSES = ("passed", "failed", "timeout", "crashed", "memory")
 STDERR_TAIL_BYTES = 2048
 _CRASH_SIGNALS = {signal.SIGSEGV, signal.SIGBUS, signal.SIGILL, signal.SIGFPE, signal.SIGABRT,
                   signal.SIGSYS}
-
-
-class SandboxError(RuntimeError):
-    """The sandbox itself failed (never the program's fault): the result would mean nothing."""
 
 
 class SandboxUnisolated(SandboxError):

@@ -45,6 +45,12 @@ def unavailable_tasks() -> dict[str, str]:
     return dict(_UNAVAILABLE)
 
 
+def task_data_sources(name: str) -> dict[str, str]:
+    """What ``task.data_path`` may be for this task (read from its class, without building it)."""
+    _discover()
+    return getattr(_REGISTRY.get(name), "data_sources", {"file": "a file", "dir": "a directory"})
+
+
 def task_class(name: str) -> type:
     _discover()
     if name not in _REGISTRY:

@@ -50,6 +50,8 @@ class Task:
     stop: ClassVar[tuple[str, ...]]
     # Whether synthetic texts are programs (drift then also reports the share that parses).
     is_code: ClassVar[bool]
+    # What task.data_path may be, each kind ("file", "dir", "hf") with how to describe it.
+    data_sources: ClassVar[dict[str, str]] = {"file": "a file", "dir": "a directory"}
     # Optional: ``label_drift(kept: Sequence[Example]) -> dict[str, float]``. A task whose synthetic
     # data are pseudo-labels defines it; its drift is then measured on the labels, not on the text.
     # The metrics of evaluate() that summarise the task (progress lines, reports), most important first.
@@ -61,7 +63,10 @@ class Task:
 
     @classmethod
     def parse_options(cls, value: Any, where: str = "task.options"):
-        """The typed options from the config's mapping (None: all defaults)."""
+        """The typed options from the config's mapping (None: all defaults; already typed: as they are,
+        so validating a config twice is harmless)."""
+        if isinstance(value, cls.Options):
+            return value
         return build(cls.Options, {} if value is None else value, where)
 
     def load(self, data_path: str | None, seed: int, sizes) -> TaskData:

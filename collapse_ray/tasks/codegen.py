@@ -16,6 +16,7 @@ from collapse_ray.data import DataError
 from collapse_ray.data.codesearchnet import load_function_records
 from collapse_ray.examples import Example
 from collapse_ray.generate.base import Generator, Sampling
+from collapse_ray.metrics.drift import parses
 from collapse_ray.tasks import register_task
 from collapse_ray.tasks.base import Task, TaskData, complete_prompts
 from collapse_ray.typed import require
@@ -67,14 +68,6 @@ def model_prompt(problem: dict) -> str:
     return problem["prompt"].rstrip()
 
 
-def parses(example: Example) -> bool:
-    try:
-        ast.parse(example.text)
-        return True
-    except SyntaxError:
-        return False
-
-
 def function_examples(records: Sequence[dict], max_chars: int = MAX_FUNCTION_CHARS) -> list[Example]:
     out = []
     for r in records:
@@ -94,6 +87,7 @@ class CodeGeneration(Task):
     is_code = True
     headline_metrics = ("pass_at_1", "bleu4")
     Options = CodegenOptions
+    data_sources = {"file": "a CodeSearchNet-format .jsonl or .jsonl.gz file"}
     # config sandbox.allow_unisolated (set by the loop): run programs where no namespace can
     # isolate them, instead of refusing to evaluate.
     allow_unisolated = False
@@ -119,7 +113,7 @@ class CodeGeneration(Task):
         return complete_prompts(generator, prompts, sampling, generation)
 
     def quality_ok(self, example: Example) -> bool:
-        return bool(example.completion.strip()) and parses(example)
+        return bool(example.completion.strip()) and parses(example.text)
 
     def evaluate(self, generator: Generator, test: Sequence[dict], sampling: Sampling) -> dict[str, float]:
         completions, results = run_problems(generator, test, sampling, self.allow_unisolated)

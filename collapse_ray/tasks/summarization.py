@@ -155,6 +155,7 @@ class CodeSummarization(Task):
     is_code = False
     headline_metrics = ("bleu4", "rougeL")
     Options = SummarizationOptions
+    data_sources = {"file": "a CodeSearchNet-format .jsonl or .jsonl.gz file"}
 
     def load(self, data_path: str | None, seed: int, sizes) -> TaskData:
         o = self.options

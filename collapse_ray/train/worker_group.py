@@ -33,11 +33,13 @@ import weakref
 from pathlib import Path
 from typing import Any, Callable
 
+from collapse_ray.errors import TrialError
+
 POLL_S = 1.0             # how long one wait for an acknowledgement blocks before checking the fit
 CLOSE_TIMEOUT_S = 120.0  # how long close() waits for the workers to finish and the fit to return
 
 
-class TrainGroupDied(RuntimeError):
+class TrainGroupDied(TrialError):
     """The trial's Ray Train worker group stopped before acknowledging a job."""
 
 

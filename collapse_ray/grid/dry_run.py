@@ -1,0 +1,149 @@
+"""The dry-run's report: every trial with what it keeps, the totals, the plan, and the estimates
+of disk, wall time and GPU-hours (grid/estimate.py). Pure: no Ray."""
+from __future__ import annotations
+
+import dataclasses
+
+from collapse_ray.backends import add_resources
+from collapse_ray.config import ConfigError
+from collapse_ray.grid import estimate as est
+from collapse_ray.grid.expand import Trial
+from collapse_ray.grid.plan import Plan, fmt_resources, plan
+from collapse_ray.grid.spec import GridConfig
+
+
+def _one_or_each(values: list[str]) -> str:
+    distinct = list(dict.fromkeys(values))
+    return distinct[0] if len(distinct) == 1 else "per trial: " + ", ".join(distinct)
+
+
+def describe(grid: GridConfig, trials: list[Trial], p: Plan, missing_tasks: list[str],
+             gpus_per_node: float | None = None, costs: est.PhaseCosts | None = None) -> str:
+    """The dry-run's report. ``costs``: measured phase costs for CPU trials (None: no time estimate
+    for them)."""
+    generations = sorted({t.config.generations for t in trials})
+    each = (f"{generations[0] + 1} generations each (0..{generations[0]})" if len(generations) == 1 else
+            f"{generations[0]}..{generations[-1]} generations after generation 0, per trial below")
+    mlflow = _one_or_each([f"{t.config.tracking.uri} experiment {t.config.tracking.experiment!r}" for t in trials])
+    lines = [
+        f"grid {grid.name}: {len(trials)} trials = {len(grid.models)} models x {len(grid.tasks)} tasks x "
+        f"{len(grid.regimes)} regimes x {len(grid.seeds)} seeds x {len(grid.mitigations)} mitigations, {each}",
+        f"MLflow: {mlflow}; trial state: {_one_or_each([t.config.output_dir for t in trials])}",
+    ]
+    if missing_tasks:
+        lines.append(f"note: task(s) {', '.join(missing_tasks)} cannot be loaded in this install; "
+                     f"planned anyway, a real run will refuse them")
+    rows = [("trial", "generations", "driver", "generator", "training")]
+    for t in trials:
+        r = t.resources
+        if r.generator is None:
+            gen = "HF generate in the driver"
+        elif r.colocated:
+            gen = f"vLLM {fmt_resources(r.generator)} (TP {r.tensor_parallel}, on the Train GPUs)"
+        else:
+            gen = f"vLLM {fmt_resources(add_resources(r.generator, {'GPU': float(r.tp_gpus)}))} (TP {r.tensor_parallel})"
+        if r.train_workers:
+            zero = f" ZeRO-{r.zero_stage}" if r.strategy == "deepspeed" and r.zero_stage is not None else ""
+            train = f"Ray Train {r.train_workers} x ({fmt_resources(r.per_worker)}) {r.strategy}{zero}"
+        else:
+            train = "in the driver process"
+        rows.append((t.name, f"0..{t.config.generations}", fmt_resources(r.driver), gen, train))
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    lines += [""] + ["  ".join(f"{c:<{w}}" for c, w in zip(row, widths)) + f"  {row[-1]}" for row in rows]
+
+    lines += ["", "per model, one trial keeps for its whole life (driver + vLLM, and its Ray Train worker group):"]
+    width = max(len(t.labels.model) for t in trials)
+    for label in dict.fromkeys(t.labels.model for t in trials):
+        t = next(x for x in trials if x.labels.model == label)
+        n = sum(x.labels.model == label for x in trials)
+        trains = fmt_resources(t.resources.training()) if t.resources.train_workers else "the driver's CPU"
+        lines.append(f"  {label:<{width}} {n:>4} trials  holds {fmt_resources(t.resources.held()):<20}  "
+                     f"Train group {trains}")
+    needs = [t.resources.reserved() for t in trials]
+    peak = {k: max(need.get(k, 0.0) for need in needs) for k in ("CPU", "GPU")}
+    summed = add_resources(*needs)
+    lines += [
+        "",
+        f"totals: {len(trials)} trials; one trial needs at most {peak['CPU']:g} CPUs and {peak['GPU']:g} GPUs; "
+        f"summed over all trials {summed.get('CPU', 0):g} CPUs and {summed.get('GPU', 0):g} GPUs",
+        f"cluster ({p.cluster_source}): {p.cluster.get('CPU', 0):g} CPUs, {p.cluster.get('GPU', 0):g} GPUs "
+        f"-> max_concurrent_trials = {p.concurrency} ({p.reason})",
+    ]
+    return "\n".join(lines + [""] + estimates(grid, trials, p, gpus_per_node, costs))
+
+
+def estimates(grid: GridConfig, trials: list[Trial], p: Plan, gpus_per_node: float | None,
+              costs: est.PhaseCosts | None) -> list[str]:
+    """Disk, wall time and GPU-hours (grid/estimate.py), per model and for the grid."""
+    lines = ["estimates (approximate; docs/grid.md, \"Estimates\"):"]
+    known = [(t, e) for t in trials if (e := est.estimate_trial(t, costs)) is not None]
+    unknown = sorted({t.config.model.name_or_path for t in trials} - {t.config.model.name_or_path for t, _ in known})
+    if unknown:
+        lines.append(f"  no estimate for {', '.join(unknown)}: size unknown (a hub id outside "
+                     f"collapse_ray/model_size.py's table; give a local directory with config.json)")
+    if not known:
+        return lines
+    width = max(len(t.labels.model) for t, _ in known)
+    for label in dict.fromkeys(t.labels.model for t, _ in known):
+        group = [(t, e) for t, e in known if t.labels.model == label]
+        t, e = group[0]
+        kind = "LoRA adapter" if t.config.training.method == "lora" else ("bf16" if e.on_gpu else "float32")
+        line = (f"  {label:<{width}} {est.fmt_count(e.size.n_params)} params ({e.size.source}); per trial: "
+                f"{est.fmt_bytes(e.disk.model_bytes)} per model ({kind}), disk peak {est.fmt_bytes(e.disk.peak_bytes)}, "
+                f"final {est.fmt_bytes(e.disk.final_bytes)}")
+        if e.phase_seconds is not None:
+            per_gen = " + ".join(f"{k} {est.fmt_seconds(v)}" for k, v in e.phase_seconds.items())
+            line += (f"; per generation {per_gen}; {est.fmt_seconds(e.seconds(t.config.generations))} "
+                     f"per trial ({'GPU throughput model' if e.on_gpu else 'CPU, measured costs scaled'})")
+        lines.append(line)
+    peak, final = est.grid_disk([e for _, e in known], p.concurrency)
+    lines.append(f"  disk for the grid: peak {est.fmt_bytes(peak)} with {p.concurrency} trial(s) at once, "
+                 f"{est.fmt_bytes(final)} once all have finished (retention as configured; synthetic data kept)")
+
+    timed = [(t, e) for t, e in known if e.phase_seconds is not None]
+    on_gpu = any(e.on_gpu for _, e in known)
+    on_cpu = any(not e.on_gpu for _, e in known)
+    lines.append("  time from: " + ("; ".join(filter(None, [
+        None if not on_cpu else f"{costs.source}, scaled by examples x tokens x parameters" if costs else
+        "no phase costs file (benchmarks/phase_costs.json): no time for CPU trials",
+        f"GPU trials: throughput model ({est.TRAIN_MFU:.0%} MFU training, {est.GENERATE_MFU:.0%} decoding, "
+        f"{est.PEAK_FLOPS / 1e12:g} TFLOP/s bf16 per GPU, weights saved and loaded at "
+        f"{est.SYNC_BYTES_PER_S / 1e9:g} GB/s)" if on_gpu else None]))))
+    if not timed:
+        return lines
+    seconds = [e.seconds(t.config.generations) for t, e in timed]
+    wall, parallel = est.grid_wall_seconds(seconds, p.concurrency, on_gpu, p.cluster.get("CPU", 0.0), costs)
+    total = sum(seconds)
+    lines.append(f"  grid wall time ~ {est.fmt_seconds(wall)} ({len(timed)} trials, {est.fmt_seconds(total)} "
+                 f"summed, {parallel:.3g} at full speed at once)")
+    if on_gpu:
+        lines += _gpu_hours(trials, timed, p, gpus_per_node)
+    return lines
+
+
+def _gpu_hours(trials: list[Trial], timed: list[tuple[Trial, est.TrialEstimate]], p: Plan,
+               gpus_per_node: float | None) -> list[str]:
+    """GPU-hours and wall time with vLLM colocated on the training GPUs vs on GPUs of its own."""
+    seconds = [(t, e.seconds(t.config.generations)) for t, e in timed]
+
+    def hours(separate: bool) -> float:
+        return sum(s * (t.resources.separate() if separate else t.resources).reserved().get("GPU", 0.0)
+                   for t, s in seconds) / 3600
+
+    if not any(t.resources.colocated for t in trials):
+        return [f"  GPU-hours ~ {hours(False):.1f} (vLLM on GPUs of its own: resources.colocate is false)"]
+    total = sum(s for _, s in seconds)
+    lines = [f"  GPU colocated (vLLM sleeps on the Train GPUs): max_concurrent_trials {p.concurrency}, "
+             f"wall ~ {total / p.concurrency / 3600:.3g} h, {hours(False):.1f} GPU-hours"]
+    separate = [dataclasses.replace(t, resources=t.resources.separate()) for t in trials]
+    try:
+        sp = plan(separate, p.cluster, p.cluster_source, None, gpus_per_node)
+    except ConfigError as e:
+        return lines + [f"  GPU separate (resources.colocate: false): does not fit ({e})"]
+    # Separate serving GPUs wait through every training phase of their trial.
+    idle = sum((t.config.generations + 1) * e.phase_seconds["train"] * t.resources.serving_gpus()
+               for t, e in timed if t.resources.colocated) / 3600
+    lines.append(f"  GPU separate (resources.colocate: false): max_concurrent_trials {sp.concurrency}, "
+                 f"wall ~ {total / sp.concurrency / 3600:.3g} h, {hours(True):.1f} GPU-hours ({idle:.1f} of "
+                 f"them serving GPUs idle while their trial trains)")
+    return lines

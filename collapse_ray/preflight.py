@@ -1,0 +1,121 @@
+"""Everything a trial refuses before compute, in one function that ``validate``, ``run`` and each
+grid trial call, so ``validate`` refuses exactly what ``run`` would.
+
+    preflight(cfg) -> TaskData
+      config values   typed fields, ranges, names, shapes, URI schemes, data path kinds (config.py)
+      output_dir      a directory that exists or can be created, and can be written; the trial's
+                      directory, if it exists, holds this config's trial
+      tracking        a local store's path can be created; an HTTP server answers and is MLflow
+      model           a hub id's config can be had (cache or hub); a local directory's config reads
+      data            the task's real data loads and splits: this reads it, so a bad file is named
+                      with its line here, not an hour later
+
+Imports no torch, MLflow or Ray: what it reads is files, the HF cache, and one HTTP request.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Callable
+
+from collapse_ray.config import TINY_MODEL, ExperimentConfig
+from collapse_ray.errors import ConfigError, ModelError
+
+
+def preflight(cfg: ExperimentConfig, say: Callable[[str], None] = lambda msg: None):
+    """Check ``cfg`` against this machine and return its task's real data (``TaskData``)."""
+    from collapse_ray.tasks import get_task
+    from collapse_ray.tracking import check_reachable
+
+    cfg.validate()
+    check_output_dir(cfg)
+    check_tracking_store(cfg.tracking.uri)
+    check_reachable(cfg.tracking.uri)
+    check_model_available(cfg.model.name_or_path)
+    if cfg.model.name_or_path == TINY_MODEL:
+        check_tiny_model_cache(cfg)
+    say(f"reading the {cfg.task.name} task's data ({cfg.task.data_path or 'its default source'}) ...")
+    return get_task(cfg.task.name, cfg.task.options).load(cfg.task.data_path, cfg.seed, cfg.sizes)
+
+
+def check_output_dir(cfg: ExperimentConfig) -> None:
+    from collapse_ray.loop import config_fingerprint
+    from collapse_ray.trial_state import TrialState
+
+    _require(bool(cfg.output_dir.strip()), "output_dir", "must not be empty; e.g. runs")
+    out = Path(cfg.output_dir)
+    _writable_dir(out, "output_dir")
+    trial = out / cfg.name
+    _require(not trial.exists() or trial.is_dir(), "output_dir",
+             f"{trial} (the trial's directory) is a file; move it away or choose another name")
+    if trial.is_dir():
+        TrialState.check_owner(trial, config_fingerprint(cfg))
+
+
+def check_tracking_store(uri: str) -> None:
+    """A local store (SQLite file, file store directory) whose path MLflow can create and write."""
+    if uri.startswith("sqlite:///"):
+        db = Path(uri[len("sqlite:///"):].split("?", 1)[0])
+        _require(not db.is_dir(), "tracking.uri", f"{db} is a directory, not an SQLite database file")
+        if db.exists():
+            _require(os.access(db, os.R_OK | os.W_OK), "tracking.uri", f"{db} cannot be written (permissions)")
+        else:
+            _writable_dir(db.parent, "tracking.uri")
+    elif uri.startswith("file:") or "://" not in uri:
+        path = Path(uri[len("file://"):] if uri.startswith("file://") else uri.removeprefix("file:"))
+        _writable_dir(path, "tracking.uri")
+
+
+def check_model_available(name_or_path: str) -> None:
+    """A hub model's config is in the HF cache or can be downloaded; a local one's config parses.
+    The tiny model is built by ``run`` itself, so there is nothing to check for it here."""
+    if name_or_path == TINY_MODEL:
+        return
+    local = Path(name_or_path).expanduser()
+    if local.is_dir():
+        config = local / "config.json"
+        if config.is_file():
+            try:
+                json.loads(config.read_text(encoding="utf-8"))
+            except (ValueError, OSError) as e:
+                raise ModelError(f"model.name_or_path: {config} cannot be read as JSON ({e}); "
+                                 f"it is not a model saved in HF format") from None
+        return
+    from huggingface_hub import hf_hub_download
+
+    try:
+        hf_hub_download(name_or_path, "config.json", etag_timeout=5)
+    except Exception as e:  # noqa: BLE001 - offline, a typo, gated, no access: all say the same
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        raise ModelError(f"model.name_or_path: cannot load {name_or_path!r} ({type(e).__name__}: {first}); "
+                         f"check the id, your access, and the network (offline, only models in the HF "
+                         f"cache can be used)") from None
+
+
+def check_tiny_model_cache(cfg: ExperimentConfig) -> None:
+    """The tiny model is built into ``model.tiny.cache_dir`` unless it is there already."""
+    from collapse_ray.base_model import model_dir_for
+
+    built = model_dir_for(cfg.model.tiny)
+    if not (built / "build_info.json").is_file():
+        _writable_dir(Path(cfg.model.tiny.cache_dir).expanduser(), "model.tiny.cache_dir")
+
+
+def _writable_dir(path: Path, where: str) -> None:
+    """``path`` is a directory that exists or can be created, and this user can write in it."""
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if existing == path:
+        _require(path.is_dir(), where, f"{path} is a file, not a directory; choose a directory")
+    else:
+        _require(existing.is_dir(), where, f"{path} cannot be created: {existing} is a file")
+    _require(os.access(existing, os.W_OK | os.X_OK), where,
+             f"{path} cannot be {'written' if existing == path else 'created'}: no write permission on "
+             f"{existing}; choose a directory you can write")
+
+
+def _require(ok: bool, where: str, message: str) -> None:
+    if not ok:
+        raise ConfigError(f"{where}: {message}")
