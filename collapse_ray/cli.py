@@ -55,10 +55,12 @@ def _nest(dotted: dict) -> dict:
 
 
 def cmd_run(args) -> None:
+    from collapse_ray.console import prepare_run_console
     from collapse_ray.interrupts import stop_on_signals
 
     cfg = _load(args)
     print(f"[{cfg.name}] config {args.config} loaded; importing the trial's code ...", file=sys.stderr, flush=True)
+    prepare_run_console(cfg, args.verbose)
     with stop_on_signals():
         from collapse_ray.loop import run_trial
 
@@ -112,6 +114,8 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="run (or resume) one trial in this process", parents=[common])
     with_config(p)
+    p.add_argument("--verbose", action="store_true",
+                   help="also print the libraries' progress bars and INFO lines, and Ray workers' output")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("validate", help="check a config as `run` does before any compute (runs nothing)",
@@ -130,6 +134,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("config", help="grid YAML")
     p.add_argument("--dry-run", action="store_true", help="print the trials and their resources, run nothing")
     p.add_argument("--resume", action="store_true", help="continue an interrupted grid")
+    p.add_argument("--verbose", action="store_true",
+                   help="print Ray's, Tune's and the trials' output here instead of in the grid's log files")
     p.set_defaults(func=cmd_grid)
 
     p = sub.add_parser("report", help="collapse curves, the study's table, paired differences and onset, "

@@ -34,8 +34,8 @@ class Progress:
         eta = ""
         if done > 0:
             per_gen = (time.monotonic() - self.started) / done
-            eta = f", ETA {_fmt(per_gen * (self.total - generation))}"
-        self.say(f"started (elapsed {_fmt(time.monotonic() - self.started)}{eta})")
+            eta = f", ETA {format_duration(per_gen * (self.total - generation))}"
+        self.say(f"started (elapsed {format_duration(time.monotonic() - self.started)}{eta})")
 
     @contextmanager
     def phase(self, name: str):
@@ -44,10 +44,10 @@ class Progress:
         yield
         seconds = time.monotonic() - t0
         self.phase_seconds[name] = self.phase_seconds.get(name, 0.0) + seconds
-        self.say(f"{name} done in {_fmt(seconds)}")
+        self.say(f"{name} done in {format_duration(seconds)}")
 
 
-def _fmt(seconds: float) -> str:
+def format_duration(seconds: float) -> str:
     seconds = int(seconds)
     if seconds < 60:
         return f"{seconds}s"

@@ -4,6 +4,8 @@ With ``COLLAPSE_RAY_TRIAL_HOOK=tests.grid_crash_hook:crash_once`` and ``CRASH_EN
 comma-separated ``<trial>:<generation>:<phase>`` entries, that trial's driver dies (os._exit) once,
 at phase "train" (model saved, generation unfinished) or "report" (MLflow logged, Tune not told).
 A marker file in the trial's directory makes it once: the retried driver runs through.
+``FAIL_ENV`` holding ``<trial>:<generation>`` entries makes that trial's training raise at that
+generation every time, so it fails for real once Tune's retries are spent.
 """
 from __future__ import annotations
 
@@ -16,6 +18,8 @@ from collapse_ray.trial_state import trial_dir
 
 HOOK = "tests.grid_crash_hook:crash_once"
 CRASH_ENV = "COLLAPSE_RAY_GRID_CRASH_ONCE"
+FAIL_ENV = "COLLAPSE_RAY_GRID_FAIL_ALWAYS"
+INJECTED = "injected failure"
 
 
 def arm(monkeypatch, entries: str) -> None:
@@ -37,16 +41,16 @@ def crash_once(cfg, trainer, report):
 
 
 class _CrashOnce:
-    def __init__(self, generation: int | None, phase: str | None, marker: Path | None):
-        self.generation, self.phase, self.marker = generation, phase, marker
+    def __init__(self, generation: int | None, phase: str | None, marker: Path | None, fail_at: set[int]):
+        self.generation, self.phase, self.marker, self.fail_at = generation, phase, marker, fail_at
 
     @classmethod
     def from_env(cls, trial: str, state_dir: Path) -> "_CrashOnce":
-        for entry in os.environ.get(CRASH_ENV, "").split(","):
-            parts = entry.strip().split(":")
+        fail_at = {int(parts[1]) for parts in _entries(FAIL_ENV) if len(parts) == 2 and parts[0] == trial}
+        for parts in _entries(CRASH_ENV):
             if len(parts) == 3 and parts[0] == trial:
-                return cls(int(parts[1]), parts[2], state_dir / f".crashed-gen{parts[1]}-{parts[2]}")
-        return cls(None, None, None)
+                return cls(int(parts[1]), parts[2], state_dir / f".crashed-gen{parts[1]}-{parts[2]}", fail_at)
+        return cls(None, None, None, fail_at)
 
     def at(self, generation: int, phase: str) -> None:
         if (generation, phase) == (self.generation, self.phase) and not self.marker.exists():
@@ -54,10 +58,16 @@ class _CrashOnce:
             print(f"[{CRASH_ENV}] killing this trial driver at generation {generation}, phase {phase}",
                   file=sys.stderr, flush=True)
             os._exit(1)
+        if phase == "train" and generation in self.fail_at:
+            raise RuntimeError(f"{INJECTED}: this trial always fails at generation {generation}")
+
+
+def _entries(env: str) -> list[list[str]]:
+    return [entry.strip().split(":") for entry in os.environ.get(env, "").split(",") if entry.strip()]
 
 
 class _CrashingTrainer:
-    """Passes through to the real trainer; lets the crash fire after a generation's training."""
+    """Passes through to the real trainer; lets the crash (or failure) fire after a generation's training."""
 
     def __init__(self, inner, crash: _CrashOnce):
         self.inner, self.crash = inner, crash

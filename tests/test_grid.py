@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import io
 import json
 import os
 import signal
@@ -26,8 +27,8 @@ from tests import grid_crash_hook
 REPO = Path(__file__).resolve().parents[1]
 
 
-def grid_args(config, dry_run=False, resume=False) -> argparse.Namespace:
-    return argparse.Namespace(config=str(config), dry_run=dry_run, resume=resume)
+def grid_args(config, dry_run=False, resume=False, verbose=False) -> argparse.Namespace:
+    return argparse.Namespace(config=str(config), dry_run=dry_run, resume=resume, verbose=verbose)
 
 
 def write(tmp_path: Path, data: dict, name: str = "grid.yaml") -> Path:
@@ -170,9 +171,7 @@ def test_dry_run_plans_a_task_this_install_lacks_and_a_real_run_refuses_it(tmp_p
 
 def test_each_trial_keeps_its_own_generations_in_the_dry_run_and_progress_lines(tmp_path, capsys):
     """A model's overrides may change generations: neither report may take the first trial's."""
-    from types import SimpleNamespace
-
-    from collapse_ray.grid.tune_runner import GridProgress
+    from collapse_ray.grid.console import GridConsole
 
     data = with_change("grid.models", ["Qwen/Qwen3-0.6B", {"name_or_path": "Qwen/Qwen3-1.7B",
                                                            "overrides": {"generations": 5}}])
@@ -184,12 +183,16 @@ def test_each_trial_keeps_its_own_generations_in_the_dry_run_and_progress_lines(
                     "qwen3-1.7b_codegen_real-only_s0_none": "0..5", "qwen3-1.7b_codegen_hybrid0.5_s0_none": "0..5"}
     assert "generations each" not in out
 
-    progress = GridProgress(grid.expand(grid.load_grid(path)))
+    stream = io.StringIO()
+    console = GridConsole(grid.expand(grid.load_grid(path)), tmp_path / "state", stream, max_failures=2)
     for name, generation in (("qwen3-0.6b_codegen_real-only_s0_none", 1), ("qwen3-1.7b_codegen_real-only_s0_none", 4)):
-        progress.on_trial_result(0, [], SimpleNamespace(config={"trial": name}), {"generation": generation})
-    lines = capsys.readouterr().out.splitlines()
-    assert [line.split("] ")[1] for line in lines] == ["qwen3-0.6b_codegen_real-only_s0_none: generation 1/2 done ",
-                                                       "qwen3-1.7b_codegen_real-only_s0_none: generation 4/5 done "]
+        console.trial_started(name)
+        console.generation_done(name, {"generation": generation})
+    lines = [line.split("] ", 1)[1] for line in stream.getvalue().splitlines() if "generation" in line]
+    assert [line.split(" (ETA")[0] for line in lines] == [
+        "qwen3-0.6b_codegen_real-only_s0_none: generation 1/2 done ",
+        "qwen3-1.7b_codegen_real-only_s0_none: generation 4/5 done "]
+    assert all(" (ETA " in line for line in lines)   # neither is at its last generation
 
 
 def test_a_trial_carries_its_labels_into_its_name_and_mlflow_tags(tmp_path):
@@ -276,7 +279,8 @@ def tiny_model(tmp_path_factory, data_dir) -> str:
 
 
 def tiny_grid(tmp_path: Path, model: str, data_dir: Path, *, name="g", generations=2, backend="local",
-              regimes=("real-only", "synthetic-only"), tracking=None, max_failures=1, mitigations=None) -> Path:
+              regimes=("real-only", "synthetic-only"), tracking=None, max_failures=1, mitigations=None,
+              seeds=(0,)) -> Path:
     ray_backends = backend == "ray"
     functions = data_dir / "codesearchnet" / "codesearchnet_python_sample.jsonl"
     data = {
@@ -292,25 +296,31 @@ def tiny_grid(tmp_path: Path, model: str, data_dir: Path, *, name="g", generatio
         },
         "grid": {"models": [{"name_or_path": model, "label": "tiny",
                              "resources": {"train_workers": 1, "cpus_per_worker": 0.5}}],
-                 "regimes": list(regimes), **({"mitigations": mitigations} if mitigations else {})},
+                 "regimes": list(regimes), "seeds": list(seeds),
+                 **({"mitigations": mitigations} if mitigations else {})},
         "resources": {"driver_cpus": 0.25 if ray_backends else 1.0, "generator_cpus": 0.25},
         "tune": {"max_failures": max_failures},
     }
     return write(tmp_path, data)
 
 
-def logged_steps(uri: str, experiment: str) -> dict[str, dict[str, list[int]]]:
-    """run name -> metric -> the steps it was logged at (every logged point, duplicates kept)."""
+def logged_steps(uri: str, experiment: str, parent_run_id: str | None = None) -> dict[str, dict[str, list[int]]]:
+    """trial run name -> metric -> the steps it was logged at (every logged point, duplicates kept),
+    its status, tags and parent run. The grid launch's parent run is left out (its id, or each
+    run tagged with a grid name)."""
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=uri)
     exp = client.get_experiment_by_name(experiment)
     out = {}
     for run in client.search_runs([exp.experiment_id]):
+        if run.info.run_id == parent_run_id or "grid" in run.data.tags:
+            continue
         history = {k: sorted(m.step for m in client.get_metric_history(run.info.run_id, k))
                    for k in ("generation", "train/loss", "pass_at_1")}
         tags = {k: v for k, v in run.data.tags.items() if not k.startswith("mlflow.")}
-        out[run.info.run_name] = {**history, "status": run.info.status, "tags": tags}
+        out[run.info.run_name] = {**history, "status": run.info.status, "tags": tags,
+                                  "parent": run.data.tags.get("mlflow.parentRunId")}
     return out
 
 
@@ -335,7 +345,7 @@ def test_two_trial_grid_logs_one_mlflow_run_per_trial_to_a_tracking_server(tmp_p
     assert f"{NAMES[0]}: generation 2/2 done pass_at_1=" in out   # the task's headline metrics lead
     runs = logged_steps(mlflow_server, "served")
     assert_each_generation_logged_once(runs, NAMES, generations=2)
-    assert runs[NAMES[1]]["tags"] == {"model": tiny_model, "task": "codegen", "regime": "synthetic-only",
+    assert runs[NAMES[1]]["tags"] == {"model": "tiny", "task": "codegen", "regime": "synthetic-only",
                                       "seed": "0", "mitigation": "none"}
 
 
@@ -349,7 +359,9 @@ def test_killed_drivers_are_retried_and_resume_at_their_unfinished_generation(tm
     runs_dir = tmp_path / "runs"
     crashed_a = (runs_dir / NAMES[0] / ".crashed-gen1-train").stat().st_mtime
     crashed_b = (runs_dir / NAMES[1] / ".crashed-gen1-report").stat().st_mtime
-    done = {name: [(runs_dir / name / f"gen_{g:02d}" / "COMPLETE.json").stat().st_mtime for g in range(3)]
+    # When each generation produced its synthetic data (COMPLETE.json is rewritten when retention
+    # later prunes the generation's model, so its time says nothing here).
+    done = {name: [(runs_dir / name / f"gen_{g:02d}" / "synthetic.jsonl").stat().st_mtime for g in range(3)]
             for name in NAMES}
     assert done[NAMES[0]][0] < crashed_a < done[NAMES[0]][1]   # generation 1 redone, 0 kept
     assert done[NAMES[1]][1] < crashed_b < done[NAMES[1]][2]   # generation 1 kept, 2 run after
@@ -368,13 +380,23 @@ def test_resume_restores_a_grid_whose_trial_failed_and_runs_only_what_is_missing
     runs_dir = tmp_path / "runs"
     finished_before = (runs_dir / names[1] / "gen_02" / "COMPLETE.json").stat().st_mtime
     assert not (runs_dir / names[0] / "gen_01" / "COMPLETE.json").exists()
+    parent_file = runs_dir / "_tune" / "g" / "mlflow_parent_run.json"
+    parent_id = json.loads(parent_file.read_text())["run_id"]
 
     grid.main(grid_args(config, resume=True))
     assert (runs_dir / names[1] / "gen_02" / "COMPLETE.json").stat().st_mtime == finished_before
     assert (runs_dir / names[0] / "gen_02" / "COMPLETE.json").exists()
-    runs = logged_steps(f"sqlite:///{tmp_path / 'mlflow.db'}", "g")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    runs = logged_steps(uri, "g", parent_id)
     assert_each_generation_logged_once(runs, names, 2)
     assert {runs[name]["tags"]["mitigation"] for name in names} == {"dedup"}
+    # The resumed launch reopened its parent run, which ends FINISHED with both trials under it.
+    from mlflow.tracking import MlflowClient
+
+    assert json.loads(parent_file.read_text())["run_id"] == parent_id
+    parent = MlflowClient(tracking_uri=uri).get_run(parent_id)
+    assert (parent.info.status, parent.data.tags["grid"]) == ("FINISHED", "g")
+    assert all(runs[name]["parent"] == parent_id for name in names)
 
 
 def test_resume_without_an_earlier_grid_says_so_before_starting_ray(tmp_path):

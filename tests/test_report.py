@@ -66,15 +66,17 @@ def rest(uri: str, endpoint: str, query: dict | None = None, body: dict | None =
         return json.loads(resp.read())
 
 
-def histories_via_rest(uri: str, parent_id: str) -> tuple[list[dict], dict]:
-    """(child runs, values[(regime, metric, generation)] -> list over seeds), from the REST API alone."""
-    exp_id = rest(uri, "experiments/get-by-name", {"experiment_name": EXPERIMENT})["experiment"]["experiment_id"]
+def histories_via_rest(uri: str, parent_id: str, experiment: str = EXPERIMENT,
+                       metrics: tuple[str, ...] = TABLE_METRICS) -> tuple[list[dict], dict]:
+    """(the experiment's runs, values[(regime, metric, generation)] -> list over the seeds of
+    ``parent_id``'s children), from the REST API alone."""
+    exp_id = rest(uri, "experiments/get-by-name", {"experiment_name": experiment})["experiment"]["experiment_id"]
     runs = rest(uri, "runs/search", body={"experiment_ids": [exp_id], "max_results": 100})["runs"]
-    children = [r for r in runs if any(t["key"] == "mlflow.parentRunId" for t in r["data"].get("tags", []))]
+    children = [r for r in runs if {"key": "mlflow.parentRunId", "value": parent_id} in r["data"].get("tags", [])]
     values = defaultdict(list)
     for run in children:
         tags = {t["key"]: t["value"] for t in run["data"]["tags"]}
-        for metric in TABLE_METRICS:
+        for metric in metrics:
             history = rest(uri, "metrics/get-history", {"run_id": run["info"]["run_id"], "metric_key": metric})
             for point in history["metrics"]:
                 values[(tags["regime"], metric, int(point.get("step", 0)))].append(point["value"])
@@ -88,6 +90,28 @@ def read_csv(path: Path) -> list[dict]:
 
 def fmt(x: float) -> str:
     return f"{x:.4g}"
+
+
+def assert_table_matches_histories(out: Path, values: dict) -> None:
+    """Every row of the report's table.csv (and its cell in table.md) is the mean / sd / n / change
+    of ``values`` (histories_via_rest) at that regime, metric and generation."""
+    table, table_md = read_csv(out / "table.csv"), (out / "table.md").read_text()
+    assert table
+    for row in table:
+        seeds = values[(row["regime"], row["metric"], int(row["generation"]))]
+        gen0 = statistics.mean(values[(row["regime"], row["metric"], 0)])
+        assert int(row["n"]) == len(seeds)
+        assert float(row["mean"]) == pytest.approx(statistics.mean(seeds), rel=1e-12)
+        assert float(row["change"]) == pytest.approx(statistics.mean(seeds) - gen0, abs=1e-12)
+        if gen0 == 0:
+            assert row["rel_change"] in ("", "nan")
+        else:
+            assert float(row["rel_change"]) == pytest.approx((statistics.mean(seeds) - gen0) / abs(gen0))
+        if len(seeds) > 1:
+            assert float(row["sd"]) == pytest.approx(statistics.stdev(seeds), rel=1e-12)
+            assert f"{fmt(statistics.mean(seeds))} ± {fmt(statistics.stdev(seeds))} (n={len(seeds)}" in table_md
+        else:
+            assert row["sd"] in ("", "nan") and f"{fmt(seeds[0])} (n=1" in table_md
 
 
 def run_report(uri: str, experiment: str, out: Path, *extra: str) -> subprocess.CompletedProcess:
@@ -141,18 +165,7 @@ def test_report_end_to_end_against_an_mlflow_server(report):
     assert {(r["regime"], r["metric"], int(r["generation"])) for r in table} == {
         (regime, metric, g) for regime in ("real-only", "synthetic-only") for metric in TABLE_METRICS for g in (0, 2)}
     table_md = (out / "table.md").read_text()
-    for row in table:
-        seeds = values[(row["regime"], row["metric"], int(row["generation"]))]
-        gen0 = statistics.mean(values[(row["regime"], row["metric"], 0)])
-        assert int(row["n"]) == len(seeds)
-        assert float(row["mean"]) == pytest.approx(statistics.mean(seeds), rel=1e-12)
-        assert float(row["sd"]) == pytest.approx(statistics.stdev(seeds), rel=1e-12)
-        assert float(row["change"]) == pytest.approx(statistics.mean(seeds) - gen0, abs=1e-12)
-        if gen0 == 0:
-            assert row["rel_change"] in ("", "nan")
-        else:
-            assert float(row["rel_change"]) == pytest.approx((statistics.mean(seeds) - gen0) / abs(gen0))
-        assert f"{fmt(statistics.mean(seeds))} ± {fmt(statistics.stdev(seeds))} (n={len(seeds)}" in table_md
+    assert_table_matches_histories(out, values)
     assert "(n=2; -30.0%)" in table_md   # synthetic-only pass@1 at generation 2: 0.35 against 0.5
 
     # Onset, by hand: synthetic-only pass@1 means 0.5, 0.4333, 0.35 (-13%, -30%) -> generation 1;

@@ -19,7 +19,7 @@ __all__ = ["GridConfig", "Plan", "Trial", "TrialLabels", "TrialResources", "desc
 
 
 def main(args) -> None:
-    """``collapse-ray grid CONFIG [--dry-run] [--resume]``."""
+    """``collapse-ray grid CONFIG [--dry-run] [--resume] [--verbose]``."""
     grid = load_grid(args.config, missing_tasks_ok=args.dry_run)
     trials = expand(grid, missing_tasks_ok=args.dry_run)
     if args.dry_run:
@@ -36,4 +36,4 @@ def main(args) -> None:
         return
     from collapse_ray.grid.tune_runner import run_grid
 
-    run_grid(grid, trials, resume=args.resume)
+    run_grid(grid, trials, resume=args.resume, verbose=getattr(args, "verbose", False))

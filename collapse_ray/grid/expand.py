@@ -61,7 +61,21 @@ def expand(grid: GridConfig, missing_tasks_ok: bool = False, cwd: str | os.PathL
         if cfg.task.name != data["task"]["name"]:   # a dry-run validated a task it cannot load as a known one
             cfg = dataclasses.replace(cfg, task=TaskConfig(**data["task"]))
         trials.append(Trial(cfg, labels, _resources(cfg, model.resources, grid.resources)))
+    _shared_by_all(trials)
     return trials
+
+
+def _shared_by_all(trials: list[Trial]) -> None:
+    """One grid, one place: every trial shares output_dir (the grid's state lives under it) and
+    the MLflow experiment (the launch's parent run holds every trial's run)."""
+    first = trials[0]
+    for t in trials[1:]:
+        for field, value in (("output_dir", lambda c: c.output_dir),
+                             ("tracking", lambda c: (c.tracking.uri, c.tracking.experiment))):
+            if value(t.config) != value(first.config):
+                raise ConfigError(f"trial {t.name}.{field}: {value(t.config)} differs from trial {first.name}'s "
+                                  f"{value(first.config)}; every trial of a grid shares {field}: set it in base, "
+                                  f"not in a model's overrides")
 
 
 _AXES = ("models", "tasks", "regimes", "seeds", "mitigations")

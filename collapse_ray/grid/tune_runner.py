@@ -8,6 +8,11 @@ Resume. A trial's on-disk state (trial_state.py) is the truth: a retried or rest
 ``run_trial`` again, which continues at the first unfinished generation and never logs an MLflow
 step twice. Tune's checkpoint is a small pointer to that state.
 
+Launch. One launch at a time per grid state (launch_lock.py); an MLflow parent run per launch
+(grid/launch.py), reopened on ``--resume``, with every trial's run nested under it and the
+launch's report logged to it at the end. The console shows grid/console.py's lines; Ray, Tune
+and each trial driver write to log files in the grid's state directory, unless ``verbose``.
+
 Hook. ``COLLAPSE_RAY_TRIAL_HOOK=module:function`` (the module importable where the trial drivers
 run) makes each trial driver call ``function(cfg, trainer, report)`` and run the trial with the
 ``(trainer, report)`` it returns: wrappers that observe, or break, a trial (the fault tests use
@@ -15,6 +20,7 @@ tests/grid_crash_hook.py).
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib
 import json
@@ -22,16 +28,21 @@ import os
 import sys
 import tempfile
 import time
+import traceback
 from pathlib import Path
 
 import ray
 from ray import tune
 
 from collapse_ray.backends import build_generator, build_trainer
+from collapse_ray.console import output_to, quiet_libraries, ray_init_options
 from collapse_ray.errors import ConfigError, DataError, GridError
+from collapse_ray.grid.console import GRID_LOG, GridConsole, logs_dir, trial_log
 from collapse_ray.grid.expand import Trial, with_driver_ip
+from collapse_ray.grid.launch import GridLaunch, grid_state_dir
 from collapse_ray.grid.plan import configured_cluster, plan
 from collapse_ray.grid.spec import GridConfig
+from collapse_ray.launch_lock import launch_lock
 from collapse_ray.trial_state import TrialState, trial_dir
 
 TRIAL_HOOK_ENV = "COLLAPSE_RAY_TRIAL_HOOK"
@@ -40,17 +51,32 @@ TRAIN_START_TIMEOUT_S = 3600   # how long a trial's Train run waits for its work
 
 # ---------------------------------------------------------------- the trial driver (Tune trainable)
 
-def trial_driver(params: dict, trials: dict[str, Trial]) -> None:
-    """One Tune trial: run (or resume) the trial's recursive loop, reporting each generation."""
-    from collapse_ray.loop import run_trial
-
+def trial_driver(params: dict, trials: dict[str, Trial], grid_state: str, parent_run_id: str | None,
+                 verbose: bool) -> None:
+    """One Tune trial: run (or resume) the trial's recursive loop, reporting each generation. Its
+    output (and the traceback of its failure) goes to its log in the grid's state, unless ``verbose``."""
     if params["trial"] not in trials:
         raise ValueError(f"trial {params['trial']} is no longer in the grid config; restore the config "
                          f"it was started with, or start the grid afresh")
-    trial = trials[params["trial"]]
+    name = params["trial"]
+    with contextlib.nullcontext() if verbose else output_to(trial_log(grid_state, name)):
+        if not verbose:
+            quiet_libraries()
+        print(f"==== {time.strftime('%Y-%m-%d %H:%M:%S')}: trial {name}, driver pid {os.getpid()} on "
+              f"{ray.util.get_node_ip_address()}", file=sys.stderr, flush=True)
+        try:
+            _drive(trials[name], parent_run_id)
+        except BaseException:
+            traceback.print_exc()   # into the trial's log; Tune records it too
+            raise
+
+
+def _drive(trial: Trial, parent_run_id: str | None) -> None:
+    from collapse_ray.loop import run_trial
+
     cfg = trial.config
     state_dir = trial_dir(cfg.output_dir, cfg.name)
-    say = _say(cfg.name)
+    say = lambda msg: print(f"[{cfg.name}] {msg}", file=sys.stderr, flush=True)   # noqa: E731
     previous = tune.get_checkpoint()
     if previous is not None:
         with previous.as_directory() as d:
@@ -71,7 +97,8 @@ def trial_driver(params: dict, trials: dict[str, Trial]) -> None:
     trainer = build_trainer(cfg, say, trial.resources)
     generator = build_generator(cfg, trial.resources, ray.util.get_current_placement_group())
     trainer, report = _hook()(cfg, trainer, report)
-    run_trial(cfg, trainer=trainer, generator=generator, report=report, labels=trial.labels)
+    run_trial(cfg, trainer=trainer, generator=generator, report=report, labels=trial.labels,
+              parent_run_id=parent_run_id)
 
 
 def _hook():
@@ -84,10 +111,6 @@ def _hook():
         return getattr(importlib.import_module(module), name)
     except (ImportError, AttributeError) as e:
         raise RuntimeError(f"{TRIAL_HOOK_ENV}={target!r}: cannot load it ({e}); expected module:function") from None
-
-
-def _say(name: str):
-    return lambda msg: print(f"[{name}] {msg}", file=sys.stderr, flush=True)
 
 
 # ---------------------------------------------------------------- running the grid
@@ -111,27 +134,57 @@ def runnable(trials: list[Trial]) -> list[Trial]:
     return [dataclasses.replace(t, resources=t.resources.separate()) if t.resources.colocated else t for t in trials]
 
 
-def run_grid(grid: GridConfig, trials: list[Trial], resume: bool = False):
+def run_grid(grid: GridConfig, trials: list[Trial], resume: bool = False, verbose: bool = False):
     """Run (or resume) the grid on the cluster ``RAY_ADDRESS`` names (``ray job submit`` sets it),
-    on the one this process is connected to, or else on a local Ray started and stopped here."""
+    on the one this process is connected to, or else on a local Ray started and stopped here.
+    ``verbose``: Ray's, Tune's and the trials' output on the console instead of in log files."""
     trials = runnable(trials)
     storage = tune_storage(grid, trials)
     path = f"{storage.rstrip('/')}/{grid.name}"
     if resume and not tune.Tuner.can_restore(path):
         raise GridError(f"--resume: no grid state at {path}; run without --resume to start the grid")
+    state = grid_state_dir(grid, trials)
+    with launch_lock(state, where="grid state"), _console(state, verbose) as stream:
+        console = GridConsole(trials, state, stream, grid.tune.max_failures)
+        if not verbose:
+            quiet_libraries()   # this process's own MLflow and report output, in its log
+            console.line(f"[grid] {grid.name}: Ray's, Tune's and each trial's output go to {logs_dir(state)} "
+                         f"({GRID_LOG}, <trial>.log); --verbose prints them here")
+        _launch(grid, trials, storage, resume, verbose, console)
+
+
+def _console(state: Path, verbose: bool):
+    return contextlib.nullcontext(sys.stdout) if verbose else output_to(logs_dir(state) / GRID_LOG)
+
+
+def _launch(grid: GridConfig, trials: list[Trial], storage: str, resume: bool, verbose: bool,
+            console: GridConsole):
     trials = with_driver_ip(trials, ray.util.get_node_ip_address())
-    _prepare(trials)
+    _prepare(trials, console.line)
+    launch = GridLaunch(grid, trials, console.state_dir, console.line)
+    launch.start(resume)
     started_here = not ray.is_initialized()
-    if started_here:
-        ray.init()
+    if started_here:   # workers' output reaches this process, whose output is the grid's log
+        ray.init(**ray_init_options(verbose, log_to_driver=True))
     try:
-        return _fit(grid, trials, storage, resume)
+        outcome = _fit(grid, trials, storage, resume, verbose, console, launch.run_id)
+    except BaseException as e:
+        launch.finish("KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED", report=False)
+        raise
     finally:
         if started_here:
             ray.shutdown()
+    failed, unfinished = outcome
+    launch.finish("FAILED" if failed else "KILLED" if unfinished else "FINISHED", report=True)
+    if failed:
+        raise GridError(f"grid {grid.name}: {len(failed)} trial(s) failed after {grid.tune.max_failures} retries: "
+                        f"{', '.join(failed)}; fix the cause and run again with --resume")
+    if unfinished:
+        raise GridError(f"grid {grid.name}: interrupted with {len(unfinished)} trial(s) unfinished; "
+                        f"continue with --resume")
 
 
-def _prepare(trials: list[Trial]) -> None:
+def _prepare(trials: list[Trial], say) -> None:
     """Before any trial starts: every trial's real data loads, the tracking store answers (and
     its schema and experiment exist, so concurrent trials do not race to create them), and the
     tiny base model is built, once."""
@@ -153,24 +206,30 @@ def _prepare(trials: list[Trial]) -> None:
     models = {json.dumps(dataclasses.asdict(t.config.model), sort_keys=True): t.config.model for t in trials}
     for key in sorted(models):
         if models[key].name_or_path == TINY_MODEL:
-            resolve_model_path(models[key], progress=_say("grid"))
+            resolve_model_path(models[key], progress=lambda msg: say(f"[grid] {msg}"))
 
 
-def _fit(grid: GridConfig, trials: list[Trial], storage: str, resume: bool):
+def _fit(grid: GridConfig, trials: list[Trial], storage: str, resume: bool, verbose: bool, console: GridConsole,
+         parent_run_id: str) -> tuple[list[str], list[str]]:
+    """Run the trials on Tune; returns (failed, unfinished) trial names."""
+    global _CONSOLE
     path = f"{storage.rstrip('/')}/{grid.name}"
     cluster, source = configured_cluster(grid) or (
         {k: v for k, v in ray.cluster_resources().items() if k in ("CPU", "GPU")}, "ray.cluster_resources()")
     p = plan(trials, cluster, source, grid.tune.max_concurrent_trials,
              grid.cluster.gpus_per_node if grid.cluster else None)
-    print(f"[grid] {grid.name}: {len(trials)} trials, up to {p.concurrency} at once ({p.reason})", flush=True)
+    console.line(f"[grid] {grid.name}: {len(trials)} trials, up to {p.concurrency} at once ({p.reason})")
 
     by_name = {t.name: t for t in trials}
     pgfs = {t.name: tune.PlacementGroupFactory(t.resources.bundles(), strategy="PACK") for t in trials}
-    trainable = tune.with_resources(tune.with_parameters(trial_driver, trials=by_name),
-                                    resources=lambda params: pgfs[params["trial"]])
+    trainable = tune.with_resources(
+        tune.with_parameters(trial_driver, trials=by_name, grid_state=str(console.state_dir),
+                             parent_run_id=parent_run_id, verbose=verbose),
+        resources=lambda params: pgfs[params["trial"]])
+    _CONSOLE = console
     if resume:
-        # Tune's own settings (concurrency, max_failures) come back from its saved state.
-        print(f"[grid] resuming {path}", flush=True)
+        # Tune's own settings (concurrency, max_failures, its callbacks) come back from its saved state.
+        console.line(f"[grid] resuming {path}")
         tuner = tune.Tuner.restore(path, trainable=trainable, resume_errored=True)
     else:
         tuner = tune.Tuner(
@@ -182,52 +241,51 @@ def _fit(grid: GridConfig, trials: list[Trial], storage: str, resume: bool):
             run_config=tune.RunConfig(
                 name=grid.name, storage_path=storage,
                 failure_config=tune.FailureConfig(max_failures=grid.tune.max_failures),
-                callbacks=[GridProgress(trials)]),
+                callbacks=[GridProgress()], **({} if verbose else {"verbose": 0})),
         )
-    results = tuner.fit()
+    try:
+        results = tuner.fit()
+    finally:
+        _CONSOLE = None
     failed = [str(r.config.get("trial")) for r in results if r.error is not None]
     unfinished = [t.name for t in trials   # the trials' state is the truth
                   if not TrialState.read(trial_dir(t.config.output_dir, t.name)).is_finished(t.config.generations)]
-    print(f"[grid] {grid.name}: {len(trials) - len(unfinished)}/{len(trials)} trials finished; "
-          f"Tune state in {path}", flush=True)
-    if failed:
-        raise GridError(f"grid {grid.name}: {len(failed)} trial(s) failed after {grid.tune.max_failures} retries: "
-                        f"{', '.join(failed)}; fix the cause and run again with --resume")
-    if unfinished:
-        raise GridError(f"grid {grid.name}: interrupted with {len(unfinished)} trial(s) unfinished; "
-                        f"continue with --resume")
-    return results
+    console.line(f"[grid] {grid.name}: {len(trials) - len(unfinished)}/{len(trials)} trials finished; "
+                 f"Tune state in {path}")
+    return failed, unfinished
+
+
+# The console of the launch running in this process. Tune pickles its callbacks into its state
+# and brings them back on --resume, so GridProgress keeps nothing itself (no stream, no counts).
+_CONSOLE: GridConsole | None = None
 
 
 class GridProgress(tune.Callback):
-    """One line per finished generation and per trial state change, on the grid driver."""
-
-    def __init__(self, trials: list[Trial]):
-        from collapse_ray.tasks import headline_metrics
-
-        self.generations = {t.name: t.config.generations for t in trials}   # each trial's last generation
-        self.headline = {t.name: headline_metrics(t.config.task.name) for t in trials}
-        self.done: set[str] = set()
-        self.started = time.monotonic()
-
-    def _line(self, msg: str) -> None:
-        elapsed = int(time.monotonic() - self.started)
-        print(f"[grid {elapsed // 60}m{elapsed % 60:02d}s, {len(self.done)}/{len(self.generations)} trials done] "
-              f"{msg}", flush=True)
+    """Tune's trial events, as the running launch's console lines (grid/console.py), on the grid driver."""
 
     def on_trial_start(self, iteration, trials, trial, **info):
-        self._line(f"{trial.config['trial']}: started")
+        if _CONSOLE:
+            _CONSOLE.trial_started(trial.config["trial"])
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        name = trial.config["trial"]
-        keys = [k for k in (*self.headline[name], "train/loss") if k in result]
-        shown = ", ".join(f"{k}={result[k]:.4g}" for k in keys)
-        self._line(f"{name}: generation {result.get('generation')}/{self.generations[name]} done {shown}")
+        if _CONSOLE:
+            _CONSOLE.generation_done(trial.config["trial"], result)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
-        self.done.add(trial.config["trial"])
-        self._line(f"{trial.config['trial']}: finished")
+        if _CONSOLE:
+            _CONSOLE.trial_finished(trial.config["trial"])
+
+    def on_trial_recover(self, iteration, trials, trial, **info):
+        if _CONSOLE:
+            _CONSOLE.trial_retried(trial.config["trial"], _error_text(trial), trial.num_failures)
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        self._line(f"{trial.config['trial']}: driver failed (Tune retries up to max_failures; the trial "
-                   f"resumes at its first unfinished generation)")
+        if _CONSOLE:
+            _CONSOLE.trial_failed(trial.config["trial"], _error_text(trial))
+
+
+def _error_text(trial) -> str | None:
+    """The trial's error file as Tune just wrote it: on this machine (``trial.get_error`` reads the
+    storage copy, synced later)."""
+    path = trial.error_file
+    return Path(path).read_text(errors="replace") if path and Path(path).is_file() else trial.get_error()
