@@ -89,8 +89,10 @@ def cmd_base_build(args) -> None:
 
 def cmd_grid(args) -> None:
     from collapse_ray.grid import main as grid_main
+    from collapse_ray.interrupts import sigterm_as_sigint
 
-    grid_main(args)
+    with sigterm_as_sigint():   # Tune's clean stop (state saved, trials stopped) for kill too
+        grid_main(args)
 
 
 def cmd_report(args) -> None:

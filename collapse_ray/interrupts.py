@@ -4,7 +4,8 @@ every ``finally`` runs, the MLflow run is marked KILLED and finished generations
 SIGTERM is what ``kill``, Slurm and Kubernetes send; by default it ends Python at once, without
 any cleanup, leaving the MLflow run RUNNING. ``stop_on_signals`` turns it into ``Interrupted``, a
 ``KeyboardInterrupt`` (so code that already handles Ctrl-C handles it too). The grid driver uses
-the same handler around Tune's fit.
+``sigterm_as_sigint`` instead: Tune stops a grid cleanly on SIGINT (it saves its state and stops the
+trials), and ends the process at once on SIGTERM.
 """
 from __future__ import annotations
 
@@ -59,3 +60,17 @@ def stop_on_signals(signals=STOP_SIGNALS):
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
+
+
+@contextmanager
+def sigterm_as_sigint():
+    """Within the block a SIGTERM is delivered to this process as a SIGINT, so that whoever handles
+    SIGINT (Ctrl-C; Tune's clean stop during a fit) handles ``kill``, Slurm and Kubernetes too."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: os.kill(os.getpid(), signal.SIGINT))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -175,6 +175,7 @@ def _launch(grid: GridConfig, trials: list[Trial], storage: str, resume: bool, v
         if started_here:
             ray.shutdown()
     failed, unfinished = outcome
+    mark_stopped_trials_killed([t for t in trials if t.name in unfinished and t.name not in failed])
     launch.finish("FAILED" if failed else "KILLED" if unfinished else "FINISHED", report=True)
     if failed:
         raise GridError(f"grid {grid.name}: {len(failed)} trial(s) failed after {grid.tune.max_failures} retries: "
@@ -182,6 +183,20 @@ def _launch(grid: GridConfig, trials: list[Trial], storage: str, resume: bool, v
     if unfinished:
         raise GridError(f"grid {grid.name}: interrupted with {len(unfinished)} trial(s) unfinished; "
                         f"continue with --resume")
+
+
+def mark_stopped_trials_killed(trials: list[Trial]) -> None:
+    """Tune stops a trial by killing its driver, whose own cleanup never runs: its MLflow run would
+    stay RUNNING. Each run still RUNNING (its id is in the trial's state) is marked KILLED."""
+    from mlflow.tracking import MlflowClient
+
+    for t in trials:
+        run_id = TrialState.read(trial_dir(t.config.output_dir, t.name)).mlflow_run_id
+        if run_id is None:
+            continue
+        client = MlflowClient(tracking_uri=t.config.tracking.uri)
+        if client.get_run(run_id).info.status == "RUNNING":
+            client.set_terminated(run_id, status="KILLED")
 
 
 def _prepare(trials: list[Trial], say) -> None:
