@@ -37,6 +37,7 @@ from ray import tune
 from collapse_ray.backends import build_generator, build_trainer
 from collapse_ray.console import output_to, quiet_libraries, ray_init_options
 from collapse_ray.errors import ConfigError, DataError, GridError
+from collapse_ray.interrupts import sigterm_as_sigint
 from collapse_ray.grid.console import GRID_LOG, GridConsole, logs_dir, trial_log
 from collapse_ray.grid.expand import Trial, with_driver_ip
 from collapse_ray.grid.launch import GridLaunch, grid_state_dir
@@ -167,7 +168,8 @@ def _launch(grid: GridConfig, trials: list[Trial], storage: str, resume: bool, v
     if started_here:   # workers' output reaches this process, whose output is the grid's log
         ray.init(**ray_init_options(verbose, log_to_driver=True))
     try:
-        outcome = _fit(grid, trials, storage, resume, verbose, console, launch.run_id)
+        with sigterm_as_sigint():   # again: ray.init put its own SIGTERM handler (log, then abort) in place
+            outcome = _fit(grid, trials, storage, resume, verbose, console, launch.run_id)
     except BaseException as e:
         launch.finish("KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED", report=False)
         raise
