@@ -17,8 +17,13 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def python(code: str, **env: str) -> subprocess.CompletedProcess:
+    """``code`` in a fresh interpreter, without the quieting variables an earlier test's
+    quiet_libraries() may have left in this process's environment."""
+    from collapse_ray.console import QUIET_ENV
+
+    inherited = {k: v for k, v in os.environ.items() if k not in QUIET_ENV}
     return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "PYTHONPATH": str(REPO), **env})
+                          env={**inherited, "PYTHONPATH": str(REPO), **env})
 
 
 def test_output_to_sends_every_writer_to_the_log_and_keeps_a_stream_to_the_console(tmp_path):

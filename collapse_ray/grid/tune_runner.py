@@ -188,8 +188,9 @@ def _launch(grid: GridConfig, trials: list[Trial], storage: str, resume: bool, v
 
 
 def mark_stopped_trials_killed(trials: list[Trial]) -> None:
-    """Tune stops a trial by killing its driver, whose own cleanup never runs: its MLflow run would
-    stay RUNNING. Each run still RUNNING (its id is in the trial's state) is marked KILLED."""
+    """A trial Tune stopped (not one that failed: those are not passed here) ends as RUNNING, when
+    its driver was killed before its cleanup ran, or as FAILED, when Tune's stop reached the loop as
+    an error; either way it was stopped, and its run (its id is in the trial's state) is marked KILLED."""
     from mlflow.tracking import MlflowClient
 
     for t in trials:
@@ -197,7 +198,7 @@ def mark_stopped_trials_killed(trials: list[Trial]) -> None:
         if run_id is None:
             continue
         client = MlflowClient(tracking_uri=t.config.tracking.uri)
-        if client.get_run(run_id).info.status == "RUNNING":
+        if client.get_run(run_id).info.status in ("RUNNING", "FAILED"):
             client.set_terminated(run_id, status="KILLED")
 
 
