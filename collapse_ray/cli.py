@@ -11,7 +11,6 @@ import argparse
 import os
 import shlex
 import sys
-from pathlib import Path
 
 import yaml
 
@@ -63,8 +62,9 @@ def cmd_run(args) -> None:
     prepare_run_console(cfg, args.verbose)
     with stop_on_signals():
         from collapse_ray.loop import run_trial
+        from collapse_ray.trial_state import trial_dir
 
-        args.trial_dir = Path(cfg.output_dir) / cfg.name
+        args.trial_dir = trial_dir(cfg.output_dir, cfg.name)
         metrics = run_trial(cfg)
     print(f"trial {cfg.name}: {len(metrics)} generations finished; MLflow: {cfg.tracking.uri} "
           f"(experiment {cfg.tracking.experiment!r})")

@@ -20,7 +20,9 @@ from pathlib import Path
 from typing import Callable
 
 from collapse_ray.config import TINY_MODEL, ExperimentConfig
-from collapse_ray.errors import ConfigError, ModelError
+from collapse_ray.errors import ModelError
+from collapse_ray.trial_state import trial_dir
+from collapse_ray.typed import require
 
 
 def preflight(cfg: ExperimentConfig, say: Callable[[str], None] = lambda msg: None):
@@ -43,11 +45,11 @@ def check_output_dir(cfg: ExperimentConfig) -> None:
     from collapse_ray.loop import config_fingerprint
     from collapse_ray.trial_state import TrialState
 
-    _require(bool(cfg.output_dir.strip()), "output_dir", "must not be empty; e.g. runs")
+    require(bool(cfg.output_dir.strip()), "output_dir", "must not be empty; e.g. runs")
     out = Path(cfg.output_dir)
     _writable_dir(out, "output_dir")
-    trial = out / cfg.name
-    _require(not trial.exists() or trial.is_dir(), "output_dir",
+    trial = trial_dir(out, cfg.name)
+    require(not trial.exists() or trial.is_dir(), "output_dir",
              f"{trial} (the trial's directory) is a file; move it away or choose another name")
     if trial.is_dir():
         TrialState.check_owner(trial, config_fingerprint(cfg))
@@ -57,9 +59,9 @@ def check_tracking_store(uri: str) -> None:
     """A local store (SQLite file, file store directory) whose path MLflow can create and write."""
     if uri.startswith("sqlite:///"):
         db = Path(uri[len("sqlite:///"):].split("?", 1)[0])
-        _require(not db.is_dir(), "tracking.uri", f"{db} is a directory, not an SQLite database file")
+        require(not db.is_dir(), "tracking.uri", f"{db} is a directory, not an SQLite database file")
         if db.exists():
-            _require(os.access(db, os.R_OK | os.W_OK), "tracking.uri", f"{db} cannot be written (permissions)")
+            require(os.access(db, os.R_OK | os.W_OK), "tracking.uri", f"{db} cannot be written (permissions)")
         else:
             _writable_dir(db.parent, "tracking.uri")
     elif uri.startswith("file:") or "://" not in uri:
@@ -108,14 +110,10 @@ def _writable_dir(path: Path, where: str) -> None:
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
     if existing == path:
-        _require(path.is_dir(), where, f"{path} is a file, not a directory; choose a directory")
+        require(path.is_dir(), where, f"{path} is a file, not a directory; choose a directory")
     else:
-        _require(existing.is_dir(), where, f"{path} cannot be created: {existing} is a file")
-    _require(os.access(existing, os.W_OK | os.X_OK), where,
+        require(existing.is_dir(), where, f"{path} cannot be created: {existing} is a file")
+    require(os.access(existing, os.W_OK | os.X_OK), where,
              f"{path} cannot be {'written' if existing == path else 'created'}: no write permission on "
              f"{existing}; choose a directory you can write")
 
-
-def _require(ok: bool, where: str, message: str) -> None:
-    if not ok:
-        raise ConfigError(f"{where}: {message}")
