@@ -17,7 +17,8 @@ Recipe (the cache key is a hash of all of it):
              AdamW, linear warmup then cosine decay to 10%; the step count is planned from the
              throughput of the first steps, and re-planned after every step, so the schedule
              fills ``train_minutes`` of wall time (the step count, and so the weights, depend on
-             the machine's speed; ``build_info.json`` records what was done)
+             the machine's speed; ``build_info.json`` records what was done), unless
+             ``train_steps`` pins the step count, which makes the weights machine-independent
 """
 from __future__ import annotations
 
@@ -79,6 +80,8 @@ def recipe_of(tiny: TinyModelConfig, corpus: Sequence[str] | None = None) -> dic
     """Everything the model depends on: the config's fields but ``cache_dir``, the corpus, the
     fixed training settings and the code's ``RECIPE_VERSION``."""
     fields = {k: v for k, v in dataclasses.asdict(tiny).items() if k != "cache_dir"}
+    # A step-pinned recipe does not depend on time; an unpinned one keeps its earlier hash.
+    fields.pop("train_minutes" if tiny.train_steps is not None else "train_steps")
     return {"recipe_version": RECIPE_VERSION, **fields, "corpus": corpus_id(corpus),
             "train": TRAIN_SETTINGS}
 
@@ -270,7 +273,8 @@ def pack(tokenizer, texts: Sequence[str], context_length: int, seed: int):
 
 
 def train(model, blocks, tiny: TinyModelConfig, progress) -> dict:
-    """Train on ``blocks`` for ``tiny.train_minutes`` of wall time; return the run's statistics."""
+    """Train on ``blocks`` for ``tiny.train_steps`` steps, or for ``tiny.train_minutes`` of wall
+    time when no step count is pinned; return the run's statistics."""
     import torch
 
     s = TRAIN_SETTINGS
@@ -282,7 +286,8 @@ def train(model, blocks, tiny: TinyModelConfig, progress) -> dict:
                              {"params": no_decay, "weight_decay": 0.0}],
                             lr=s["peak_lr"], betas=tuple(s["betas"]))
     batch_size = max(1, s["tokens_per_step"] // tiny.context_length)
-    budget = tiny.train_minutes * 60
+    pinned = tiny.train_steps
+    budget = math.inf if pinned else tiny.train_minutes * 60
     gen = torch.Generator().manual_seed(tiny.seed)
 
     def batches():
@@ -291,7 +296,9 @@ def train(model, blocks, tiny: TinyModelConfig, progress) -> dict:
                 yield blocks[idx].to(device)
 
     probe = s["probe_steps"]
-    total_steps = warmup = None   # planned after the probe steps
+    total_steps = warmup = None   # planned after the probe steps, unless pinned
+    if pinned:
+        total_steps, warmup = pinned, max(1, int(pinned * s["warmup_fraction"]))
     losses: list[float] = []
     tokens = step = 0
     start = last_report = time.time()
@@ -319,7 +326,7 @@ def train(model, blocks, tiny: TinyModelConfig, progress) -> dict:
         elapsed = now - start
         if step == 1:
             after_first = now
-        if step >= probe:
+        if step >= probe and not pinned:
             # Plan the step count that fills the budget from the mean step time so far (the first
             # step carries one-off costs and is left out); re-planned at every step, as a shared
             # machine's speed drifts.
@@ -331,7 +338,8 @@ def train(model, blocks, tiny: TinyModelConfig, progress) -> dict:
         if done or now - last_report >= PROGRESS_EVERY_S:
             last_report = now
             planned = total_steps or "?"
-            eta = max(0.0, budget - elapsed)
+            eta = (max(0.0, budget - elapsed) if not pinned
+                   else (total_steps - step) * elapsed / step)
             progress(f"base model: step {step}/{planned} | loss {_mean_tail(losses):.3f} | "
                      f"{tokens / elapsed:,.0f} tok/s | lr {lr:.2e} | ETA {eta:.0f}s")
         if done:

@@ -82,7 +82,8 @@ def cmd_validate(args) -> None:
 def cmd_base_build(args) -> None:
     from collapse_ray.base_model import build_base_model
 
-    cfg = _load(args, {"model.tiny.train_minutes": args.minutes} if args.minutes is not None else None)
+    overrides = {"model.tiny.train_minutes": args.minutes, "model.tiny.train_steps": args.steps}
+    cfg = _load(args, {k: v for k, v in overrides.items() if v is not None} or None)
     path = build_base_model(cfg.model.tiny, force=args.force)
     print(path)
 
@@ -130,6 +131,7 @@ def _parser() -> argparse.ArgumentParser:
     with_config(p, required=False)
     p.add_argument("--force", action="store_true", help="rebuild even if cached")
     p.add_argument("--minutes", type=float, help="training budget (overrides model.tiny.train_minutes)")
+    p.add_argument("--steps", type=int, help="exact step count (overrides model.tiny.train_steps)")
     p.set_defaults(func=cmd_base_build)
 
     p = sub.add_parser("grid", help="run a grid of trials on Ray Tune", parents=[common])

@@ -35,6 +35,9 @@ class TinyModelConfig:
     num_heads: int = 4
     context_length: int = 256
     train_minutes: float = 3.0
+    # Exact optimizer steps. When set, train_minutes is not used and the weights are the same on
+    # any machine; when None, the step count fills train_minutes and so depends on its speed.
+    train_steps: int | None = None
     seed: int = 0
     cache_dir: str = ".cache/collapse_ray"
 
@@ -334,6 +337,8 @@ def check_model(model: ModelConfig) -> None:
         require(tiny.vocab_size >= 300, "model.tiny.vocab_size", f"must be at least 300 (256 bytes + specials), got {tiny.vocab_size}")
         require(0 < tiny.train_minutes <= 7 * 24 * 60, "model.tiny.train_minutes",
                  f"must be positive and at most a week (10080), got {tiny.train_minutes}")
+        require(tiny.train_steps is None or 1 <= tiny.train_steps <= 10_000_000, "model.tiny.train_steps",
+                 f"must be null or a step count from 1 to 10,000,000, got {tiny.train_steps}")
         require(bool(tiny.cache_dir.strip()), "model.tiny.cache_dir", "must not be empty")
         return
     looks_local = ref.startswith((".", "/", "~")) or Path(ref).exists()

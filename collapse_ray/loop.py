@@ -57,6 +57,8 @@ def fingerprint_data(cfg: ExperimentConfig) -> dict:
     for name in _RESUMABLE_FIELDS:
         data.pop(name)
     data["regime"] = {"alpha": 0.5, **data["regime"]}
+    if data["model"]["tiny"]["train_steps"] is None:   # added later; unpinned trials keep their identity
+        data["model"]["tiny"].pop("train_steps")
     task = data["task"]
     defaults = dataclasses.asdict(type(cfg.task.options)()) if dataclasses.is_dataclass(cfg.task.options) else {}
     changed = {k: v for k, v in (task.pop("options") or {}).items() if defaults.get(k, object()) != v}

@@ -42,8 +42,10 @@ def expand(grid: GridConfig, missing_tasks_ok: bool = False, cwd: str | os.PathL
     """Every trial of the grid, each validated. Relative paths are resolved against ``cwd``
     (Tune runs each trial in a directory of its own)."""
     trials, seen = [], {}
-    axes = itertools.product(grid.models, grid.tasks, grid.regimes, grid.seeds, grid.mitigations.items())
-    for model, task, regime, seed, (mitigation_label, mitigation) in axes:
+    # Seed-major: Tune starts trials in this order, so a grid stopped early has compared every regime
+    # and mitigation on its first seeds rather than a few regimes on all seeds.
+    axes = itertools.product(grid.models, grid.tasks, grid.seeds, grid.regimes, grid.mitigations.items())
+    for model, task, seed, regime, (mitigation_label, mitigation) in axes:
         labels = TrialLabels(model.label, task.name, regime_label(regime), seed, mitigation_label)
         name = labels.name
         if name in seen:
