@@ -6,6 +6,7 @@ real-only and collapse onset, all drawn from one long CSV of the runs' metric hi
     table.csv / table.md     generations 0, 5, 10 (or the last): mean, sd, n, change against gen 0
     paired.csv / paired.md   regime - real-only at the last generation, 95% t interval over seeds
     onset.csv / onset.md     first generation of collapse per metric
+    claims.csv / claims.md   with --claims FILE: each claim's paired contrast and verdict (claims.py)
     report.md                all of the above
 """
 from __future__ import annotations
@@ -14,7 +15,7 @@ import datetime
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from collapse_ray.report import collect, figures, markdown, stats
+from collapse_ray.report import claims, collect, figures, markdown, stats
 from collapse_ray.report.collect import ReportError
 from collapse_ray.report.definitions import COLLAPSE_DIRECTION, control_regime, report_metrics
 
@@ -33,9 +34,11 @@ class ReportFiles:
 
 
 def build_report(experiment: str, tracking_uri: str, out_dir: str | Path, parent_run_id: str | None = None,
-                 onset_fraction: float = 0.10) -> ReportFiles:
+                 onset_fraction: float = 0.10, claims_path: str | Path | None = None) -> ReportFiles:
     if not 0 < onset_fraction < 1:
         raise ReportError(f"--onset-fraction must be between 0 and 1, got {onset_fraction}")
+    # Read before any work: a malformed claims file is the user's one-line error, not a late crash.
+    task_claims = claims.load_claims(claims_path) if claims_path else None
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     client = collect.open_client(tracking_uri)
@@ -62,6 +65,13 @@ def build_report(experiment: str, tracking_uri: str, out_dir: str | Path, parent
     if paired.empty:
         notes.append(f"no paired differences: no {baseline} runs beside another regime")
 
+    claims_section = ""
+    if task_claims:
+        verdicts = claims.claims_table(long, *task_claims)
+        verdicts.to_csv(out / "claims.csv", index=False, float_format="%.17g")
+        claims_section = claims.claims_md(verdicts)
+        (out / "claims.md").write_text(claims_section)
+
     figure_paths = figures.draw_curves(summary, metrics_by_task, out / "figures", baseline)
     n_trials = long["trial"].nunique()
     when = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
@@ -71,7 +81,7 @@ def build_report(experiment: str, tracking_uri: str, out_dir: str | Path, parent
     (out / "report.md").write_text(markdown.report_md(
         source=source, figures=figure_paths, out_dir=out, table_md=table_md, paired=paired_md, onset=onset_md,
         directions=markdown.directions_md(COLLAPSE_DIRECTION), fraction=onset_fraction, notes=notes,
-        baseline=baseline))
+        baseline=baseline, claims=claims_section))
     if parent_run_id:
         client.log_artifacts(parent_run_id, str(out), artifact_path="report")
     return ReportFiles(out, figure_paths, notes)
@@ -80,7 +90,8 @@ def build_report(experiment: str, tracking_uri: str, out_dir: str | Path, parent
 def main(args) -> None:
     """The CLI's entry: ``args`` has experiment, tracking_uri, out, parent_run, onset_fraction."""
     out = args.out or str(Path("reports") / args.experiment)
-    files = build_report(args.experiment, args.tracking_uri, out, args.parent_run, args.onset_fraction)
+    files = build_report(args.experiment, args.tracking_uri, out, args.parent_run, args.onset_fraction,
+                         getattr(args, "claims", None))
     for note in files.notes:
         print(f"note: {note}")
     logged = f"; logged to run {args.parent_run} under report/" if args.parent_run else ""

@@ -65,7 +65,7 @@ def directions_md(directions: dict[str, str]) -> str:
 
 
 def report_md(*, source: str, figures: Sequence[Path], out_dir: Path, table_md: str, paired: str, onset: str,
-              directions: str, fraction: float, notes: Sequence[str], baseline: str) -> str:
+              directions: str, fraction: float, notes: Sequence[str], baseline: str, claims: str = "") -> str:
     blocks = [
         "# Collapse report",
         source,
@@ -91,4 +91,9 @@ def report_md(*, source: str, figures: Sequence[Path], out_dir: Path, table_md: 
         "Collapse directions:",
         directions,
     ]
+    if claims:
+        blocks += ["## Claims (`claims.csv`)",
+                   "Each claim: a signed sum of cells paired on the seed, at the last generation all its cells "
+                   "reached unless it names one; 95% CI: Student's t over seeds. It reproduces when the CI "
+                   "lies where expected.", claims]
     return "\n\n".join(b.rstrip("\n") for b in blocks) + "\n"

@@ -81,18 +81,23 @@ def t_interval(diffs: Sequence[float], confidence: float = 0.95) -> tuple[float,
 def paired_differences(long: pd.DataFrame, metrics_by_task: Mapping[str, Sequence[str]],
                        baseline: str, confidence: float = 0.95) -> pd.DataFrame:
     """Each regime minus ``baseline``, paired on the seed (same model, task, mitigation), at the
-    last generation the model x task x mitigation block reached."""
+    last generation both the regime and the baseline reached (a grid still running, or stopped,
+    compares where both are)."""
     rows = []
     for (model, task, mitigation), block in long.groupby(["model", "task", "mitigation"], sort=True):
-        last = int(block["generation"].max())
-        at_last = block[block["generation"] == last]
-        base = at_last[at_last["regime"] == baseline]
-        if base.empty:
+        base_rows = block[block["regime"] == baseline]
+        if base_rows.empty:
             continue
-        for (regime, metric), values in at_last[at_last["regime"] != baseline].groupby(["regime", "metric"]):
+        for (regime, metric), regime_rows in block[block["regime"] != baseline].groupby(["regime", "metric"]):
             if metric not in metrics_by_task.get(task, ()):
                 continue
-            pairs = values.merge(base[base["metric"] == metric], on="seed", suffixes=("", "_base"))
+            base_metric = base_rows[base_rows["metric"] == metric]
+            if base_metric.empty:
+                continue
+            last = int(min(regime_rows["generation"].max(), base_metric["generation"].max()))
+            values = regime_rows[regime_rows["generation"] == last]
+            base = base_metric[base_metric["generation"] == last]
+            pairs = values.merge(base, on="seed", suffixes=("", "_base"))
             diffs = (pairs["value"] - pairs["value_base"]).tolist()
             mean, sd, low, high = t_interval(diffs, confidence)
             rows.append({"model": model, "task": task, "regime": regime, "baseline": baseline,

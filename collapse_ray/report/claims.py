@@ -1,0 +1,131 @@
+"""Claims tested on the long table: each claim is a signed sum of cells (model, regime,
+mitigation, generation of one task), paired on the seed, with a Student's t interval over seeds.
+
+The claims are data, not code (e.g. ``experiments/study_claims.yaml``)::
+
+    task: codegen_embedded
+    metric: pass_at_1
+    claims:
+      - id: a
+        claim: synthetic-only degrades sharply
+        terms: [{regime: synthetic-only}, {regime: real-only, sign: -1}]
+        expect: below          # below | above | not_below | not_above (0, by the interval)
+
+A term selects one cell per seed: ``model`` (optional when the table has one), ``regime``,
+``mitigation`` (default ``none``) and ``generation`` (default: the last generation every term's
+cells reached, the same for all terms). A claim reproduces when its 95% interval lies where
+``expect`` says: ``below`` 0 (high < 0), ``above`` (low > 0), ``not_below`` (high >= 0),
+``not_above`` (low <= 0); with fewer than two seeds it is undecided.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from collapse_ray.errors import ConfigError
+from collapse_ray.report.markdown import fmt, markdown_table
+from collapse_ray.report.stats import t_interval
+from collapse_ray.yaml_io import read_yaml_mapping
+
+EXPECTATIONS = {
+    "below": lambda low, high: high < 0,
+    "above": lambda low, high: low > 0,
+    "not_below": lambda low, high: high >= 0,
+    "not_above": lambda low, high: low <= 0,
+}
+_TERM_KEYS = {"model", "regime", "mitigation", "generation", "sign"}
+
+
+@dataclass(frozen=True)
+class Term:
+    regime: str
+    mitigation: str = "none"
+    model: str | None = None
+    generation: int | None = None
+    sign: int = 1
+
+
+@dataclass(frozen=True)
+class Claim:
+    id: str
+    claim: str
+    terms: tuple[Term, ...]
+    expect: str
+    metric: str
+
+
+def load_claims(path: str | Path) -> tuple[str, list[Claim]]:
+    """(task, claims) from a claims YAML; ConfigError naming the field for a malformed one."""
+    data = read_yaml_mapping(path, "claims file")
+    where = str(path)
+    if not isinstance(data.get("claims"), list) or not data.get("task"):
+        raise ConfigError(f"{where}: needs `task` and a list `claims`")
+    claims = []
+    for i, item in enumerate(data["claims"]):
+        at = f"{where}: claims[{i}]"
+        if not isinstance(item, dict) or not item.get("id") or not isinstance(item.get("terms"), list) \
+                or not item["terms"]:
+            raise ConfigError(f"{at}: needs `id`, `claim` and a non-empty list `terms`")
+        if item.get("expect") not in EXPECTATIONS:
+            raise ConfigError(f"{at}.expect: must be one of {sorted(EXPECTATIONS)}, got {item.get('expect')!r}")
+        terms = []
+        for j, term in enumerate(item["terms"]):
+            if not isinstance(term, dict) or "regime" not in term or set(term) - _TERM_KEYS \
+                    or term.get("sign", 1) not in (1, -1):
+                raise ConfigError(f"{at}.terms[{j}]: needs `regime`; may have {sorted(_TERM_KEYS - {'regime'})} "
+                                  f"(sign 1 or -1), got {term!r}")
+            terms.append(Term(**term))
+        metric = item.get("metric", data.get("metric"))
+        if not metric:
+            raise ConfigError(f"{at}.metric: no metric (set it on the claim or at the top)")
+        claims.append(Claim(str(item["id"]), str(item.get("claim", "")), tuple(terms), item["expect"], metric))
+    return str(data["task"]), claims
+
+
+def _cells(long: pd.DataFrame, term: Term, metric: str) -> pd.DataFrame:
+    rows = long[(long["metric"] == metric) & (long["regime"] == term.regime) & (long["mitigation"] == term.mitigation)]
+    if term.model is not None:
+        rows = rows[rows["model"] == term.model]
+    elif rows["model"].nunique() > 1:
+        raise ConfigError(f"claims: regime {term.regime} has several models ({sorted(rows['model'].unique())}); "
+                          f"name one with `model`")
+    return rows
+
+
+def evaluate_claim(long: pd.DataFrame, claim: Claim, confidence: float = 0.95) -> dict:
+    """The claim's paired sum per seed, its mean and interval, and whether it reproduces."""
+    cells = [_cells(long, t, claim.metric) for t in claim.terms]
+    reached = [c.groupby("seed")["generation"].max() for c in cells]
+    if any(r.empty for r in reached):
+        last = None
+    else:
+        last = int(min(r.min() for r in reached))
+    per_seed = None
+    for term, rows in zip(claim.terms, cells):
+        g = term.generation if term.generation is not None else last
+        at = rows[rows["generation"] == g].set_index("seed")["value"] * term.sign
+        per_seed = at if per_seed is None else per_seed + at   # seeds missing from any term drop out (NaN)
+    diffs = per_seed.dropna() if per_seed is not None else pd.Series(dtype=float)
+    mean, sd, low, high = t_interval(diffs.tolist(), confidence)
+    decided = not math.isnan(low)
+    return {"id": claim.id, "claim": claim.claim, "metric": claim.metric, "generation": last,
+            "n": int(diffs.size), "mean": mean, "sd": sd, "ci_low": low, "ci_high": high, "expect": claim.expect,
+            "reproduces": ("yes" if EXPECTATIONS[claim.expect](low, high) else "no") if decided else "undecided",
+            "seeds": ",".join(str(s) for s in sorted(diffs.index))}
+
+
+def claims_table(long: pd.DataFrame, task: str, claims: list[Claim]) -> pd.DataFrame:
+    rows = long[long["task"] == task]
+    if rows.empty:
+        raise ConfigError(f"claims: the report has no trials of task {task!r}")
+    return pd.DataFrame([evaluate_claim(rows, c) for c in claims])
+
+
+def claims_md(table: pd.DataFrame) -> str:
+    header = ["claim", "what", "metric", "gen", "n seeds", "mean", "95% CI", "expected", "reproduces"]
+    body = [[r.id, r.claim, r.metric, "–" if pd.isna(r.generation) else str(int(r.generation)), str(r.n), fmt(r.mean), f"[{fmt(r.ci_low)}, {fmt(r.ci_high)}]",
+             f"CI {r.expect.replace('_', ' ')} 0", r.reproduces] for r in table.itertuples()]
+    return markdown_table(header, body)
