@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 export HF_HUB_OFFLINE ?= 1
 export COLLAPSE_RAY_DATA_DIR ?= $(abspath ../shared/data)
 
-.PHONY: setup smoke test test-slow grid grid-smoke study
+.PHONY: setup smoke test test-slow grid grid-smoke study study-codegen
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -40,3 +40,12 @@ test: setup
 
 test-slow: setup
 	$(PY) -m pytest -q -p no:cacheprovider -m slow
+
+# The study in parts: its code-generation slice (docs/RESULTS.md): 4 regimes x 3 seeds, the quality
+# filter, and the smaller model, then the report with the study's claims tested. Same trial
+# directories and MLflow experiment as `make study`, which resumes these trials.
+study-codegen: setup
+	$(VENV)/bin/collapse-ray grid experiments/study_codegen.yaml
+	$(VENV)/bin/collapse-ray grid experiments/study_codegen_mitigations.yaml
+	$(VENV)/bin/collapse-ray grid experiments/study_codegen_small.yaml
+	$(VENV)/bin/collapse-ray report study --claims experiments/claims/study_codegen.yaml

@@ -48,3 +48,23 @@ def test_grid_and_study_share_the_embedded_sizes():
             sizes.add(f"train_examples={s.train_examples} synthetic_pool={s.synthetic_pool} eval_examples="
                       f"{s.eval_examples} max_new_tokens={s.max_new_tokens} max_steps={tr.max_steps}")
     assert sizes == {EMBEDDED_SIZES}
+
+
+def test_the_study_parts_are_the_study_s_own_trials():
+    """`make study` resumes what the parts ran: a part's trial has the name and fingerprint the
+    full study gives it (generations and generator settings are not part of a trial's identity)."""
+    from collapse_ray.grid import expand, load_grid
+    from collapse_ray.loop import config_fingerprint
+
+    def trials(*configs):
+        return {t.name: t.config for c in configs for t in expand(load_grid(REPO / "experiments" / c), cwd="/s")}
+
+    full = trials("study.yaml", "study_mitigations.yaml")
+    parts = trials("study_codegen.yaml", "study_codegen_mitigations.yaml")
+    assert len(parts) == 15
+    for name, cfg in parts.items():
+        assert config_fingerprint(cfg) == config_fingerprint(full[name]), name
+        assert (cfg.output_dir, cfg.tracking.experiment) == (full[name].output_dir, full[name].tracking.experiment)
+    small = trials("study_codegen_small.yaml")
+    assert {c.model.tiny.hidden_size for c in small.values()} == {64}
+    assert {c.model.tiny.train_steps for c in [*small.values(), *parts.values()]} == {500}
