@@ -75,7 +75,12 @@ def trial_driver(params: dict, trials: dict[str, Trial], grid_state: str, parent
 def _drive(trial: Trial, parent_run_id: str | None) -> None:
     from collapse_ray.loop import run_trial
 
+    import torch
+
+    from collapse_ray.train.worker_group import cpu_threads
+
     cfg = trial.config
+    torch.set_num_threads(cpu_threads(trial.resources.driver))   # drift scoring runs here (see cpu_threads)
     state_dir = trial_dir(cfg.output_dir, cfg.name)
     say = lambda msg: print(f"[{cfg.name}] {msg}", file=sys.stderr, flush=True)   # noqa: E731
     previous = tune.get_checkpoint()

@@ -63,6 +63,7 @@ def serve_jobs(config: dict) -> None:
     import ray.train
 
     board = config["board"]
+    torch.set_num_threads(config.get("cpu_threads", 1))
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     ray.get(board.hello.remote(rank, os.getpid(), time.time()))

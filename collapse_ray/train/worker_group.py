@@ -39,6 +39,14 @@ POLL_S = 1.0             # how long one wait for an acknowledgement blocks befor
 CLOSE_TIMEOUT_S = 120.0  # how long close() waits for the workers to finish and the fit to return
 
 
+
+def cpu_threads(resources_per_worker: dict[str, float] | None) -> int:
+    """Torch's intra-op threads for a worker: its whole CPUs, at least one. Train does not set
+    OMP_NUM_THREADS, and a worker with a fraction of a core that spins up one thread per core
+    makes several trials on one machine wait on each other's spinning threads."""
+    cpus = (resources_per_worker or {}).get("CPU", 1.0)
+    return max(1, int(cpus))
+
 class TrainGroupDied(TrialError):
     """The trial's Ray Train worker group stopped before acknowledging a job."""
 
@@ -216,7 +224,7 @@ class TrainWorkerGroup:
                            remove_storage=not self.storage_path)
         trainer = TorchTrainer(
             serve_jobs,
-            train_loop_config={"board": board},
+            train_loop_config={"board": board, "cpu_threads": cpu_threads(self.resources_per_worker)},
             scaling_config=ray.train.ScalingConfig(num_workers=self.num_workers, use_gpu=self.use_gpu,
                                                    resources_per_worker=self.resources_per_worker),
             run_config=ray.train.RunConfig(name=running.run_name, storage_path=storage),
