@@ -9,7 +9,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 PHASES = ("train", "generate", "evaluate", "drift")
-# The compute floor measured per task (compute_floor.py); the dry-run reads phase_costs.json instead.
+# The compute floor measured per task (compute_floor.py); the dry-run's estimate reads it too.
 PHASE_COSTS = Path(__file__).resolve().parent / "compute_floor.json"
 
 
@@ -51,13 +51,16 @@ def write_relocated(data: dict, out: Path) -> Path:
 
 
 def compute_floor_s(trials, costs: dict, cpus: int) -> float:
-    """Every phase of every generation of every trial, from measured per-generation costs,
-    summed and spread over ``cpus`` cores: no grid can finish faster on this machine."""
-    total = 0.0
-    for t in trials:
-        per_generation = sum(costs["tasks"][t.config.task.name][f"{p}_s"] for p in PHASES)
-        total += per_generation * (t.config.generations + 1)
-    return total / cpus
+    """Every phase of every generation of every trial, from measured per-generation costs
+    (compute_floor.json's format, one core each), summed and spread over ``cpus`` cores: no grid
+    can finish faster on this machine. Generation 0's train and evaluate count once per
+    generation-0 key (trials that differ only in regime or mitigation share it:
+    collapse_ray/shared_gen0.py); its generate and drift, and later generations, once per trial.
+    The dry-run's wall time for the same trials at the same sizes is this figure."""
+    from collapse_ray.grid.estimate import with_shared_generation0
+
+    per_generation = [(t.config, {p: costs["tasks"][t.config.task.name][f"{p}_s"] for p in PHASES}) for t in trials]
+    return sum(with_shared_generation0(per_generation)) / cpus
 
 
 class TreeCpuMeter:

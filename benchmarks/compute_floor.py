@@ -19,7 +19,8 @@ Writes ``--out`` (read by the dry-run's wall-time estimate; keep its shape):
 ``{"machine", "cpus", "sizes": {...sizes, training, model recipe, measured steps}, "tasks":
 {task: {"train_s", "generate_s", "evaluate_s", "drift_s"}}}``, seconds per generation. Prints
 the per-task costs and the floor of each grid config named: sum over its trials of
-(generations + 1) x the task's per-generation seconds, divided by this machine's cores.
+(generations + 1) x the task's per-generation seconds, generation 0's train and evaluate once per
+generation-0 key, divided by this machine's cores (common.compute_floor_s).
 """
 from __future__ import annotations
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collapse_ray.backends import TrialResources
 from collapse_ray.grid.expand import Trial, TrialLabels, expand, regime_label
 from collapse_ray.grid.dry_run import describe
-from collapse_ray.grid.estimate import PHASE_COSTS_FILE, load_phase_costs
+from collapse_ray.grid.estimate import load_costs
 from collapse_ray.grid.plan import Plan, configured_cluster, local_resources, plan
 from collapse_ray.grid.spec import GridConfig, load_grid
 
@@ -31,8 +31,7 @@ def main(args) -> None:
         # Without a configured cluster, this machine is the one node.
         per_node = grid.cluster.gpus_per_node if grid.cluster else (cluster["GPU"] or None)
         p = plan(trials, cluster, source, grid.tune.max_concurrent_trials, per_node)
-        costs = load_phase_costs() if PHASE_COSTS_FILE.is_file() else None
-        print(describe(grid, trials, p, missing, per_node, costs))
+        print(describe(grid, trials, p, missing, per_node, load_costs()))
         return
     from collapse_ray.grid.tune_runner import run_grid
 

@@ -18,9 +18,9 @@ def _one_or_each(values: list[str]) -> str:
 
 
 def describe(grid: GridConfig, trials: list[Trial], p: Plan, missing_tasks: list[str],
-             gpus_per_node: float | None = None, costs: est.PhaseCosts | None = None) -> str:
-    """The dry-run's report. ``costs``: measured phase costs for CPU trials (None: no time estimate
-    for them)."""
+             gpus_per_node: float | None = None, costs: est.PhaseCosts | est.CostTable | None = None) -> str:
+    """The dry-run's report. ``costs``: measured phase costs for CPU trials (est.load_costs; None:
+    no time estimate for them)."""
     generations = sorted({t.config.generations for t in trials})
     each = (f"{generations[0] + 1} generations each (0..{generations[0]})" if len(generations) == 1 else
             f"{generations[0]}..{generations[-1]} generations after generation 0, per trial below")
@@ -73,8 +73,8 @@ def describe(grid: GridConfig, trials: list[Trial], p: Plan, missing_tasks: list
 
 
 def estimates(grid: GridConfig, trials: list[Trial], p: Plan, gpus_per_node: float | None,
-              costs: est.PhaseCosts | None) -> list[str]:
-    """Disk, wall time and GPU-hours (grid/estimate.py), per model and for the grid."""
+              costs: est.PhaseCosts | est.CostTable | None) -> list[str]:
+    """Disk, wall time and GPU-hours (grid/estimate.py), per model and task and for the grid."""
     lines = ["estimates (approximate; docs/grid.md, \"Estimates\"):"]
     known = [(t, e) for t in trials if (e := est.estimate_trial(t, costs)) is not None]
     unknown = sorted({t.config.model.name_or_path for t in trials} - {t.config.model.name_or_path for t, _ in known})
@@ -88,37 +88,64 @@ def estimates(grid: GridConfig, trials: list[Trial], p: Plan, gpus_per_node: flo
         group = [(t, e) for t, e in known if t.labels.model == label]
         t, e = group[0]
         kind = "LoRA adapter" if t.config.training.method == "lora" else ("bf16" if e.on_gpu else "float32")
-        line = (f"  {label:<{width}} {est.fmt_count(e.size.n_params)} params ({e.size.source}); per trial: "
-                f"{est.fmt_bytes(e.disk.model_bytes)} per model ({kind}), disk peak {est.fmt_bytes(e.disk.peak_bytes)}, "
-                f"final {est.fmt_bytes(e.disk.final_bytes)}")
-        if e.phase_seconds is not None:
-            per_gen = " + ".join(f"{k} {est.fmt_seconds(v)}" for k, v in e.phase_seconds.items())
-            line += (f"; per generation {per_gen}; {est.fmt_seconds(e.seconds(t.config.generations))} "
-                     f"per trial ({'GPU throughput model' if e.on_gpu else 'CPU, measured costs scaled'})")
-        lines.append(line)
+        lines.append(f"  {label:<{width}} {est.fmt_count(e.size.n_params)} params ({e.size.source}); per trial: "
+                     f"{est.fmt_bytes(e.disk.model_bytes)} per model ({kind}), disk peak "
+                     f"{est.fmt_bytes(e.disk.peak_bytes)}, final {est.fmt_bytes(e.disk.final_bytes)}")
+        # Measured costs differ per task; tasks with the same figures share a line.
+        times: dict[str, list[str]] = {}
+        for task in dict.fromkeys(x.config.task.name for x, _ in group):
+            t, e = next((x, y) for x, y in group if x.config.task.name == task)
+            if e.phase_seconds is not None:
+                per_gen = " + ".join(f"{k} {est.fmt_seconds(v)}" for k, v in e.phase_seconds.items())
+                times.setdefault(f"per generation {per_gen}; ~{est.fmt_seconds(e.seconds(t.config.generations))} "
+                                 f"per trial of generations 0..{t.config.generations} (approximate; {_source(e)})",
+                                 []).append(task)
+        lines += [f"    {', '.join(tasks)}: {line}" for line, tasks in times.items()]
     peak, final = est.grid_disk([e for _, e in known], p.concurrency)
     lines.append(f"  disk for the grid: peak {est.fmt_bytes(peak)} with {p.concurrency} trial(s) at once, "
                  f"{est.fmt_bytes(final)} once all have finished (retention as configured; synthetic data kept)")
 
     timed = [(t, e) for t, e in known if e.phase_seconds is not None]
     on_gpu = any(e.on_gpu for _, e in known)
-    on_cpu = any(not e.on_gpu for _, e in known)
-    lines.append("  time from: " + ("; ".join(filter(None, [
-        None if not on_cpu else f"{costs.source}, scaled by examples x tokens x parameters" if costs else
-        "no phase costs file (benchmarks/phase_costs.json): no time for CPU trials",
-        f"GPU trials: throughput model ({est.TRAIN_MFU:.0%} MFU training, {est.GENERATE_MFU:.0%} decoding, "
-        f"{est.PEAK_FLOPS / 1e12:g} TFLOP/s bf16 per GPU, weights saved and loaded at "
-        f"{est.SYNC_BYTES_PER_S / 1e9:g} GB/s)" if on_gpu else None]))))
+    untimed = sorted({t.config.task.name for t, e in known if e.phase_seconds is None})
+    if untimed:
+        lines.append(f"  no time for CPU trials of {', '.join(untimed)}: neither benchmarks/compute_floor.json "
+                     f"nor benchmarks/phase_costs.json has costs for them")
+    if on_gpu:
+        lines.append(f"  GPU trials' time: throughput model ({est.TRAIN_MFU:.0%} MFU training, {est.GENERATE_MFU:.0%} "
+                     f"decoding, {est.PEAK_FLOPS / 1e12:g} TFLOP/s bf16 per GPU, weights saved and loaded at "
+                     f"{est.SYNC_BYTES_PER_S / 1e9:g} GB/s)")
     if not timed:
         return lines
-    seconds = [e.seconds(t.config.generations) for t, e in timed]
-    wall, parallel = est.grid_wall_seconds(seconds, p.concurrency, on_gpu, p.cluster.get("CPU", 0.0), costs)
-    total = sum(seconds)
-    lines.append(f"  grid wall time ~ {est.fmt_seconds(wall)} ({len(timed)} trials, {est.fmt_seconds(total)} "
-                 f"summed, {parallel:.3g} at full speed at once)")
+    lines.append(_wall_line(timed, p, on_gpu))
     if on_gpu:
         lines += _gpu_hours(trials, timed, p, gpus_per_node)
     return lines
+
+
+def _source(e: est.TrialEstimate) -> str:
+    return "GPU throughput model" if e.on_gpu else f"{e.costs.source}, scaled by the trial's work"
+
+
+def _wall_line(timed: list[tuple[Trial, est.TrialEstimate]], p: Plan, on_gpu: bool) -> str:
+    """The grid's wall time. CPU trials' generation 0 counts once per generation-0 key; GPU trials
+    waiting for it hold their GPUs, so theirs counts in full."""
+    alone = [e.seconds(t.config.generations) for t, e in timed]
+    cpus = p.cluster.get("CPU", 0.0)
+    if on_gpu:
+        wall, parallel = est.grid_wall_seconds(alone, p.concurrency, True, cpus, None)
+        return (f"  grid wall time ~ {est.fmt_seconds(wall)} (approximate; GPU throughput model; {len(timed)} trials, "
+                f"{est.fmt_seconds(sum(alone))} summed, {parallel:.3g} at once)")
+    seconds = est.with_shared_generation0([(t.config, e.phase_seconds) for t, e in timed])
+    # Mixed measurements: the one with the most cores per trial bounds how many run at once.
+    widest = max((e.costs for _, e in timed), key=lambda c: c.cores)
+    wall, parallel = est.grid_wall_seconds(seconds, p.concurrency, False, cpus, widest)
+    keys = len({est.generation0_key_of(t.config) for t, _ in timed})
+    sources = ", ".join(dict.fromkeys(e.costs.source.split(" (")[0] for _, e in timed))
+    return (f"  grid wall time ~ {est.fmt_seconds(wall)} (approximate; from {sources}; {len(timed)} trials, "
+            f"{est.fmt_seconds(sum(seconds))} summed, generation 0 trained and evaluated once for each of its "
+            f"{keys} key(s) ({est.fmt_seconds(sum(alone) - sum(seconds))} less); {parallel:.3g} at full speed at "
+            f"once: max_concurrent_trials {p.concurrency}, {cpus:g} CPUs / {widest.cores:g} core(s) a trial)")
 
 
 def _gpu_hours(trials: list[Trial], timed: list[tuple[Trial, est.TrialEstimate]], p: Plan,

@@ -3,34 +3,45 @@ GPU-hours (colocated vs separate). Pure arithmetic: no Ray, no torch; every figu
 
 Time per generation, per phase (train, generate, evaluate, drift):
 
-* CPU trials: the measured seconds of benchmarks/phase_costs.json (one generation of a reference
-  trial, in process), scaled by the trial's work over the reference's, where a phase's work is
-  examples x tokens x parameters (active ones, for a mixture of experts; train: train_examples x epochs x max_length; generate and
-  drift: synthetic_pool x oversample x max_new_tokens; evaluate: eval_examples x max_new_tokens).
-  Trials share the cluster's CPUs: at most cluster CPUs / the reference's cores run at full speed.
+* CPU trials: measured seconds scaled by the trial's work over the measurement's, where a phase's
+  work is tokens x parameters (active ones, for a mixture of experts; train: the trainer's steps
+  (train/base.total_steps: training.max_steps when set, else epochs over train_examples) x
+  batch_size x max_length; generate and drift: synthetic_pool x oversample x max_new_tokens;
+  evaluate: eval_examples x max_new_tokens). The measurement: the task's entry in
+  benchmarks/compute_floor.json (per task, at its sizes, one core each) when it has one, else
+  benchmarks/phase_costs.json (one reference codegen trial measured with ``cores`` cores).
+  Trials share the cluster's CPUs: at most cluster CPUs / the measurement's cores run at full
+  speed at once (and at most max_concurrent_trials). Trials with one generation-0 key
+  (shared_gen0.py) train and evaluate generation 0 once: the grid counts it once per key.
 * GPU trials (Train workers with GPUs): a throughput model, not a measurement (none can be made
   here): training 6 (LoRA 4) x parameters x tokens at TRAIN_MFU of PEAK_FLOPS per training GPU;
   generation and evaluation 2 x parameters x generated tokens at GENERATE_MFU per serving GPU
   (decoding is memory-bound); drift a forward pass under two models at TRAIN_MFU; plus saving the
   model and loading it into vLLM at SYNC_BYTES_PER_S each. The sandbox's time in evaluation and
   the engine's wake-up are left out. Trials each own their GPUs, so the
-  grid's wall time is the trials' summed time over the planned concurrency.
+  grid's wall time is the trials' summed time over the planned concurrency (a trial waiting for
+  a shared generation 0 holds its GPUs, so nothing is taken off for it).
 
 A trial's GPU-hours are its time x the GPUs it keeps (colocated: its training GPUs; separate:
 training + serving GPUs, the serving ones idle while it trains).
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from collapse_ray.checkpoint_estimate import CheckpointEstimate, estimate_checkpoint_bytes, grid_checkpoint_bytes
-from collapse_ray.config import ConfigError, ExperimentConfig
+from collapse_ray.config import ConfigError, ExperimentConfig, ModelConfig, TinyModelConfig
+from collapse_ray.loop import fingerprint_data
 from collapse_ray.model_size import ModelSize, model_size
+from collapse_ray.shared_gen0 import generation0_key
+from collapse_ray.train.base import total_steps
 
 PHASES = ("train", "generate", "evaluate", "drift")
 PHASE_COSTS_FILE = Path(__file__).resolve().parents[2] / "benchmarks" / "phase_costs.json"
+COMPUTE_FLOOR_FILE = PHASE_COSTS_FILE.with_name("compute_floor.json")
 # The GPU throughput model (module docstring): an H100 SXM's dense bf16 peak, issue 9's MFU goal for
 # training, a tenth of peak for batched decoding, and a shared file system's write or read rate.
 PEAK_FLOPS = 989e12
@@ -46,6 +57,33 @@ class PhaseCosts:
     cores: float                    # the cores the measurement had
     source: str                     # file and machine, for the report
 
+    def for_task(self, task: str) -> PhaseCosts:
+        """One measurement stands for every task."""
+        return self
+
+
+@dataclass(frozen=True)
+class CostTable:
+    """compute_floor.json's per-task costs, and phase_costs.json's for the tasks it does not list."""
+    by_task: dict[str, PhaseCosts]
+    fallback: PhaseCosts | None
+
+    def for_task(self, task: str) -> PhaseCosts | None:
+        return self.by_task.get(task, self.fallback)
+
+
+def load_costs(compute_floor: str | Path = COMPUTE_FLOOR_FILE,
+               phase_costs: str | Path = PHASE_COSTS_FILE) -> CostTable | None:
+    """The dry-run's measured costs: those of the files that exist; None if neither does."""
+    by_task = load_compute_floor(compute_floor) if Path(compute_floor).is_file() else {}
+    fallback = load_phase_costs(phase_costs) if Path(phase_costs).is_file() else None
+    return CostTable(by_task, fallback) if by_task or fallback else None
+
+
+def _unreadable(path: Path, e: Exception, example: str) -> ConfigError:
+    return ConfigError(f"phase costs {path}: cannot read it ({type(e).__name__}: {e}); expected the "
+                       f"format of {example}")
+
 
 def load_phase_costs(path: str | Path = PHASE_COSTS_FILE) -> PhaseCosts:
     """Read a phase-costs file (benchmarks/phase_costs.json's format); a clear error if malformed."""
@@ -53,15 +91,48 @@ def load_phase_costs(path: str | Path = PHASE_COSTS_FILE) -> PhaseCosts:
     try:
         data = json.loads(path.read_text())
         ref = data["reference"]
-        sizes, training = ref["sizes"], ref["training"]
-        work = _work(ref["n_params"], sizes["train_examples"] * training["epochs"] * training["max_length"],
+        sizes = ref["sizes"]
+        work = _work(ref["n_params"], _train_tokens(sizes["train_examples"], ref["training"]),
                      sizes["synthetic_pool"] * ref.get("oversample", 1.0) * sizes["max_new_tokens"],
                      sizes["eval_examples"] * sizes["max_new_tokens"])
         seconds = {p: float(data["seconds_per_generation"][p]) for p in PHASES}
         return PhaseCosts(seconds, work, float(data["cores"]), f"{path.name} (measured on {data['machine']})")
     except (OSError, ValueError, KeyError, TypeError) as e:
-        raise ConfigError(f"phase costs {path}: cannot read it ({type(e).__name__}: {e}); expected the "
-                          f"format of benchmarks/phase_costs.json") from None
+        raise _unreadable(path, e, "benchmarks/phase_costs.json") from None
+
+
+def load_compute_floor(path: str | Path = COMPUTE_FLOOR_FILE) -> dict[str, PhaseCosts]:
+    """Per task, the costs of a compute-floor file (benchmarks/compute_floor.json's format, written
+    by benchmarks/compute_floor.py): each phase measured on one core at the file's sizes and model."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+        sizes, model = data["sizes"], data["sizes"]["model"]
+        tiny = {f.name: model[f.name] for f in dataclasses.fields(TinyModelConfig) if f.name in model}
+        size = model_size(ModelConfig(model["name_or_path"], TinyModelConfig(**tiny)))
+        if size is None:
+            raise ValueError(f"size of model {model['name_or_path']!r} unknown")
+        work = _work(size.compute_params, _train_tokens(sizes["train_examples"], sizes["training"]),
+                     sizes["synthetic_pool"] * sizes.get("oversample", 1.0) * sizes["max_new_tokens"],
+                     sizes["eval_examples"] * sizes["max_new_tokens"])
+        machine = str(data["machine"]).split(";")[0]   # the load averages after it are context only
+        return {task: PhaseCosts({p: float(costs[f"{p}_s"]) for p in PHASES}, work, 1.0,
+                                 f"{path.name} (measured per task on one core of {machine})")
+                for task, costs in data["tasks"].items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        raise _unreadable(path, e, "benchmarks/compute_floor.json") from None
+
+
+def _train_tokens(train_examples: int, training: dict) -> int:
+    """Tokens one generation's training goes through (``training``: TrainingConfig's fields): the
+    trainer's steps x batch_size sequences x max_length (an upper bound: batches are padded to
+    their longest text, cut at max_length)."""
+    steps = total_steps(train_examples, training["batch_size"], training.get("epochs", 1), training.get("max_steps"))
+    return steps * training["batch_size"] * training["max_length"]
+
+
+def train_tokens(cfg: ExperimentConfig) -> int:
+    return _train_tokens(cfg.sizes.train_examples, dataclasses.asdict(cfg.training))
 
 
 def _work(n_params: float, train_tokens: float, generated_tokens: float, eval_tokens: float) -> dict[str, float]:
@@ -70,9 +141,9 @@ def _work(n_params: float, train_tokens: float, generated_tokens: float, eval_to
 
 
 def phase_work(cfg: ExperimentConfig, n_params: int) -> dict[str, float]:
-    s, t = cfg.sizes, cfg.training
-    return _work(n_params, s.train_examples * t.epochs * t.max_length,
-                 s.synthetic_pool * cfg.mitigation.oversample * s.max_new_tokens, s.eval_examples * s.max_new_tokens)
+    s = cfg.sizes
+    return _work(n_params, train_tokens(cfg), s.synthetic_pool * cfg.mitigation.oversample * s.max_new_tokens,
+                 s.eval_examples * s.max_new_tokens)
 
 
 def cpu_phase_seconds(cfg: ExperimentConfig, n_params: int, costs: PhaseCosts) -> dict[str, float]:
@@ -87,7 +158,7 @@ def gpu_phase_seconds(cfg: ExperimentConfig, n_params: int, train_gpus: float, s
     s, t = cfg.sizes, cfg.training
     generated = s.synthetic_pool * cfg.mitigation.oversample * s.max_new_tokens
     serving = max(serving_gpus, 1.0)
-    train_flops = (4 if t.method == "lora" else 6) * n_params * s.train_examples * t.epochs * t.max_length
+    train_flops = (4 if t.method == "lora" else 6) * n_params * train_tokens(cfg)
     return {
         "train": train_flops / (TRAIN_MFU * PEAK_FLOPS * train_gpus) + 2 * model_bytes / SYNC_BYTES_PER_S,
         "generate": 2 * n_params * generated / (GENERATE_MFU * PEAK_FLOPS * serving),
@@ -102,14 +173,16 @@ class TrialEstimate:
     on_gpu: bool
     disk: CheckpointEstimate
     phase_seconds: dict[str, float] | None   # per generation; None without phase costs on CPU
+    costs: PhaseCosts | None = None          # the measurement a CPU trial's time is scaled from
 
     def seconds(self, generations: int) -> float | None:
         """The whole trial: generations 0..``generations``."""
         return None if self.phase_seconds is None else (generations + 1) * sum(self.phase_seconds.values())
 
 
-def estimate_trial(trial, costs: PhaseCosts | None) -> TrialEstimate | None:
-    """A trial's disk and time; None when its model's size is unknown (a hub id outside the table)."""
+def estimate_trial(trial, costs: PhaseCosts | CostTable | None) -> TrialEstimate | None:
+    """A trial's disk and time; None when its model's size is unknown (a hub id outside the table).
+    ``costs``: the measured costs its task's are taken from (``for_task``)."""
     cfg, res = trial.config, trial.resources
     size = model_size(cfg.model)
     if size is None:
@@ -122,10 +195,30 @@ def estimate_trial(trial, costs: PhaseCosts | None) -> TrialEstimate | None:
     # What the trainer saves: bf16 on GPU, float32 on CPU (PEFT keeps adapters in float32 anyway).
     disk = estimate_checkpoint_bytes(cfg, size.n_params, bytes_per_param=2 if on_gpu else 4, lora_params=lora)
     if on_gpu:
-        seconds = gpu_phase_seconds(cfg, size.compute_params, train_gpus, res.serving_gpus(), disk.model_bytes)
-    else:
-        seconds = None if costs is None else cpu_phase_seconds(cfg, size.compute_params, costs)
-    return TrialEstimate(size, on_gpu, disk, seconds)
+        return TrialEstimate(size, on_gpu, disk, gpu_phase_seconds(cfg, size.compute_params, train_gpus,
+                                                                   res.serving_gpus(), disk.model_bytes))
+    measured = None if costs is None else costs.for_task(cfg.task.name)
+    seconds = None if measured is None else cpu_phase_seconds(cfg, size.compute_params, measured)
+    return TrialEstimate(size, on_gpu, disk, seconds, measured)
+
+
+def generation0_key_of(cfg: ExperimentConfig) -> str:
+    """The key under which the loop shares the trial's generation 0 (shared_gen0.py)."""
+    return generation0_key(fingerprint_data(cfg))
+
+
+def with_shared_generation0(trials: list[tuple[ExperimentConfig, dict[str, float]]]) -> list[float]:
+    """Each trial's seconds (``phase seconds`` per generation, generations 0..G) once generation 0
+    is shared: the first trial of each generation-0 key trains and evaluates it, the others reuse
+    it and only generate and measure drift in generation 0."""
+    seen: set[str] = set()
+    out = []
+    for cfg, phases in trials:
+        key = generation0_key_of(cfg)
+        shared = phases["train"] + phases["evaluate"] if key in seen else 0.0
+        seen.add(key)
+        out.append((cfg.generations + 1) * sum(phases.values()) - shared)
+    return out
 
 
 def grid_disk(estimates: list[TrialEstimate], concurrency: int) -> tuple[int, int]:
@@ -136,7 +229,8 @@ def grid_disk(estimates: list[TrialEstimate], concurrency: int) -> tuple[int, in
 def grid_wall_seconds(trial_seconds: list[float], concurrency: int, on_gpu: bool, cluster_cpus: float,
                       costs: PhaseCosts | None) -> tuple[float, float]:
     """(wall seconds, trials effectively at full speed at once): GPU trials each own their GPUs;
-    CPU trials share the cluster's CPUs, of which the reference measurement used ``costs.cores``."""
+    CPU trials share the cluster's CPUs, of which the measurement used ``costs.cores`` per trial
+    (compute_floor.json: 1). ``trial_seconds``: each trial's (with_shared_generation0 for CPU trials)."""
     parallel = float(concurrency)
     if not on_gpu and costs is not None:
         parallel = min(parallel, max(cluster_cpus / costs.cores, 1.0))

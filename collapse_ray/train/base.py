@@ -16,6 +16,14 @@ class TrainResult:
     seconds: float
 
 
+def total_steps(n_texts: int, batch_size: int, epochs: int, max_steps: int | None) -> int:
+    """The optimizer steps of one training run: ``max_steps`` when set, whatever ``epochs`` says
+    (HF Trainer's rule), else ``epochs`` passes over the texts in batches. Here, without torch, so
+    the dry-run's estimate counts the steps the trainers take."""
+    per_epoch = max(1, -(-n_texts // batch_size))
+    return max_steps if max_steps is not None else per_epoch * epochs
+
+
 class Trainer(Protocol):
     def train(self, init: ModelRef, texts: Sequence[str], out_dir: str, seed: int) -> TrainResult:
         """Fine-tune ``init`` on ``texts`` (causal LM loss), save to ``out_dir``; the training

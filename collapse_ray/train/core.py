@@ -12,6 +12,7 @@ from typing import Iterator, Sequence
 import torch
 
 from collapse_ray.generate.base import ModelRef
+from collapse_ray.train.base import total_steps  # noqa: F401  (its torch-free home)
 
 
 def load_tokenizer(path: str):
@@ -66,11 +67,6 @@ def batches(token_lists: Sequence[list[int]], batch_size: int, pad_id: int,
             mask[row, :len(ids)] = 1
         labels = input_ids.masked_fill(mask == 0, -100)
         yield {"input_ids": input_ids, "attention_mask": mask, "labels": labels}
-
-
-def total_steps(n_texts: int, batch_size: int, epochs: int, max_steps: int | None) -> int:
-    per_epoch = max(1, -(-n_texts // batch_size))
-    return max_steps if max_steps is not None else per_epoch * epochs
 
 
 def save_trained(model, tokenizer, out_dir: str | os.PathLike, base_path: str) -> ModelRef:

@@ -1,0 +1,137 @@
+"""The dry-run's time estimate for CPU trials (collapse_ray/grid/estimate.py): training work from
+the trainer's own step count, compute_floor.json's per-task one-core costs preferred over
+phase_costs.json, generation 0 counted once per generation-0 key, and benchmarks/common.py's
+compute floor giving the same figure. No Ray, no torch."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from collapse_ray import grid
+from collapse_ray.config import ConfigError, ModelConfig
+from collapse_ray.grid import estimate as est
+from collapse_ray.model_size import model_size
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))
+from common import compute_floor_s  # noqa: E402
+
+SIZES = {"train_examples": 2000, "synthetic_pool": 256, "eval_examples": 256, "max_new_tokens": 64}
+TRAINING = {"method": "full", "epochs": 1, "max_steps": 500, "batch_size": 16, "max_length": 256}
+SECONDS = {"train_s": 80.0, "generate_s": 8.0, "evaluate_s": 4.0, "drift_s": 2.0}
+REGIMES = [{"name": "real-only"}, {"name": "synthetic-only"}, {"name": "hybrid", "alpha": 0.5}, {"name": "accumulate"}]
+
+
+def trials_of(tmp_path: Path, sizes: dict | None = None, training: dict | None = None,
+              regimes: list | None = None, task: str = "codegen", seeds: tuple = (0,)) -> list[grid.Trial]:
+    """CPU trials of the tiny model (0.4 CPU each), at the compute floor's sizes unless told."""
+    data = {"name": "g",
+            "base": {"generations": 7, "sizes": {**SIZES, **(sizes or {})},
+                     "training": {**TRAINING, **(training or {}), "backend": "ray"}, "generator": {"backend": "vllm"}},
+            "grid": {"models": [{"name_or_path": "tiny", "resources": {"cpus_per_worker": 0.2}}], "tasks": [task],
+                     "regimes": regimes or REGIMES[:1], "seeds": list(seeds)},
+            "resources": {"driver_cpus": 0.1, "generator_cpus": 0.1},
+            "tune": {"max_concurrent_trials": 4}}
+    path = tmp_path / "grid.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return grid.expand(grid.load_grid(path))
+
+
+def compute_floor_file(tmp_path: Path, tasks: dict | None = None) -> Path:
+    """A costs file in benchmarks/compute_floor.json's format, measured at SIZES on the tiny model."""
+    tiny = {"name_or_path": "tiny", "architecture": "llama", "vocab_size": 4096, "hidden_size": 128,
+            "num_layers": 2, "num_heads": 4, "context_length": 256, "train_minutes": 3.0, "seed": 0}
+    data = {"machine": "test machine; load average 0", "cpus": 2,
+            "sizes": {**SIZES, "training": TRAINING, "model": tiny}, "tasks": tasks or {"codegen": SECONDS}}
+    path = tmp_path / "compute_floor.json"
+    path.write_text(json.dumps(data))
+    return path
+
+
+def phase_costs_file(tmp_path: Path) -> Path:
+    """A costs file in benchmarks/phase_costs.json's format, measured with 2 cores."""
+    n = model_size(ModelConfig()).n_params   # the tiny model, as compute_floor_file's
+    data = {"machine": "reference machine", "cores": 2,
+            "reference": {"n_params": n, "sizes": SIZES, "training": TRAINING},
+            "seconds_per_generation": {"train": 40.0, "generate": 4.0, "evaluate": 2.0, "drift": 1.0}}
+    path = tmp_path / "phase_costs.json"
+    path.write_text(json.dumps(data))
+    return path
+
+
+def test_max_steps_decides_the_training_work_as_the_trainer_counts_it(tmp_path):
+    costs = est.load_costs(compute_floor_file(tmp_path), tmp_path / "none.json")
+
+    def train_s(**training) -> float:
+        (t,) = trials_of(tmp_path, training=training)
+        return est.estimate_trial(t, costs).phase_seconds["train"]
+
+    assert train_s() == pytest.approx(80.0)
+    assert train_s(max_steps=1000) == pytest.approx(160.0)
+    assert train_s(epochs=5) == pytest.approx(80.0)            # max_steps set: epochs say nothing
+    assert train_s(batch_size=32) == pytest.approx(160.0)      # a step is batch_size sequences
+    # Without max_steps, epochs over train_examples: 2000 / 16 = 125 steps an epoch.
+    assert train_s(max_steps=None, epochs=2) == pytest.approx(80.0 * 250 / 500)
+    assert train_s(max_steps=None, epochs=4) == pytest.approx(2 * train_s(max_steps=None, epochs=2))
+
+
+def test_a_compute_floor_file_gives_its_own_seconds_at_its_sizes_and_phase_costs_the_rest(tmp_path):
+    costs = est.load_costs(compute_floor_file(tmp_path), phase_costs_file(tmp_path))
+    (t,) = trials_of(tmp_path)
+    e = est.estimate_trial(t, costs)
+    assert e.phase_seconds == pytest.approx({"train": 80.0, "generate": 8.0, "evaluate": 4.0, "drift": 2.0})
+    assert e.costs.cores == 1.0 and e.costs.source.startswith("compute_floor.json")
+    (other,) = trials_of(tmp_path, task="summarization")   # not in compute_floor.json: phase_costs.json
+    e = est.estimate_trial(other, costs)
+    assert e.phase_seconds == pytest.approx({"train": 40.0, "generate": 4.0, "evaluate": 2.0, "drift": 1.0})
+    assert e.costs.cores == 2.0 and e.costs.source.startswith("phase_costs.json")
+    # Scaled by the work: twice the pool, twice generate and drift.
+    (bigger,) = trials_of(tmp_path, sizes={"synthetic_pool": 512})
+    assert est.estimate_trial(bigger, costs).phase_seconds == pytest.approx(
+        {"train": 80.0, "generate": 16.0, "evaluate": 4.0, "drift": 4.0})
+
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"sizes": {}}')
+    with pytest.raises(ConfigError, match=r"bad.json: cannot read it .*benchmarks/compute_floor.json"):
+        est.load_compute_floor(bad)
+
+
+def test_trials_that_differ_only_in_regime_share_generation_0(tmp_path):
+    costs = est.load_costs(compute_floor_file(tmp_path), tmp_path / "none.json")
+    trials = trials_of(tmp_path, regimes=REGIMES)
+    assert len(trials) == 4 and len({est.generation0_key_of(t.config) for t in trials}) == 1
+    estimates = [est.estimate_trial(t, costs) for t in trials]
+    per_trial = 8 * 94.0                                        # generations 0..7
+    assert all(e.seconds(7) == pytest.approx(per_trial) for e in estimates)
+    seconds = est.with_shared_generation0([(t.config, e.phase_seconds) for t, e in zip(trials, estimates)])
+    assert sum(seconds) == pytest.approx(4 * per_trial - 3 * (80.0 + 4.0))
+    # One core a trial: on 2 CPUs, 2 of the 4 concurrent trials at full speed.
+    wall, parallel = est.grid_wall_seconds(seconds, 4, False, 2.0, estimates[0].costs)
+    assert (wall, parallel) == (pytest.approx(sum(seconds) / 2), 2.0)
+
+    p = grid.plan(trials, {"CPU": 2.0, "GPU": 0.0}, "test", None, None)
+    out = grid.describe(grid.load_grid(tmp_path / "grid.yaml"), trials, p, [], None, costs)
+    assert f"~{est.fmt_seconds(per_trial)} per trial of generations 0..7 (approximate; compute_floor.json" in out
+    assert f"grid wall time ~ {est.fmt_seconds(wall)} (approximate; from compute_floor.json;" in out
+
+    # Each seed trains its own generation 0.
+    seeded = trials_of(tmp_path, regimes=REGIMES[:2], seeds=(0, 1))
+    assert len({est.generation0_key_of(t.config) for t in seeded}) == 2
+    seconds = est.with_shared_generation0([(t.config, est.estimate_trial(t, costs).phase_seconds) for t in seeded])
+    assert sum(seconds) == pytest.approx(4 * per_trial - 2 * (80.0 + 4.0))
+
+
+def test_the_benchmarks_compute_floor_is_the_dry_runs_wall_time(tmp_path):
+    costs_file = compute_floor_file(tmp_path)
+    costs = est.load_costs(costs_file, tmp_path / "none.json")
+    trials = trials_of(tmp_path, regimes=REGIMES)
+    estimates = [est.estimate_trial(t, costs) for t in trials]
+    seconds = est.with_shared_generation0([(t.config, e.phase_seconds) for t, e in zip(trials, estimates)])
+    wall, _ = est.grid_wall_seconds(seconds, 4, False, 2.0, estimates[0].costs)
+    assert compute_floor_s(trials, json.loads(costs_file.read_text()), 2) == pytest.approx(wall)
+    assert compute_floor_s(trials, json.loads(costs_file.read_text()), 2) == pytest.approx(
+        (4 * 8 * 94.0 - 3 * 84.0) / 2)
