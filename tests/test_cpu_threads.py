@@ -1,6 +1,6 @@
 """A Train worker's (and a trial driver's) torch threads follow the whole CPUs it reserved: Ray
-Train sets no OMP_NUM_THREADS, and four trials' workers of 0.2 CPU each spinning two threads on a
-2-core machine halved the study's training speed (docs/BENCHMARKS.md)."""
+Train sets no OMP_NUM_THREADS, so a worker of 0.2 CPU ran torch on one thread per core of the
+machine, as many as the trials that shared it."""
 import pytest
 
 from collapse_ray.train.worker_group import cpu_threads

@@ -42,8 +42,8 @@ CLOSE_TIMEOUT_S = 120.0  # how long close() waits for the workers to finish and 
 
 def cpu_threads(resources_per_worker: dict[str, float] | None) -> int:
     """Torch's intra-op threads for a worker: its whole CPUs, at least one. Train does not set
-    OMP_NUM_THREADS, and a worker with a fraction of a core that spins up one thread per core
-    makes several trials on one machine wait on each other's spinning threads."""
+    OMP_NUM_THREADS, so a worker with a fraction of a core would run one thread per core of
+    the machine beside every other trial's."""
     cpus = (resources_per_worker or {}).get("CPU", 1.0)
     return max(1, int(cpus))
 
