@@ -211,7 +211,7 @@ def test_model_that_cannot_be_loaded_fails_before_training(tmp_path, monkeypatch
 def test_mitigations_that_remove_every_sample_stop_the_trial_at_that_generation(tmp_path, tiny_cache):
     from collapse_ray.tasks import register_task
     from collapse_ray.tasks.codegen import CodeGeneration
-    from tests.test_loop import small_config
+    from tests.small_trials import small_config
 
     @register_task("codegen-that-rejects-everything")
     class RejectingCodeGeneration(CodeGeneration):

@@ -14,7 +14,7 @@ from mlflow.tracking import MlflowClient
 
 from collapse_ray.base_model import build_base_model
 from collapse_ray.tracking import GENERATION_KEY
-from tests.test_loop import metric_steps, small_config
+from tests.small_trials import metric_steps, small_config
 
 pytestmark = pytest.mark.timeout(900)
 
