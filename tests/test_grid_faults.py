@@ -16,7 +16,7 @@ a thread beside it finds the victim in Ray's actor table by class name and kills
 
 Ray's state API (ray.util.state) needs the dashboard's HTTP server, which this install lacks
 (no aiohttp_cors: the dashboard starts in minimal mode), so the actor table is read from the GCS
-through ray._private.state, as test_grid.py does.
+through ray._private.state, as test_grid_slow.py does.
 
 Every random choice comes from ``COLLAPSE_RAY_FAULT_SEED`` (default 0): set it to try other moments.
 """
@@ -34,8 +34,7 @@ import pytest
 
 from collapse_ray import grid
 from collapse_ray.trial_state import TrialState
-from tests.test_grid import (assert_each_generation_logged_once, grid_args, logged_steps,  # noqa: F401
-                             tiny_grid, tiny_model)
+from tests.grids import assert_each_generation_logged_once, grid_args, logged_steps, tiny_grid
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
 
@@ -113,9 +112,9 @@ class Saboteur(threading.Thread):
             raise self.error
 
 
-def run_grid_with(plan, tmp_path: Path, tiny_model: str, data_dir: Path, kills: int = 1) -> list[dict]:
+def run_grid_with(plan, tmp_path: Path, model: str, data_dir: Path, kills: int = 1) -> list[dict]:
     """Run the one-trial grid (``kills`` retries allowed) with the saboteur beside it; its kills."""
-    config = tiny_grid(tmp_path, tiny_model, data_dir, generations=GENERATIONS, backend="ray",
+    config = tiny_grid(tmp_path, model, data_dir, generations=GENERATIONS, backend="ray",
                        regimes=("synthetic-only",), max_failures=kills)
     started = time.time()
     with Saboteur(plan) as saboteur:
@@ -146,7 +145,7 @@ def tune_failures(tmp_path: Path) -> list[str]:
 
 # ---------------------------------------------------------------- the faults
 
-def test_grid_recovers_from_a_ray_train_worker_killed_mid_fit(local_ray, tmp_path, tiny_model, data_dir):
+def test_grid_recovers_from_a_ray_train_worker_killed_mid_fit(local_ray, tmp_path, tiny_base_model, data_dir):
     # The trial's worker group starts at generation 0 and serves generation 1's job too. That job
     # is short (the tiny model, a few steps on short synthetic texts: seconds here), so the worker
     # is killed at a random moment in the first 0.3 s after the job is sent (its texts file
@@ -169,7 +168,7 @@ def test_grid_recovers_from_a_ray_train_worker_killed_mid_fit(local_ray, tmp_pat
         s.kill(worker, generation=1, delay=delay)
 
     started = time.time()
-    (kill,) = run_grid_with(plan, tmp_path, tiny_model, data_dir)
+    (kill,) = run_grid_with(plan, tmp_path, tiny_base_model, data_dir)
     assert_trial_complete(tmp_path)
     assert gen_path(tmp_path, 1, "COMPLETE.json").stat().st_mtime > kill["killed_at"]   # redone
     assert len(created_since("RayTrainWorker", started)) == 2   # one group per driver, not one per generation
@@ -180,7 +179,7 @@ def test_grid_recovers_from_a_ray_train_worker_killed_mid_fit(local_ray, tmp_pat
 
 
 def test_grid_recovers_from_the_vllm_actor_killed_while_generating_and_while_evaluating(
-        local_ray, tmp_path, tiny_model, data_dir):
+        local_ray, tmp_path, tiny_base_model, data_dir):
     # Generation 0: killed in its generate phase, which begins when the fit has saved the model
     # (then: fit teardown, engine load, synthesize, synthetic.jsonl written). Generation 1 (after
     # Tune's retry): killed in its evaluate phase, which begins when synthetic.jsonl is written.
@@ -198,7 +197,7 @@ def test_grid_recovers_from_the_vllm_actor_killed_while_generating_and_while_eva
             s.kill(actor, generation=generation, phase=phase, delay=delay)
 
     started = time.time()
-    kills = run_grid_with(plan, tmp_path, tiny_model, data_dir, kills=2)
+    kills = run_grid_with(plan, tmp_path, tiny_base_model, data_dir, kills=2)
     assert_trial_complete(tmp_path)
     for kill in kills:
         assert gen_path(tmp_path, kill["generation"], "COMPLETE.json").stat().st_mtime > kill["killed_at"]
@@ -209,7 +208,8 @@ def test_grid_recovers_from_the_vllm_actor_killed_while_generating_and_while_eva
     assert len(created_since("VLLMActor", started)) == 3   # each driver builds its own
 
 
-def test_grid_recovers_from_its_trial_driver_killed_at_a_random_point(local_ray, tmp_path, tiny_model, data_dir):
+def test_grid_recovers_from_its_trial_driver_killed_at_a_random_point(local_ray, tmp_path, tiny_base_model,
+                                                                      data_dir):
     rng = random.Random(f"{SEED}/driver")
     generation = rng.randrange(GENERATIONS + 1)
     mark = rng.choice(["", "model", "synthetic.jsonl", "COMPLETE.json"])   # "": the generation's start
@@ -224,7 +224,7 @@ def test_grid_recovers_from_its_trial_driver_killed_at_a_random_point(local_ray,
         s.kill(driver, generation=generation, after=mark or "start", delay=delay, finished=finished)
 
     started = time.time()
-    (kill,) = run_grid_with(plan, tmp_path, tiny_model, data_dir)
+    (kill,) = run_grid_with(plan, tmp_path, tiny_base_model, data_dir)
     assert_trial_complete(tmp_path)
     # The generation is kept if it had finished when the driver died, else redone.
     redone = gen_path(tmp_path, generation, "COMPLETE.json").stat().st_mtime > kill["killed_at"]

@@ -15,7 +15,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from collapse_ray.errors import EXIT_CODE
-from tests.test_grid import tiny_grid, tiny_model  # noqa: F401 - the tiny model fixture
+from tests.grids import tiny_grid
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -32,8 +32,8 @@ def launch(config: Path, cwd: Path, *extra: str) -> tuple[subprocess.Popen, list
 @pytest.mark.slow
 @pytest.mark.timeout(2400)
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
-def test_a_signal_stops_the_grid_within_30_s_and_resume_finishes_it(tmp_path, tiny_model, data_dir, signum):
-    config = tiny_grid(tmp_path, tiny_model, data_dir, generations=3)
+def test_a_signal_stops_the_grid_within_30_s_and_resume_finishes_it(tmp_path, tiny_base_model, data_dir, signum):
+    config = tiny_grid(tmp_path, tiny_base_model, data_dir, generations=3)
     proc, lines = launch(config, tmp_path)
     deadline = time.monotonic() + 1200
     while not any("generation 0/3 done" in line for line in lines):
