@@ -97,8 +97,8 @@ def test_a_killed_worker_group_fails_the_waiting_driver_with_a_clear_message(tra
     finally:
         trainer.close()
     print(f"the driver noticed the dead group {noticed_s:.1f}s after the kill")
-    # Train's health check runs every 2 s; the controller then shuts the group down.
-    assert noticed_s < 60, f"the driver noticed the dead group after {noticed_s:.0f}s"
+    # Train's health check runs every 2 s, so the driver hears within about 2 s (10x: 20 s), not at a hang.
+    assert noticed_s < 20, f"the driver noticed the dead group after {noticed_s:.0f}s"
     assert str(killed["pid"]) in str(failure.value)   # Train's error, naming the dead worker, is kept
     assert not (tmp_path / "model").exists()
 
