@@ -35,15 +35,14 @@ def test_killed_drivers_are_retried_and_resume_at_their_unfinished_generation(tm
     # after MLflow logged generation 1 but before Tune heard of it.
     grid_crash_hook.arm(monkeypatch, f"{NAMES[0]}:1:train,{NAMES[1]}:1:report")
     grid.main(grid_args(tiny_grid(tmp_path, tiny_base_model, data_dir, max_failures=1)))
-    runs_dir = tmp_path / "runs"
-    crashed_a = (runs_dir / NAMES[0] / ".crashed-gen1-train").stat().st_mtime
-    crashed_b = (runs_dir / NAMES[1] / ".crashed-gen1-report").stat().st_mtime
-    # When each generation produced its synthetic data (COMPLETE.json is rewritten when retention
-    # later prunes the generation's model, so its time says nothing here).
-    done = {name: [(runs_dir / name / f"gen_{g:02d}" / "synthetic.jsonl").stat().st_mtime for g in range(3)]
-            for name in NAMES}
-    assert done[NAMES[0]][0] < crashed_a < done[NAMES[0]][1]   # generation 1 redone, 0 kept
-    assert done[NAMES[1]][1] < crashed_b < done[NAMES[1]][2]   # generation 1 kept, 2 run after
+    # The generations each trial finished before and after its first driver died.
+    finished = {}
+    for name, died in zip(NAMES, ("died:train:1", "died:report:1")):
+        events = grid_crash_hook.events(tmp_path / "runs" / name)
+        cut = events.index(died)
+        finished[name] = [[e for e in part if e.startswith("report:")] for part in (events[:cut], events[cut + 1:])]
+    assert finished[NAMES[0]] == [["report:0"], ["report:1", "report:2"]]   # generation 1 redone, 0 kept
+    assert finished[NAMES[1]] == [["report:0", "report:1"], ["report:2"]]   # generation 1 kept, 2 run after
     assert_each_generation_logged_once(logged_steps(f"sqlite:///{tmp_path / 'mlflow.db'}", "g"), NAMES, 2)
 
 
@@ -56,13 +55,14 @@ def test_resume_restores_a_grid_whose_trial_failed_and_runs_only_what_is_missing
     with pytest.raises(GridError, match=f"1 trial\\(s\\) failed.*{names[0]}.*--resume"):
         grid.main(grid_args(config))
     runs_dir = tmp_path / "runs"
-    finished_before = (runs_dir / names[1] / "gen_02" / "COMPLETE.json").stat().st_mtime
+    finished_before = grid_crash_hook.events(runs_dir / names[1])
+    assert "report:2" in finished_before
     assert not (runs_dir / names[0] / "gen_01" / "COMPLETE.json").exists()
     parent_file = runs_dir / "_tune" / "g" / "mlflow_parent_run.json"
     parent_id = json.loads(parent_file.read_text())["run_id"]
 
     grid.main(grid_args(config, resume=True))
-    assert (runs_dir / names[1] / "gen_02" / "COMPLETE.json").stat().st_mtime == finished_before
+    assert grid_crash_hook.events(runs_dir / names[1]) == finished_before   # the finished trial ran nothing again
     assert (runs_dir / names[0] / "gen_02" / "COMPLETE.json").exists()
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     runs = logged_steps(uri, "g", parent_id)
