@@ -1,14 +1,10 @@
-import contextlib
+import json
 import os
-import signal
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
+
+from tests.mlflow_server import serve_mlflow
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -28,41 +24,60 @@ def tiny_cache(tmp_path_factory) -> str:
     return str(tmp_path_factory.mktemp("tiny-model-cache"))
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+# ---------------------------------------------------------------- tiny models (tests/tiny_models.py)
+# Session-scoped and never written to: a test that changes a model copies it or saves beside it.
+
+@pytest.fixture(scope="session")
+def tiny_llama(tmp_path_factory) -> str:
+    """The default tiny random Llama (seed 0) and its tokenizer, in HF format."""
+    from tests.tiny_models import save_tiny_llama
+
+    return save_tiny_llama(tmp_path_factory.mktemp("tiny_llama"), seed=0)
 
 
-@contextlib.contextmanager
-def serve_mlflow(directory: Path):
-    """An ``mlflow server`` on 127.0.0.1 with its SQLite store and artifacts in ``directory``."""
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-         "--backend-store-uri", f"sqlite:///{directory / 'server.db'}",
-         "--artifacts-destination", str(directory / "artifacts")],
-        stdout=open(directory / "mlflow-server.log", "w"), stderr=subprocess.STDOUT, start_new_session=True)
-    uri = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(uri + "/health", timeout=2) as resp:
-                    if resp.status == 200:
-                        break
-            except OSError:
-                pass
-            assert proc.poll() is None and time.monotonic() < deadline, (directory / "mlflow-server.log").read_text()
-            time.sleep(1)
-        yield uri
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)   # the server and its worker: the group it leads
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+@pytest.fixture(scope="session")
+def tiny_llama_seed1(tmp_path_factory) -> str:
+    """``tiny_llama``'s architecture and tokenizer with other weights."""
+    from tests.tiny_models import save_tiny_llama
+
+    return save_tiny_llama(tmp_path_factory.mktemp("tiny_llama_seed1"), seed=1)
+
+
+@pytest.fixture(scope="session")
+def train_llama(tmp_path_factory) -> str:
+    """A two-layer tiny Llama with tied embeddings and a tokenizer of tests.ray_training.TEXTS, which
+    a dozen training steps visibly learn."""
+    from tests.ray_training import TEXTS
+    from tests.tiny_models import save_tiny_llama, tiny_tokenizer
+
+    return save_tiny_llama(tmp_path_factory.mktemp("train_llama"), tiny_tokenizer(TEXTS, vocab_size=320),
+                           hidden_size=48, layers=2, tied=True)
+
+
+@pytest.fixture(scope="session")
+def tiny_base_model(tmp_path_factory, data_dir) -> str:
+    """The real tiny base model (collapse_ray.base_model) on a tiny budget: a 512-entry BPE and a
+    2-layer Llama (head_dim 32, as vLLM's CPU attention needs) trained for a few seconds on 100
+    real CodeSearchNet functions. What the real grids run."""
+    from collapse_ray.base_model import build_base_model
+    from collapse_ray.config import TinyModelConfig
+
+    records = [json.loads(line) for line in (data_dir / "codesearchnet" / "codesearchnet_python_sample.jsonl").open()]
+    tiny = TinyModelConfig(vocab_size=512, hidden_size=64, num_layers=2, num_heads=2, context_length=256,
+                           train_minutes=0.05, cache_dir=str(tmp_path_factory.mktemp("tiny")))
+    return str(build_base_model(tiny, corpus=[r["original_string"] for r in records], progress=lambda m: None))
+
+
+# ---------------------------------------------------------------- services
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """A local two-CPU Ray for the module, yielded as the ``ray`` module."""
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    yield ray
+    ray.shutdown()
 
 
 @pytest.fixture

@@ -2,6 +2,7 @@
 port, and a TCP proxy in front of it that loses the answer to one log-batch call."""
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -47,11 +48,32 @@ class MlflowServer:
             assert self.proc.poll() is None and time.monotonic() < deadline, log.read_text()
             time.sleep(0.5)
 
+    def stop(self) -> None:
+        """SIGTERM the server and its workers (the process group it leads), SIGKILL if they linger."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
     def kill(self) -> None:
         """SIGKILL the server and its workers (the process group it leads): no clean shutdown."""
         if self.proc is not None and self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
+
+
+@contextlib.contextmanager
+def serve_mlflow(directory: Path):
+    """An ``mlflow server`` with its store in ``directory``, yielded as its URI, stopped after."""
+    server = MlflowServer(directory)
+    try:
+        server.start()
+        yield server.uri
+    finally:
+        server.stop()
 
 
 class LoseOneLogBatchAnswer:

@@ -137,8 +137,16 @@ ROWS = {
 }
 
 
+@pytest.fixture(scope="module")
+def warm(tmp_path_factory, data_dir):
+    """One good config validated first: the first validation imports the task and model code,
+    seconds that are no row's refusal."""
+    tmp = tmp_path_factory.mktemp("warm")
+    assert cli(["validate", str(write(tmp, good_config(tmp, data_dir))[0])]) == 0
+
+
 @pytest.mark.parametrize("row", ROWS)
-def test_validate_refuses_with_one_line_naming_the_field_or_file(tmp_path, data_dir, capsys, row):
+def test_validate_refuses_with_one_line_naming_the_field_or_file(tmp_path, data_dir, capsys, warm, row):
     make, expected = ROWS[row]
     path, extra = make(tmp_path, good_config(tmp_path, data_dir))
     t0 = time.monotonic()
@@ -147,6 +155,8 @@ def test_validate_refuses_with_one_line_naming_the_field_or_file(tmp_path, data_
     assert code == EXIT_CODE, err
     assert err.startswith("error: ") and err.count("\n") == 1, err   # one line, no traceback
     assert expected.format(tmp=tmp_path) in err
+    # Fails fast (no retry, no wait for the hub): 10x the ~3 s a refusal may take on a busy shared
+    # machine (well under a second on a quiet one).
     assert time.monotonic() - t0 < 30
 
 
@@ -180,7 +190,7 @@ def test_unreachable_tracking_server_fails_within_seconds_naming_the_uri():
     t0 = time.monotonic()
     with pytest.raises(TrackingError, match="http://127.0.0.1:9 is unreachable"):
         TrialTracker(uri, "x")
-    assert time.monotonic() - t0 < 10
+    assert time.monotonic() - t0 < 10   # 10x the second a refused connection takes: no retry loop
 
 
 def test_malformed_data_file_fails_before_any_training(tmp_path):
@@ -211,7 +221,7 @@ def test_model_that_cannot_be_loaded_fails_before_training(tmp_path, monkeypatch
 def test_mitigations_that_remove_every_sample_stop_the_trial_at_that_generation(tmp_path, tiny_cache):
     from collapse_ray.tasks import register_task
     from collapse_ray.tasks.codegen import CodeGeneration
-    from tests.test_loop import small_config
+    from tests.small_trials import small_config
 
     @register_task("codegen-that-rejects-everything")
     class RejectingCodeGeneration(CodeGeneration):

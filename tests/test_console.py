@@ -99,7 +99,7 @@ def test_a_failure_is_summed_up_in_one_line(text, line):
 
 def test_grid_console_prints_one_line_per_event_with_the_trial_log_for_a_real_failure(tmp_path):
     from collapse_ray import grid
-    from tests.test_grid import SMALL_GRID, write
+    from tests.grids import SMALL_GRID, write
 
     trials = grid.expand(grid.load_grid(write(tmp_path, SMALL_GRID)))
     name = trials[0].name

@@ -5,7 +5,7 @@ import pytest
 
 from collapse_ray.loop import run_trial
 from collapse_ray.train.local import LocalTrainer
-from tests.test_loop import metric_steps, small_config
+from tests.small_trials import metric_steps, small_config
 
 pytestmark = pytest.mark.timeout(900)
 

@@ -9,7 +9,7 @@ from mlflow.tracking import MlflowClient
 from collapse_ray.disk_full import NoSpaceLeft
 from collapse_ray.loop import config_fingerprint, run_trial
 from collapse_ray.trial_state import TrialState
-from tests.test_loop import metric_steps, small_config
+from tests.small_trials import metric_steps, small_config
 
 pytestmark = pytest.mark.timeout(900)
 

@@ -59,7 +59,7 @@ def test_logging_gives_up_in_one_line_and_a_resumed_tracker_logs_what_is_missing
     started = time.monotonic()
     with pytest.raises(TrackingError) as gave_up:
         tracker.log_generation(1, {"pass_at_1": 0.25})
-    assert time.monotonic() - started < 30   # 3 s of retries (a loaded machine adds to each attempt)
+    assert time.monotonic() - started < 30   # 10x its 3 s of retries: it gives up, it does not hang
     message = str(gave_up.value)
     assert "\n" not in message
     assert message.startswith(f"tracking.uri: MLflow at {server.uri} did not answer for 3 s while logging generation 1")

@@ -1,62 +1,20 @@
-"""The grid: config validation, trial expansion, resource planning, and real grids on Ray Tune
-(local Ray, a two-node Ray cluster, an MLflow tracking server, drivers killed mid-generation)."""
+"""The grid without running it: config validation, trial expansion, resource planning, and
+refusals before Ray starts. Real grids on Ray Tune are in test_grid_slow.py."""
 from __future__ import annotations
 
-import argparse
 import copy
 import io
-import json
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
-import yaml
 
 from collapse_ray import grid
 from collapse_ray.cli import main as cli
 from collapse_ray.config import ConfigError, ExperimentConfig
 from collapse_ray.errors import GridError
-from tests import grid_crash_hook
+from tests.grids import SMALL_GRID, grid_args, with_change, write
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def grid_args(config, dry_run=False, resume=False, verbose=False) -> argparse.Namespace:
-    return argparse.Namespace(config=str(config), dry_run=dry_run, resume=resume, verbose=verbose)
-
-
-def write(tmp_path: Path, data: dict, name: str = "grid.yaml") -> Path:
-    path = tmp_path / name
-    path.write_text(yaml.safe_dump(data))
-    return path
-
-
-SMALL_GRID = {
-    "name": "small",
-    "base": {"generations": 2, "training": {"backend": "local"}, "generator": {"backend": "hf"}},
-    "grid": {
-        "models": [{"name_or_path": "Qwen/Qwen3-0.6B"}],
-        "tasks": ["codegen"],
-        "regimes": [{"name": "real-only"}, {"name": "hybrid", "alpha": 0.5}],
-        "seeds": [0],
-    },
-}
-
-
-def with_change(dotted: str, value) -> dict:
-    data = copy.deepcopy(SMALL_GRID)
-    *parents, leaf = dotted.split(".")
-    node = data
-    for p in parents:
-        node = node[int(p)] if isinstance(node, list) else node.setdefault(p, {})
-    node[leaf] = value
-    return data
 
 
 # ---------------------------------------------------------------- dry-run and planning
@@ -262,143 +220,6 @@ def test_placement_group_holds_driver_then_vllm_actor_then_its_tensor_parallel_g
     assert colocated.separate() == res
 
 
-
-# ---------------------------------------------------------------- real grids on Ray Tune (slow)
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory, data_dir) -> str:
-    """The tiny base model on a tiny budget: a 512-entry BPE and a 2-layer Llama (head_dim 32, as
-    vLLM's CPU attention needs) trained for a few seconds on 100 real CodeSearchNet functions."""
-    from collapse_ray.base_model import build_base_model
-    from collapse_ray.config import TinyModelConfig
-
-    records = [json.loads(line) for line in (data_dir / "codesearchnet" / "codesearchnet_python_sample.jsonl").open()]
-    tiny = TinyModelConfig(vocab_size=512, hidden_size=64, num_layers=2, num_heads=2, context_length=256,
-                           train_minutes=0.05, cache_dir=str(tmp_path_factory.mktemp("tiny")))
-    return str(build_base_model(tiny, corpus=[r["original_string"] for r in records], progress=lambda m: None))
-
-
-def tiny_grid(tmp_path: Path, model: str, data_dir: Path, *, name="g", generations=2, backend="local",
-              regimes=("real-only", "synthetic-only"), tracking=None, max_failures=1, mitigations=None,
-              seeds=(0,)) -> Path:
-    ray_backends = backend == "ray"
-    functions = data_dir / "codesearchnet" / "codesearchnet_python_sample.jsonl"
-    data = {
-        "name": name,
-        "base": {
-            "task": {"name": "codegen", "data_path": str(functions)},
-            "generations": generations,
-            "sizes": {"train_examples": 24, "synthetic_pool": 12, "eval_examples": 6, "max_new_tokens": 24},
-            "training": {"batch_size": 8, "max_length": 128, "backend": "ray" if ray_backends else "local"},
-            "generator": {"backend": "vllm" if ray_backends else "hf", "batch_size": 16},
-            "tracking": tracking or {"uri": f"sqlite:///{tmp_path / 'mlflow.db'}"},
-            "output_dir": str(tmp_path / "runs"),
-        },
-        "grid": {"models": [{"name_or_path": model, "label": "tiny",
-                             "resources": {"train_workers": 1, "cpus_per_worker": 0.5}}],
-                 "regimes": list(regimes), "seeds": list(seeds),
-                 **({"mitigations": mitigations} if mitigations else {})},
-        "resources": {"driver_cpus": 0.25 if ray_backends else 1.0, "generator_cpus": 0.25},
-        "tune": {"max_failures": max_failures},
-    }
-    return write(tmp_path, data)
-
-
-def logged_steps(uri: str, experiment: str, parent_run_id: str | None = None) -> dict[str, dict[str, list[int]]]:
-    """trial run name -> metric -> the steps it was logged at (every logged point, duplicates kept),
-    its status, tags and parent run. The grid launch's parent run is left out (its id, or each
-    run tagged with a grid name)."""
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(tracking_uri=uri)
-    exp = client.get_experiment_by_name(experiment)
-    out = {}
-    for run in client.search_runs([exp.experiment_id]):
-        if run.info.run_id == parent_run_id or "grid" in run.data.tags:
-            continue
-        history = {k: sorted(m.step for m in client.get_metric_history(run.info.run_id, k))
-                   for k in ("generation", "train/loss", "pass_at_1")}
-        tags = {k: v for k, v in run.data.tags.items() if not k.startswith("mlflow.")}
-        out[run.info.run_name] = {**history, "status": run.info.status, "tags": tags,
-                                  "parent": run.data.tags.get("mlflow.parentRunId")}
-    return out
-
-
-def assert_each_generation_logged_once(runs: dict, names: list[str], generations: int) -> None:
-    assert sorted(runs) == sorted(names)
-    for name in names:
-        for key in ("generation", "train/loss", "pass_at_1"):
-            assert runs[name][key] == list(range(generations + 1)), (name, key, runs[name][key])
-        assert runs[name]["status"] == "FINISHED"
-
-
-NAMES = ["tiny_codegen_real-only_s0_none", "tiny_codegen_synthetic-only_s0_none"]
-
-
-@pytest.mark.slow
-def test_two_trial_grid_logs_one_mlflow_run_per_trial_to_a_tracking_server(tmp_path, tiny_model, data_dir,
-                                                                          mlflow_server, capsys):
-    config = tiny_grid(tmp_path, tiny_model, data_dir, tracking={"uri": mlflow_server, "experiment": "served"})
-    grid.main(grid_args(config))
-    out = capsys.readouterr().out
-    assert "[grid] g: 2 trials, up to 2 at once" in out and "2/2 trials finished" in out
-    assert f"{NAMES[0]}: generation 2/2 done pass_at_1=" in out   # the task's headline metrics lead
-    runs = logged_steps(mlflow_server, "served")
-    assert_each_generation_logged_once(runs, NAMES, generations=2)
-    assert runs[NAMES[1]]["tags"] == {"model": "tiny", "task": "codegen", "regime": "synthetic-only",
-                                      "seed": "0", "mitigation": "none"}
-
-
-@pytest.mark.slow
-def test_killed_drivers_are_retried_and_resume_at_their_unfinished_generation(tmp_path, tiny_model, data_dir,
-                                                                             monkeypatch):
-    # One driver dies mid-generation 1 (model trained, generation unfinished), the other right
-    # after MLflow logged generation 1 but before Tune heard of it.
-    grid_crash_hook.arm(monkeypatch, f"{NAMES[0]}:1:train,{NAMES[1]}:1:report")
-    grid.main(grid_args(tiny_grid(tmp_path, tiny_model, data_dir, max_failures=1)))
-    runs_dir = tmp_path / "runs"
-    crashed_a = (runs_dir / NAMES[0] / ".crashed-gen1-train").stat().st_mtime
-    crashed_b = (runs_dir / NAMES[1] / ".crashed-gen1-report").stat().st_mtime
-    # When each generation produced its synthetic data (COMPLETE.json is rewritten when retention
-    # later prunes the generation's model, so its time says nothing here).
-    done = {name: [(runs_dir / name / f"gen_{g:02d}" / "synthetic.jsonl").stat().st_mtime for g in range(3)]
-            for name in NAMES}
-    assert done[NAMES[0]][0] < crashed_a < done[NAMES[0]][1]   # generation 1 redone, 0 kept
-    assert done[NAMES[1]][1] < crashed_b < done[NAMES[1]][2]   # generation 1 kept, 2 run after
-    assert_each_generation_logged_once(logged_steps(f"sqlite:///{tmp_path / 'mlflow.db'}", "g"), NAMES, 2)
-
-
-@pytest.mark.slow
-def test_resume_restores_a_grid_whose_trial_failed_and_runs_only_what_is_missing(tmp_path, tiny_model, data_dir,
-                                                                                monkeypatch):
-    # The grid's label for exact dedup, "dedup", names the runs and is their MLflow tag (not "exact").
-    names = [name.replace("_none", "_dedup") for name in NAMES]
-    grid_crash_hook.arm(monkeypatch, f"{names[0]}:1:train")
-    config = tiny_grid(tmp_path, tiny_model, data_dir, max_failures=0, mitigations={"dedup": {"dedup": "exact"}})
-    with pytest.raises(GridError, match=f"1 trial\\(s\\) failed.*{names[0]}.*--resume"):
-        grid.main(grid_args(config))
-    runs_dir = tmp_path / "runs"
-    finished_before = (runs_dir / names[1] / "gen_02" / "COMPLETE.json").stat().st_mtime
-    assert not (runs_dir / names[0] / "gen_01" / "COMPLETE.json").exists()
-    parent_file = runs_dir / "_tune" / "g" / "mlflow_parent_run.json"
-    parent_id = json.loads(parent_file.read_text())["run_id"]
-
-    grid.main(grid_args(config, resume=True))
-    assert (runs_dir / names[1] / "gen_02" / "COMPLETE.json").stat().st_mtime == finished_before
-    assert (runs_dir / names[0] / "gen_02" / "COMPLETE.json").exists()
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    runs = logged_steps(uri, "g", parent_id)
-    assert_each_generation_logged_once(runs, names, 2)
-    assert {runs[name]["tags"]["mitigation"] for name in names} == {"dedup"}
-    # The resumed launch reopened its parent run, which ends FINISHED with both trials under it.
-    from mlflow.tracking import MlflowClient
-
-    assert json.loads(parent_file.read_text())["run_id"] == parent_id
-    parent = MlflowClient(tracking_uri=uri).get_run(parent_id)
-    assert (parent.info.status, parent.data.tags["grid"]) == ("FINISHED", "g")
-    assert all(runs[name]["parent"] == parent_id for name in names)
-
-
 def test_resume_without_an_earlier_grid_says_so_before_starting_ray(tmp_path):
     import ray
 
@@ -406,32 +227,3 @@ def test_resume_without_an_earlier_grid_says_so_before_starting_ray(tmp_path):
     with pytest.raises(GridError, match="--resume: no grid state at .*small; run without --resume"):
         grid.main(grid_args(config, resume=True))
     assert not ray.is_initialized()
-
-
-@pytest.mark.slow
-def test_grid_on_a_two_node_cluster_with_ray_train_and_vllm(tmp_path, tiny_model, data_dir, capsys):
-    """Two trials, each a driver + a vLLM actor in its placement group and a Ray Train worker in
-    Train's own, spread over two 1-CPU nodes."""
-    import ray
-    import ray._private.state
-    from ray.cluster_utils import Cluster
-
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
-    cluster.add_node(num_cpus=1)
-    try:
-        ray.init(address=cluster.address)
-        grid.main(grid_args(tiny_grid(tmp_path, tiny_model, data_dir, generations=1, backend="ray")))
-        out = capsys.readouterr().out
-        assert "up to 2 at once" in out and "2/2 trials finished" in out
-        # The nodes the trial drivers (from their Tune checkpoints), vLLM actors and Train workers
-        # ran on (the GCS keeps a record of dead actors).
-        nodes = {json.loads(p.read_text())["driver_node"] for p in (tmp_path / "runs" / "_tune").rglob("pointer.json")}
-        actors = {}
-        for actor in ray._private.state.actors().values():
-            actors.setdefault(actor["ActorClassName"], set()).add(actor["Address"]["NodeID"])
-        assert len(nodes) >= 1 and {"VLLMActor", "RayTrainWorker"} <= set(actors)
-        assert len(nodes | actors["VLLMActor"] | actors["RayTrainWorker"]) == 2
-        assert_each_generation_logged_once(logged_steps(f"sqlite:///{tmp_path / 'mlflow.db'}", "g"), NAMES, 1)
-    finally:
-        ray.shutdown()
-        cluster.shutdown()

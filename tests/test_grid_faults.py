@@ -16,9 +16,11 @@ a thread beside it finds the victim in Ray's actor table by class name and kills
 
 Ray's state API (ray.util.state) needs the dashboard's HTTP server, which this install lacks
 (no aiohttp_cors: the dashboard starts in minimal mode), so the actor table is read from the GCS
-through ray._private.state, as test_grid.py does.
+through ray._private.state, as test_grid_slow.py does.
 
 Every random choice comes from ``COLLAPSE_RAY_FAULT_SEED`` (default 0): set it to try other moments.
+Which generations ran again after a kill is read from the order of events (tests/grid_crash_hook.py
+records the drivers', the saboteur notes its kills), not from clocks or file times.
 """
 from __future__ import annotations
 
@@ -34,8 +36,8 @@ import pytest
 
 from collapse_ray import grid
 from collapse_ray.trial_state import TrialState
-from tests.test_grid import (assert_each_generation_logged_once, grid_args, logged_steps,  # noqa: F401
-                             tiny_grid, tiny_model)
+from tests import grid_crash_hook
+from tests.grids import assert_each_generation_logged_once, grid_args, logged_steps, tiny_grid
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
 
@@ -46,17 +48,21 @@ SEED = os.environ.get("COLLAPSE_RAY_FAULT_SEED", "0")
 
 
 @pytest.fixture(scope="module")
-def local_ray():
-    """One local Ray for the module; the grid runs on the Ray this process is connected to.
-    ``address="local"``: a plain ``ray.init()`` joins the cluster another process's
-    ``ray.cluster_utils.Cluster`` (test_grid.py's two-node test) or ``ray start`` announced."""
+def recording_ray():
+    """One local Ray for the module; the grid runs on the Ray this process is connected to, and
+    its trial drivers record their events (the crash hook, armed with no crash: Ray's workers
+    inherit the environment it starts with). ``address="local"``: a plain ``ray.init()`` joins
+    the cluster another process's ``ray.cluster_utils.Cluster`` (test_grid_slow.py's two-node
+    test) or ``ray start`` announced."""
     import ray
 
-    ray.init(address="local")
-    try:
-        yield
-    finally:
-        ray.shutdown()
+    with pytest.MonkeyPatch.context() as env:
+        grid_crash_hook.arm(env, "")
+        ray.init(address="local")
+        try:
+            yield
+        finally:
+            ray.shutdown()
 
 
 def actors(class_name: str, state: str | None = None) -> list[dict]:
@@ -68,17 +74,18 @@ def actors(class_name: str, state: str | None = None) -> list[dict]:
             if a["ActorClassName"].rsplit(".", 1)[-1] == class_name]
 
 
-def created_since(class_name: str, since: float) -> list[dict]:
-    return [a for a in actors(class_name) if a["StartTime"] / 1000 >= since - 1]
+def actor_ids(class_name: str) -> set[str]:
+    """Every actor of the class Ray has had, dead ones included (the GCS keeps their records)."""
+    return {a["ActorID"] for a in actors(class_name)}
 
 
 class Saboteur(threading.Thread):
     """Runs ``plan(saboteur)`` beside the grid: the plan waits for its moments (``wait_for``) and
     SIGKILLs processes (``kill``); an assertion failing in it fails the test."""
 
-    def __init__(self, plan):
+    def __init__(self, plan, trial: Path):
         super().__init__(daemon=True)
-        self.plan = plan
+        self.plan, self.trial = plan, trial
         self.stop = threading.Event()
         self.kills: list[dict] = []
         self.error: BaseException | None = None
@@ -94,7 +101,8 @@ class Saboteur(threading.Thread):
 
     def kill(self, actor: dict, **note) -> None:
         os.kill(actor["Pid"], signal.SIGKILL)
-        self.kills.append({"killed_at": time.time(), "class": actor["ActorClassName"], "pid": actor["Pid"], **note})
+        grid_crash_hook.note(self.trial, f"killed:{len(self.kills)}")
+        self.kills.append({"class": actor["ActorClassName"], "pid": actor["Pid"], **note})
 
     def run(self) -> None:
         try:
@@ -113,14 +121,14 @@ class Saboteur(threading.Thread):
             raise self.error
 
 
-def run_grid_with(plan, tmp_path: Path, tiny_model: str, data_dir: Path, kills: int = 1) -> list[dict]:
+def run_grid_with(plan, tmp_path: Path, model: str, data_dir: Path, kills: int = 1) -> list[dict]:
     """Run the one-trial grid (``kills`` retries allowed) with the saboteur beside it; its kills."""
-    config = tiny_grid(tmp_path, tiny_model, data_dir, generations=GENERATIONS, backend="ray",
+    config = tiny_grid(tmp_path, model, data_dir, generations=GENERATIONS, backend="ray",
                        regimes=("synthetic-only",), max_failures=kills)
-    started = time.time()
-    with Saboteur(plan) as saboteur:
+    started = time.monotonic()
+    with Saboteur(plan, tmp_path / "runs" / TRIAL) as saboteur:
         grid.main(grid_args(config))
-    print(f"kills: {saboteur.kills}; grid took {time.time() - started:.0f}s")
+    print(f"kills: {saboteur.kills}; grid took {time.monotonic() - started:.0f}s")
     assert len(saboteur.kills) == kills, "the grid finished before every fault was injected"
     return saboteur.kills
 
@@ -138,6 +146,13 @@ def assert_trial_complete(tmp_path: Path) -> None:
     assert [f.generation for f in TrialState(root, fingerprint).finished()] == list(range(GENERATIONS + 1))
 
 
+def finished_after_kill(tmp_path: Path, kill: int) -> list[int]:
+    """The generations the trial finished (and logged) after its ``kill``-th kill, in order."""
+    events = grid_crash_hook.events(tmp_path / "runs" / TRIAL)
+    after = events[events.index(f"killed:{kill}") + 1:]
+    return [int(e.split(":")[1]) for e in after if e.startswith("report:")]
+
+
 def tune_failures(tmp_path: Path) -> list[str]:
     """The failures Tune recorded for the trial (its error.txt holds one entry per failure)."""
     text = "".join(f.read_text() for f in (tmp_path / "runs" / "_tune").rglob("error.txt"))
@@ -146,7 +161,7 @@ def tune_failures(tmp_path: Path) -> list[str]:
 
 # ---------------------------------------------------------------- the faults
 
-def test_grid_recovers_from_a_ray_train_worker_killed_mid_fit(local_ray, tmp_path, tiny_model, data_dir):
+def test_grid_recovers_from_a_ray_train_worker_killed_mid_fit(recording_ray, tmp_path, tiny_base_model, data_dir):
     # The trial's worker group starts at generation 0 and serves generation 1's job too. That job
     # is short (the tiny model, a few steps on short synthetic texts: seconds here), so the worker
     # is killed at a random moment in the first 0.3 s after the job is sent (its texts file
@@ -168,11 +183,12 @@ def test_grid_recovers_from_a_ray_train_worker_killed_mid_fit(local_ray, tmp_pat
         assert not gen_path(tmp_path, 1, "model").exists(), f"the job saved its model within {delay:.2f}s"
         s.kill(worker, generation=1, delay=delay)
 
-    started = time.time()
-    (kill,) = run_grid_with(plan, tmp_path, tiny_model, data_dir)
+    workers_before = actor_ids("RayTrainWorker")
+    (kill,) = run_grid_with(plan, tmp_path, tiny_base_model, data_dir)
     assert_trial_complete(tmp_path)
-    assert gen_path(tmp_path, 1, "COMPLETE.json").stat().st_mtime > kill["killed_at"]   # redone
-    assert len(created_since("RayTrainWorker", started)) == 2   # one group per driver, not one per generation
+    assert finished_after_kill(tmp_path, 0) == [1]   # generation 1 redone, 0 kept
+    # one group per driver, not one per generation
+    assert len(actor_ids("RayTrainWorker") - workers_before) == 2
     failures = tune_failures(tmp_path)
     assert len(failures) == 1, failures
     assert "TrainGroupDied" in failures[0] and "stopped before acknowledging job 2" in failures[0], failures[0]
@@ -180,7 +196,7 @@ def test_grid_recovers_from_a_ray_train_worker_killed_mid_fit(local_ray, tmp_pat
 
 
 def test_grid_recovers_from_the_vllm_actor_killed_while_generating_and_while_evaluating(
-        local_ray, tmp_path, tiny_model, data_dir):
+        recording_ray, tmp_path, tiny_base_model, data_dir):
     # Generation 0: killed in its generate phase, which begins when the fit has saved the model
     # (then: fit teardown, engine load, synthesize, synthetic.jsonl written). Generation 1 (after
     # Tune's retry): killed in its evaluate phase, which begins when synthetic.jsonl is written.
@@ -197,19 +213,20 @@ def test_grid_recovers_from_the_vllm_actor_killed_while_generating_and_while_eva
             assert not gen_path(tmp_path, generation, end_mark).exists(), f"{phase} ended within {delay:.2f}s"
             s.kill(actor, generation=generation, phase=phase, delay=delay)
 
-    started = time.time()
-    kills = run_grid_with(plan, tmp_path, tiny_model, data_dir, kills=2)
+    actors_before = actor_ids("VLLMActor")
+    kills = run_grid_with(plan, tmp_path, tiny_base_model, data_dir, kills=2)
     assert_trial_complete(tmp_path)
-    for kill in kills:
-        assert gen_path(tmp_path, kill["generation"], "COMPLETE.json").stat().st_mtime > kill["killed_at"]
+    for i, kill in enumerate(kills):   # the killed generation was redone, and every later one run
+        assert finished_after_kill(tmp_path, i) == list(range(kill["generation"], GENERATIONS + 1))
     failures = tune_failures(tmp_path)
     assert len(failures) == 2, failures
     for failure, where in zip(failures, [("generator.load", "task.synthesize"), ("task.evaluate",)]):
         assert "ActorDiedError" in failure and any(w in failure for w in where), failure
-    assert len(created_since("VLLMActor", started)) == 3   # each driver builds its own
+    assert len(actor_ids("VLLMActor") - actors_before) == 3   # each driver builds its own
 
 
-def test_grid_recovers_from_its_trial_driver_killed_at_a_random_point(local_ray, tmp_path, tiny_model, data_dir):
+def test_grid_recovers_from_its_trial_driver_killed_at_a_random_point(recording_ray, tmp_path, tiny_base_model,
+                                                                      data_dir):
     rng = random.Random(f"{SEED}/driver")
     generation = rng.randrange(GENERATIONS + 1)
     mark = rng.choice(["", "model", "synthetic.jsonl", "COMPLETE.json"])   # "": the generation's start
@@ -223,13 +240,13 @@ def test_grid_recovers_from_its_trial_driver_killed_at_a_random_point(local_ray,
         finished = gen_path(tmp_path, generation, "COMPLETE.json").exists()
         s.kill(driver, generation=generation, after=mark or "start", delay=delay, finished=finished)
 
-    started = time.time()
-    (kill,) = run_grid_with(plan, tmp_path, tiny_model, data_dir)
+    drivers_before = actor_ids("ImplicitFunc")
+    (kill,) = run_grid_with(plan, tmp_path, tiny_base_model, data_dir)
     assert_trial_complete(tmp_path)
     # The generation is kept if it had finished when the driver died, else redone.
-    redone = gen_path(tmp_path, generation, "COMPLETE.json").stat().st_mtime > kill["killed_at"]
-    assert redone != kill["finished"]
+    first_run_again = generation + 1 if kill["finished"] else generation
+    assert finished_after_kill(tmp_path, 0) == list(range(first_run_again, GENERATIONS + 1))
     assert len(tune_failures(tmp_path)) == 1
-    assert len(created_since("ImplicitFunc", started)) == 2
+    assert len(actor_ids("ImplicitFunc") - drivers_before) == 2
     # What the dead driver owned died with it: nothing of the trial is left running.
     assert not [a for cls in ("VLLMActor", "RayTrainWorker", "TrainController") for a in actors(cls, "ALIVE")]

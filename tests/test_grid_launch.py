@@ -23,8 +23,8 @@ from collapse_ray.config import ConfigError
 from collapse_ray.errors import EXIT_CODE
 from collapse_ray.grid.tune_runner import TRIAL_HOOK_ENV
 from tests import grid_crash_hook
-from tests.test_grid import tiny_grid, tiny_model, with_change, write  # noqa: F401 - the tiny model fixture
-from tests.test_report import assert_table_matches_histories, histories_via_rest, read_csv, rest, run_report
+from tests.grids import grid_args, tiny_grid, with_change, write
+from tests.report_checks import assert_table_matches_histories, histories_via_rest, read_csv, rest, run_report
 
 REPO = Path(__file__).resolve().parents[1]
 EXPERIMENT = "launch"
@@ -47,7 +47,6 @@ def test_a_second_launch_of_a_running_grid_is_refused_before_ray_starts(tmp_path
     import ray
 
     from collapse_ray.launch_lock import LaunchLocked, launch_lock
-    from tests.test_grid import grid_args
 
     config = write(tmp_path, with_change("base.output_dir", str(tmp_path / "runs")))
     with launch_lock(tmp_path / "runs" / "_tune" / "small", where="grid state"):   # the first launch
@@ -58,9 +57,9 @@ def test_a_second_launch_of_a_running_grid_is_refused_before_ray_starts(tmp_path
 
 @pytest.mark.slow
 @pytest.mark.timeout(2400)
-def test_a_grid_launch_prints_its_progress_nests_its_trials_and_reports(tmp_path, tiny_model, data_dir,
-                                                                      mlflow_server):
-    config = tiny_grid(tmp_path, tiny_model, data_dir, name=EXPERIMENT, seeds=(0, 1), max_failures=1,
+def test_a_grid_launch_prints_its_progress_nests_its_trials_and_reports(tmp_path, tiny_base_model, data_dir,
+                                                                        mlflow_server):
+    config = tiny_grid(tmp_path, tiny_base_model, data_dir, name=EXPERIMENT, seeds=(0, 1), max_failures=1,
                        tracking={"uri": mlflow_server, "experiment": EXPERIMENT})
     env = {**os.environ, "PYTHONPATH": str(REPO), "RAY_ADDRESS": "local",   # a Ray of its own
            TRIAL_HOOK_ENV: grid_crash_hook.HOOK, grid_crash_hook.CRASH_ENV: f"{RETRIED}:1:train",

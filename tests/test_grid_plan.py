@@ -14,6 +14,7 @@ from collapse_ray.cli import main as cli
 from collapse_ray.config import ConfigError, ModelConfig, config_from_dict
 from collapse_ray.grid import estimate as est
 from collapse_ray.model_size import dense_param_count, model_size, safetensors_param_count, tiny_config
+from tests.tiny_models import llama_and_qwen3_configs
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -109,12 +110,9 @@ def test_a_real_run_starts_colocated_trials_with_vllm_on_gpus_of_its_own(tmp_pat
 
 def test_parameter_counts_match_the_models_transformers_builds(tmp_path):
     from safetensors.torch import save_file
-    from transformers import AutoModelForCausalLM, LlamaConfig, Qwen3Config
+    from transformers import AutoModelForCausalLM
 
-    for config in (LlamaConfig(vocab_size=300, hidden_size=64, intermediate_size=176, num_hidden_layers=2,
-                               num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=False),
-                   Qwen3Config(vocab_size=300, hidden_size=64, intermediate_size=96, num_hidden_layers=3,
-                               num_attention_heads=4, num_key_value_heads=2, head_dim=32, tie_word_embeddings=True)):
+    for config in llama_and_qwen3_configs():
         model = AutoModelForCausalLM.from_config(config)
         built = sum(p.numel() for p in model.parameters())
         fields = {**config.to_dict(), "qk_norm": config.model_type == "qwen3"}

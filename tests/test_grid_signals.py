@@ -15,26 +15,28 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from collapse_ray.errors import EXIT_CODE
-from tests.test_grid import tiny_grid, tiny_model  # noqa: F401 - the tiny model fixture
+from tests.grids import tiny_grid
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def launch(config: Path, cwd: Path, *extra: str) -> tuple[subprocess.Popen, list[str]]:
+def launch(config: Path, cwd: Path, *extra: str) -> tuple[subprocess.Popen, list[str], threading.Thread]:
+    """The grid CLI, and its output lines as a thread reads them (the thread ends at its end)."""
     env = {**os.environ, "PYTHONPATH": str(REPO), "RAY_ADDRESS": "local"}
     proc = subprocess.Popen([sys.executable, "-m", "collapse_ray.cli", "grid", str(config), *extra], cwd=cwd, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lines: list[str] = []
-    threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True).start()
-    return proc, lines
+    reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
+    reader.start()
+    return proc, lines, reader
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(2400)
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
-def test_a_signal_stops_the_grid_within_30_s_and_resume_finishes_it(tmp_path, tiny_model, data_dir, signum):
-    config = tiny_grid(tmp_path, tiny_model, data_dir, generations=3)
-    proc, lines = launch(config, tmp_path)
+def test_a_signal_stops_the_grid_within_30_s_and_resume_finishes_it(tmp_path, tiny_base_model, data_dir, signum):
+    config = tiny_grid(tmp_path, tiny_base_model, data_dir, generations=3)
+    proc, lines, reader = launch(config, tmp_path)
     deadline = time.monotonic() + 1200
     while not any("generation 0/3 done" in line for line in lines):
         assert proc.poll() is None and time.monotonic() < deadline, "".join(lines)
@@ -42,8 +44,8 @@ def test_a_signal_stops_the_grid_within_30_s_and_resume_finishes_it(tmp_path, ti
     proc.send_signal(signum)
     sent = time.monotonic()
     proc.wait(timeout=120)
-    assert time.monotonic() - sent <= 30, "".join(lines)
-    time.sleep(0.5)   # the reader thread takes the last lines
+    assert time.monotonic() - sent <= 30, "".join(lines)   # the README's promise
+    reader.join(timeout=60)   # it has read the last line once the output ends
     console = "".join(lines)
     assert proc.returncode == EXIT_CODE, console
     assert "Traceback" not in console
@@ -58,7 +60,7 @@ def test_a_signal_stops_the_grid_within_30_s_and_resume_finishes_it(tmp_path, ti
     kept = {p.parent.parent.name: p for p in (tmp_path / "runs").glob("tiny_*/gen_00/COMPLETE.json")}
     assert kept   # finished generations stay on disk
 
-    proc, lines = launch(config, tmp_path, "--resume")
+    proc, lines, _ = launch(config, tmp_path, "--resume")
     assert proc.wait(timeout=1800) == 0, "".join(lines)
     for run in client.search_runs([experiment.experiment_id]):
         if "regime" in run.data.tags:

@@ -13,7 +13,7 @@ import yaml
 
 from collapse_ray.launch_lock import LOCK_NAME, LaunchLocked, launch_lock
 from collapse_ray.loop import run_trial
-from tests.test_loop import small_config
+from tests.small_trials import small_config
 
 REPO = Path(__file__).resolve().parents[1]
 HOLD = ("import sys, time\n"

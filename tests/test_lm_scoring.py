@@ -1,22 +1,15 @@
 """LMScorer scores a completion's tokens with its prompt as context, checked against a reference
-computed here with plain torch (log_softmax over the model's logits), on tiny Llamas built here."""
+computed here with plain torch (log_softmax over the model's logits), on tiny random Llamas."""
 import math
 
 import pytest
 import torch
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+from transformers import AutoTokenizer, LlamaForCausalLM
 
 from collapse_ray.generate.base import ModelRef
 from collapse_ray.metrics.lm_scoring import LMScorer
+from tests.tiny_models import reference_score, save_tiny_llama, tiny_tokenizer
 
-LINES = [
-    "def add(a, b):\n    return a + b\n",
-    "def sub(a, b):\n    return a - b\n",
-    "class Stack:\n    def push(self, x):\n        self.items.append(x)\n",
-    "for i in range(10):\n    print(i * i)\n",
-    '"""Return the sum of two numbers."""\n',
-]
 SHORT = "def f(x):\n    return x"
 LONG = ["class Queue:\n    def put(self, item):\n        self.items.append(item)\n" * 3,
         "for j in range(3):\n    print(j)\n" * 4]
@@ -26,57 +19,14 @@ PAIRS = [("def add(a, b):", "\n    return a + b\n"),
          (LONG[0], "\n    return 1\n")]
 
 
-def build_tiny_llama(path, adds_bos_and_eos: bool = False, seed: int = 0):
-    """A tiny random-init Llama with a byte-level BPE tokenizer trained here, saved in HF format.
-    ``adds_bos_and_eos``: the tokenizer wraps every encoding in ``<bos> ... <eos>`` (as many do)."""
-    bpe = Tokenizer(models.BPE())
-    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    bpe.decoder = decoders.ByteLevel()
-    bpe.train_from_iterator(LINES * 4, trainers.BpeTrainer(
-        vocab_size=300, special_tokens=["<pad>", "<eos>", "<bos>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
-    extra = {}
-    if adds_bos_and_eos:
-        bos, eos = bpe.token_to_id("<bos>"), bpe.token_to_id("<eos>")
-        bpe.post_processor = processors.TemplateProcessing(single="<bos> $A <eos>",
-                                                           special_tokens=[("<bos>", bos), ("<eos>", eos)])
-        extra["bos_token"] = "<bos>"
-    tok = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<eos>", pad_token="<pad>", **extra)
-    tok.save_pretrained(path)
-    torch.manual_seed(seed)
-    config = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                         num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=512,
-                         pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
-                         bos_token_id=tok.bos_token_id)
-    LlamaForCausalLM(config).save_pretrained(path)
-    return path
-
-
-def reference_score(model, context_ids, target_ids, special_ids):
-    """(mean NLL, mean entropy, scored ids) of ``target_ids`` given ``context_ids``: one forward
-    pass, log_softmax, the prompt positions and special tokens masked."""
-    ids = list(context_ids) + list(target_ids)
-    with torch.no_grad():
-        logp = torch.log_softmax(model(input_ids=torch.tensor([ids])).logits[0].float(), dim=-1)
-    positions = [j for j in range(len(context_ids), len(ids)) if ids[j] not in special_ids]
-    nll = [-logp[j - 1, ids[j]].item() for j in positions]
-    entropy = [-(logp[j - 1].exp() * logp[j - 1]).sum().item() for j in positions]
-    return sum(nll) / len(nll), sum(entropy) / len(entropy), [ids[j] for j in positions]
+@pytest.fixture(scope="module")
+def scorer(tiny_llama):
+    return LMScorer(ModelRef(tiny_llama))
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    return build_tiny_llama(tmp_path_factory.mktemp("tiny_llama"))
-
-
-@pytest.fixture(scope="module")
-def scorer(model_dir):
-    return LMScorer(ModelRef(str(model_dir)))
-
-
-@pytest.fixture(scope="module")
-def model(model_dir):
-    return LlamaForCausalLM.from_pretrained(model_dir).eval()
+def model(tiny_llama):
+    return LlamaForCausalLM.from_pretrained(tiny_llama).eval()
 
 
 def own_ids(tok, text):
@@ -129,7 +79,7 @@ def test_an_empty_prompt_gives_eos_as_context_so_the_first_token_is_scored(score
 
 
 def test_special_tokens_the_tokenizer_adds_are_never_scored(tmp_path):
-    path = build_tiny_llama(tmp_path / "bos_eos", adds_bos_and_eos=True)
+    path = save_tiny_llama(tmp_path / "bos_eos", tiny_tokenizer(adds_bos_and_eos=True))
     scorer = LMScorer(ModelRef(str(path)))
     model = LlamaForCausalLM.from_pretrained(path).eval()
     tok = AutoTokenizer.from_pretrained(path)
@@ -173,13 +123,13 @@ def test_max_length_keeps_the_completions_start_and_the_prompts_end(scorer, mode
     assert scorer.tokenize(LONG, max_length=5) == [own_ids(tok, t)[:5] for t in LONG]
 
 
-def test_a_lora_adapter_changes_the_scores(scorer, model_dir, tmp_path):
+def test_a_lora_adapter_changes_the_scores(scorer, tiny_llama, tmp_path):
     from peft import LoraConfig, get_peft_model
 
     torch.manual_seed(1)
     lora = LoraConfig(r=4, lora_alpha=16, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
-    get_peft_model(LlamaForCausalLM.from_pretrained(model_dir), lora).save_pretrained(tmp_path / "adapter")
-    adapted = LMScorer(ModelRef(str(model_dir), adapter=str(tmp_path / "adapter")))
+    get_peft_model(LlamaForCausalLM.from_pretrained(tiny_llama), lora).save_pretrained(tmp_path / "adapter")
+    adapted = LMScorer(ModelRef(tiny_llama, adapter=str(tmp_path / "adapter")))
     base, tuned = scorer.score(["def f(x):"], [SHORT])[0], adapted.score(["def f(x):"], [SHORT])[0]
     assert tuned.token_ids == base.token_ids
     assert abs(tuned.nll - base.nll) > 1e-4

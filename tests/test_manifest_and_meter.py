@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
 from pathlib import Path
 
 from collapse_ray.manifest import build_manifest, project_git_commit
@@ -44,7 +45,9 @@ def test_manifest_hashes_data_files_and_the_models_config_and_weights(tmp_path):
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
     assert manifest["git_commit"] == (head or "unknown")
     assert manifest["machine"]["cpus"] == os.cpu_count()
-    assert manifest["machine"]["gpus"]["count"] >= 0
+    gpus = manifest["machine"]["gpus"]
+    assert gpus["count"] == len(gpus["names"])
+    assert gpus["source"] in ("torch", "nvidia-smi", "no nvidia-smi", "nvidia-smi failed")
 
 
 def test_manifest_of_a_hub_id_records_the_name_only():
@@ -64,26 +67,40 @@ def test_building_a_manifest_imports_no_heavy_package():
     assert out.strip() == "[]"
 
 
-# A child that uses at least 0.5 CPU-seconds and holds 200 MB, then exits.
+# A child that uses at least 0.5 CPU-seconds and holds 200 MB until it reads a line.
 BUSY_CHILD = textwrap.dedent("""
-    import time
+    import sys, time
     block = bytearray(200 * 1024 * 1024)
     for i in range(0, len(block), 4096):
         block[i] = 1                      # touch every page: resident, not just reserved
     while time.process_time() < 0.5:
         pass
-    time.sleep(1.0)                       # long enough for the meter's poll to see it
+    print("holding", flush=True)
+    sys.stdin.readline()
 """)
 
 
-def test_meter_counts_the_cpu_and_memory_of_children():
-    meter = ProcessTreeMeter(interval_s=0.1).start()
+def test_meter_counts_the_cpu_and_memory_of_children(monkeypatch):
+    meter = ProcessTreeMeter(interval_s=0.1)
+    measured = threading.Semaphore(0)   # one release per look at the tree's memory
+    tree_rss = meter._tree_rss
+    monkeypatch.setattr(meter, "_tree_rss", lambda: (tree_rss(), measured.release())[0])
+    meter.start()
     try:
         before = meter.sample()
-        subprocess.run([sys.executable, "-c", BUSY_CHILD], check=True)
-        during = meter.sample()
+        child = subprocess.Popen([sys.executable, "-c", BUSY_CHILD], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                 text=True)
+        assert child.stdout.readline() == "holding\n"
+        while measured.acquire(blocking=False):
+            pass
+        # The second poll from now begins after the first ends, so after the child holds its memory;
+        # the third begins after the second has recorded its peak.
+        assert all(measured.acquire(timeout=60) for _ in range(3))
+        child.communicate("go\n", timeout=60)
+        during = meter.sample()   # the child has exited: only the poll can have seen its memory
     finally:
         meter.stop()
+    assert child.returncode == 0
     assert during["sys/cpu_seconds"] >= 0.5
     assert during["sys/peak_rss_mb"] >= before["sys/peak_rss_mb"] + 150
 

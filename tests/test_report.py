@@ -4,25 +4,17 @@ run as a subprocess, and every number checked against the runs' metric histories
 through MLflow's REST API."""
 from __future__ import annotations
 
-import csv
-import json
 import math
-import os
 import statistics
-import subprocess
-import sys
-import urllib.parse
-import urllib.request
-from collections import defaultdict
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
 from collapse_ray.tracking import GridRunTracker, TrialTracker
-from tests.conftest import serve_mlflow
+from tests.mlflow_server import serve_mlflow
+from tests.report_checks import assert_table_matches_histories, histories_via_rest, read_csv, rest, run_report
 
-REPO = Path(__file__).resolve().parents[1]
 EXPERIMENT = "report-study"
 T975_DF1 = 12.7062047   # Student's t, two-sided 95%, one degree of freedom (printed tables)
 
@@ -58,68 +50,6 @@ def log_grid(uri: str, state_dir: Path) -> tuple[str, list[str]]:
     return parent_id, children
 
 
-def rest(uri: str, endpoint: str, query: dict | None = None, body: dict | None = None) -> dict:
-    url = f"{uri}/api/2.0/mlflow/{endpoint}" + (f"?{urllib.parse.urlencode(query)}" if query else "")
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=30) as resp:
-        return json.loads(resp.read())
-
-
-def histories_via_rest(uri: str, parent_id: str, experiment: str = EXPERIMENT,
-                       metrics: tuple[str, ...] = TABLE_METRICS) -> tuple[list[dict], dict]:
-    """(the experiment's runs, values[(regime, metric, generation)] -> list over the seeds of
-    ``parent_id``'s children), from the REST API alone."""
-    exp_id = rest(uri, "experiments/get-by-name", {"experiment_name": experiment})["experiment"]["experiment_id"]
-    runs = rest(uri, "runs/search", body={"experiment_ids": [exp_id], "max_results": 100})["runs"]
-    children = [r for r in runs if {"key": "mlflow.parentRunId", "value": parent_id} in r["data"].get("tags", [])]
-    values = defaultdict(list)
-    for run in children:
-        tags = {t["key"]: t["value"] for t in run["data"]["tags"]}
-        for metric in metrics:
-            history = rest(uri, "metrics/get-history", {"run_id": run["info"]["run_id"], "metric_key": metric})
-            for point in history["metrics"]:
-                values[(tags["regime"], metric, int(point.get("step", 0)))].append(point["value"])
-    return runs, values
-
-
-def read_csv(path: Path) -> list[dict]:
-    with open(path) as f:
-        return list(csv.DictReader(f))
-
-
-def fmt(x: float) -> str:
-    return f"{x:.4g}"
-
-
-def assert_table_matches_histories(out: Path, values: dict) -> None:
-    """Every row of the report's table.csv (and its cell in table.md) is the mean / sd / n / change
-    of ``values`` (histories_via_rest) at that regime, metric and generation."""
-    table, table_md = read_csv(out / "table.csv"), (out / "table.md").read_text()
-    assert table
-    for row in table:
-        seeds = values[(row["regime"], row["metric"], int(row["generation"]))]
-        gen0 = statistics.mean(values[(row["regime"], row["metric"], 0)])
-        assert int(row["n"]) == len(seeds)
-        assert float(row["mean"]) == pytest.approx(statistics.mean(seeds), rel=1e-12)
-        assert float(row["change"]) == pytest.approx(statistics.mean(seeds) - gen0, abs=1e-12)
-        if gen0 == 0:
-            assert row["rel_change"] in ("", "nan")
-        else:
-            assert float(row["rel_change"]) == pytest.approx((statistics.mean(seeds) - gen0) / abs(gen0))
-        if len(seeds) > 1:
-            assert float(row["sd"]) == pytest.approx(statistics.stdev(seeds), rel=1e-12)
-            assert f"{fmt(statistics.mean(seeds))} ± {fmt(statistics.stdev(seeds))} (n={len(seeds)}" in table_md
-        else:
-            assert row["sd"] in ("", "nan") and f"{fmt(seeds[0])} (n=1" in table_md
-
-
-def run_report(uri: str, experiment: str, out: Path, *extra: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "collapse_ray.cli", "report", experiment, "--tracking-uri", uri,
-                           "--out", str(out), *extra],
-                          capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=600)
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     """One server for the module: starting one takes a minute on a loaded machine."""
@@ -142,7 +72,7 @@ def test_report_end_to_end_against_an_mlflow_server(report):
     assert "Traceback" not in report["result"].stderr + report["result"].stdout
 
     # Trials nest under one parent run, which holds the grid config and its launch tags.
-    runs, values = histories_via_rest(uri, parent_id)
+    runs, values = histories_via_rest(uri, parent_id, EXPERIMENT, TABLE_METRICS)
     by_id = {r["info"]["run_id"]: r for r in runs}
     parents = {t["value"] for r in runs for t in r["data"].get("tags", []) if t["key"] == "mlflow.parentRunId"}
     assert parents == {parent_id} and set(report["children"]) <= set(by_id)

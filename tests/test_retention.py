@@ -9,8 +9,8 @@ from collapse_ray.config import ConfigError, ExperimentConfig, RetentionConfig, 
 from collapse_ray.loop import config_fingerprint, run_trial
 from collapse_ray.retention import apply_retention, models_to_keep
 from collapse_ray.trial_state import TrialState
-from tests.test_loop import small_config
-from tests.test_trial_state import finish
+from tests.small_trials import finish, small_config
+from tests.tiny_models import llama_and_qwen3_configs
 
 
 def test_the_default_keeps_generation_zero_the_last_one_and_those_listed():
@@ -92,12 +92,9 @@ def test_the_estimate_counts_the_models_retention_keeps():
 def test_lora_estimate_counts_adapters_as_peft_builds_them():
     import torch
     from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM, LlamaConfig, Qwen3Config
+    from transformers import AutoModelForCausalLM
 
-    for config in (LlamaConfig(vocab_size=300, hidden_size=64, intermediate_size=176, num_hidden_layers=2,
-                               num_attention_heads=4, num_key_value_heads=2),
-                   Qwen3Config(vocab_size=300, hidden_size=64, intermediate_size=96, num_hidden_layers=3,
-                               num_attention_heads=4, num_key_value_heads=2, head_dim=32)):
+    for config in llama_and_qwen3_configs():
         torch.manual_seed(0)
         model = get_peft_model(AutoModelForCausalLM.from_config(config),
                                LoraConfig(r=8, target_modules="all-linear", task_type="CAUSAL_LM"))

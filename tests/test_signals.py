@@ -14,7 +14,7 @@ from mlflow.tracking import MlflowClient
 
 from collapse_ray.base_model import build_base_model
 from collapse_ray.tracking import GENERATION_KEY
-from tests.test_loop import metric_steps, small_config
+from tests.small_trials import metric_steps, small_config
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -52,8 +52,8 @@ def test_a_signal_stops_the_run_cleanly_and_the_rerun_resumes(tmp_path, tiny_cac
     stopped_after = time.monotonic() - sent
 
     assert proc.returncode == 128 + signum, rest
-    assert stopped_after < 10, stopped_after
-    assert first_line_after < 10, first_line_after   # machine shared by ~8 engineers: 1-2 s when quiet
+    assert stopped_after < 10, stopped_after         # README: "within seconds": 10x one second
+    assert first_line_after < 10, first_line_after   # ~10x its 1-2 s on a quiet machine
     assert "Traceback" not in rest
     last = rest.strip().splitlines()[-1]
     assert last.startswith(f"stopped by {signal.Signals(signum).name}: 1 finished generation(s) kept in "), last

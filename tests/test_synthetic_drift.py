@@ -1,6 +1,6 @@
 """DriftProbe measures what the model wrote: text metrics of the completions alone, LM metrics of
-the completions' tokens with the prompts as context (checked against plain torch), on tiny Llamas
-built here and the real codegen task."""
+the completions' tokens with the prompts as context (checked against plain torch), on tiny random
+Llamas (conftest) and the real codegen task."""
 import json
 import math
 from collections import Counter
@@ -12,7 +12,7 @@ from collapse_ray.examples import Example
 from collapse_ray.generate.base import ModelRef
 from collapse_ray.synthetic_drift import DriftProbe
 from collapse_ray.tasks import get_task
-from tests.test_lm_scoring import build_tiny_llama, reference_score
+from tests.tiny_models import reference_score
 
 REAL = [Example('def add(a, b):\n    """Add."""', "\n    return a + b\n"),
         Example('def sub(a, b):\n    """Subtract."""', "\n    return a - b\n")]
@@ -28,13 +28,14 @@ TEXT_KEYS = ("drift/n_texts", "drift/scored_tokens", "drift/distinct_1", "drift/
 
 
 @pytest.fixture(scope="module")
-def gen0_dir(tmp_path_factory):
-    return build_tiny_llama(tmp_path_factory.mktemp("gen0"), seed=0)
+def gen0_dir(tiny_llama):
+    return tiny_llama
 
 
 @pytest.fixture(scope="module")
-def writer_dir(tmp_path_factory):
-    return build_tiny_llama(tmp_path_factory.mktemp("writer"), seed=1)
+def writer_dir(tiny_llama_seed1):
+    """The model that wrote the completions: gen0's architecture and tokenizer, other weights."""
+    return tiny_llama_seed1
 
 
 @pytest.fixture(scope="module")

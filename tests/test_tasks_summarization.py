@@ -15,28 +15,9 @@ from collapse_ray.tasks import get_task
 from collapse_ray.tasks.summarization import (MAX_CODE_CHARS, MAX_SUMMARY_WORDS, MIN_SUMMARY_WORDS, PROMPT_SUFFIX,
                                               STOP, CodeSummarization, code_of, examples_from,
                                               strip_docstring)
+from tests.scripted import ScriptedGenerator
 
 SIZES = SimpleNamespace(train_examples=300, synthetic_pool=200, eval_examples=100)
-
-
-class ScriptedGenerator:
-    """A test double for the model: answers from scripts instead of weights, deterministically.
-
-    ``generate`` returns ``outputs[prompt]`` (default ``default``); ``option_probs`` returns an even
-    split. Every call is recorded in ``calls``.
-    """
-
-    def __init__(self, outputs=None, default=""):
-        self.outputs, self.default = dict(outputs or {}), default
-        self.calls = []
-
-    def generate(self, prompts, sampling):
-        self.calls.append(("generate", list(prompts), sampling))
-        return [self.outputs.get(p, self.default) for p in prompts]
-
-    def option_probs(self, prompts, options):
-        self.calls.append(("option_probs", list(prompts), tuple(options)))
-        return [[1 / len(options)] * len(options) for _ in prompts]
 
 
 @pytest.fixture(scope="module")

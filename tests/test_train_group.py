@@ -1,7 +1,7 @@
 """One Ray Train worker group per trial (collapse_ray.train.worker_group): jobs on a group that
 lives across generations train exactly like a fresh one, the group starts once, its memory stays
 flat, and a dead group fails the driver with a clear message instead of a hang. The tiny random
-Llama and the local two-CPU Ray come from test_ray_trainer."""
+Llama (``train_llama``) and the local two-CPU Ray come from conftest."""
 from __future__ import annotations
 
 import os
@@ -14,7 +14,7 @@ import torch
 
 from collapse_ray.generate.base import ModelRef
 from collapse_ray.train.deepspeed_config import deepspeed_config, resolve_zero_stage
-from tests.test_ray_trainer import TEXTS, local_ray, mean_loss, tiny_model, training  # noqa: F401
+from tests.ray_training import TEXTS, mean_loss, training
 
 
 def state_dict(path: str) -> dict[str, torch.Tensor]:
@@ -50,12 +50,12 @@ def test_ray_trainer_rejects_a_zero_stage_deepspeed_does_not_have():
 # ---------------------------------------------------------------- the persistent group
 
 def test_a_job_on_a_used_group_gives_the_weights_of_a_fresh_group_and_of_the_in_process_trainer(
-        tiny_model, local_ray, tmp_path):
+        train_llama, local_ray, tmp_path):
     from collapse_ray.train.local import LocalTrainer
     from collapse_ray.train.ray_trainer import RayTrainer
 
     cfg = training(max_steps=6)
-    base = ModelRef(tiny_model)
+    base = ModelRef(train_llama)
     with RayTrainer(cfg, num_workers=1, resources_per_worker={"CPU": 1}) as used:
         # Two other jobs first: another seed, other texts, and training on from the first one's output.
         first = used.train(base, TEXTS[::-1], str(tmp_path / "job1"), seed=11)
@@ -73,7 +73,7 @@ def test_a_job_on_a_used_group_gives_the_weights_of_a_fresh_group_and_of_the_in_
     assert not list(tmp_path.glob("*.texts.json"))   # each job's texts file is removed once acknowledged
 
 
-def test_a_killed_worker_group_fails_the_waiting_driver_with_a_clear_message(tiny_model, local_ray, tmp_path):
+def test_a_killed_worker_group_fails_the_waiting_driver_with_a_clear_message(train_llama, local_ray, tmp_path):
     from collapse_ray.train.ray_trainer import RayTrainer, TrainGroupDied
 
     trainer = RayTrainer(training(max_steps=10**6), num_workers=1, resources_per_worker={"CPU": 1})
@@ -92,24 +92,24 @@ def test_a_killed_worker_group_fails_the_waiting_driver_with_a_clear_message(tin
     try:
         with pytest.raises(TrainGroupDied, match=r"worker group \(1 worker\(s\)\) stopped before "
                                                  r"acknowledging job 1 \(.*/model\)") as failure:
-            trainer.train(ModelRef(tiny_model), TEXTS, str(tmp_path / "model"), seed=0)
+            trainer.train(ModelRef(train_llama), TEXTS, str(tmp_path / "model"), seed=0)
         noticed_s = time.monotonic() - killed["at"]
     finally:
         trainer.close()
     print(f"the driver noticed the dead group {noticed_s:.1f}s after the kill")
-    # Train's health check runs every 2 s; the controller then shuts the group down.
-    assert noticed_s < 60, f"the driver noticed the dead group after {noticed_s:.0f}s"
+    # Train's health check runs every 2 s, so the driver hears within about 2 s (10x: 20 s), not at a hang.
+    assert noticed_s < 20, f"the driver noticed the dead group after {noticed_s:.0f}s"
     assert str(killed["pid"]) in str(failure.value)   # Train's error, naming the dead worker, is kept
     assert not (tmp_path / "model").exists()
 
 
 @pytest.mark.slow  # 11 jobs on one worker: ~1 min quiet
-def test_memory_after_the_eleventh_job_is_within_ten_percent_of_the_first(tiny_model, local_ray, tmp_path):
+def test_memory_after_the_eleventh_job_is_within_ten_percent_of_the_first(train_llama, local_ray, tmp_path):
     from collapse_ray.train.ray_trainer import RayTrainer
 
     rss = []
     with RayTrainer(training(max_steps=4), num_workers=1, resources_per_worker={"CPU": 1}) as trainer:
-        init = ModelRef(tiny_model)
+        init = ModelRef(train_llama)
         for job in range(11):
             init = trainer.train(init, TEXTS, str(tmp_path / f"gen_{job:02d}" / "model"), seed=job).model
             rss.append(trainer.last_metrics["rss_bytes"])
@@ -119,34 +119,34 @@ def test_memory_after_the_eleventh_job_is_within_ten_percent_of_the_first(tiny_m
 
 
 @pytest.mark.slow
-def test_two_ddp_workers_serve_jobs_generation_after_generation(tiny_model, local_ray, tmp_path):
+def test_two_ddp_workers_serve_jobs_generation_after_generation(train_llama, local_ray, tmp_path):
     from collapse_ray.train.ray_trainer import RayTrainer
 
     with RayTrainer(training(), num_workers=2, resources_per_worker={"CPU": 1}, strategy="ddp") as trainer:
-        gen0 = trainer.train(ModelRef(tiny_model), TEXTS, str(tmp_path / "gen_00" / "model"), seed=0)
+        gen0 = trainer.train(ModelRef(train_llama), TEXTS, str(tmp_path / "gen_00" / "model"), seed=0)
         gen1 = trainer.train(gen0.model, TEXTS, str(tmp_path / "gen_01" / "model"), seed=1)
         assert (trainer.starts, trainer.group.info()["starts"], len(trainer.group.info()["pids"])) == (1, 1, 2)
-    assert mean_loss(gen1.model) < mean_loss(gen0.model) < mean_loss(ModelRef(tiny_model)) - 0.5
+    assert mean_loss(gen1.model) < mean_loss(gen0.model) < mean_loss(ModelRef(train_llama)) - 0.5
 
 
 @pytest.mark.slow
-def test_deepspeed_zero2_workers_build_and_destroy_an_engine_per_job(tiny_model, local_ray, tmp_path):
+def test_deepspeed_zero2_workers_build_and_destroy_an_engine_per_job(train_llama, local_ray, tmp_path):
     from collapse_ray.train.ray_trainer import RayTrainer
 
     with RayTrainer(training(), num_workers=2, resources_per_worker={"CPU": 1},
                     strategy="deepspeed", zero_stage=2) as trainer:
-        gen0 = trainer.train(ModelRef(tiny_model), TEXTS, str(tmp_path / "gen_00" / "model"), seed=0)
+        gen0 = trainer.train(ModelRef(train_llama), TEXTS, str(tmp_path / "gen_00" / "model"), seed=0)
         gen1 = trainer.train(gen0.model, TEXTS, str(tmp_path / "gen_01" / "model"), seed=1)
         assert trainer.last_metrics["zero_stage"] == 2 and trainer.group.info()["starts"] == 1
-    assert mean_loss(gen1.model) < mean_loss(gen0.model) < mean_loss(ModelRef(tiny_model)) - 0.5
+    assert mean_loss(gen1.model) < mean_loss(gen0.model) < mean_loss(ModelRef(train_llama)) - 0.5
 
 
 @pytest.mark.slow
-def test_deepspeed_with_zero_stage_0_trains_at_stage_0(tiny_model, local_ray, tmp_path):
+def test_deepspeed_with_zero_stage_0_trains_at_stage_0(train_llama, local_ray, tmp_path):
     from collapse_ray.train.ray_trainer import RayTrainer
 
     with RayTrainer(training(), num_workers=2, resources_per_worker={"CPU": 1},
                     strategy="deepspeed", zero_stage=0) as trainer:
-        result = trainer.train(ModelRef(tiny_model), TEXTS, str(tmp_path / "model"), seed=0)
+        result = trainer.train(ModelRef(train_llama), TEXTS, str(tmp_path / "model"), seed=0)
         assert trainer.last_metrics["zero_stage"] == 0   # before: 0 became "auto", i.e. 2
-    assert mean_loss(result.model) < mean_loss(ModelRef(tiny_model)) - 0.5
+    assert mean_loss(result.model) < mean_loss(ModelRef(train_llama)) - 0.5

@@ -1,15 +1,7 @@
 import pytest
 
-from collapse_ray.generate.base import ModelRef
 from collapse_ray.trial_state import TrialState
-
-
-def finish(state, g, text="x"):
-    d = state.fresh_gen_dir(g)
-    (d / "model").mkdir()
-    (d / "model" / "weights.bin").write_text(text)
-    (d / "synthetic.jsonl").write_text("{}\n")
-    state.mark_complete(g, ModelRef(str(d / "model")), {"pass_at_1": 0.5})
+from tests.small_trials import finish
 
 
 def test_finished_generations_are_found_again_and_relocatable(tmp_path):

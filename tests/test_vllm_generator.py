@@ -21,6 +21,7 @@ import torch  # noqa: E402
 
 from collapse_ray.generate.base import ModelRef, Sampling  # noqa: E402
 from collapse_ray.generate.vllm_engine import model_fingerprint, request_seed  # noqa: E402
+from tests.tiny_models import save_tiny_llama, tiny_tokenizer  # noqa: E402
 
 needs_vllm = pytest.mark.skipif(importlib.util.find_spec("vllm") is None, reason="vllm is not installed")
 
@@ -37,38 +38,15 @@ def _corpus() -> list[str]:
     return [s.encode("ascii", "ignore").decode() for s in sources]
 
 
-def _save_tokenizer(path) -> None:
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    tok.train_from_iterator(_corpus(), trainers.BpeTrainer(vocab_size=512, special_tokens=["<|eos|>", "<|pad|>"]))
-    PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|eos|>", pad_token="<|pad|>").save_pretrained(path)
+def _tokenizer():
+    """Without the byte alphabet: only the corpus's bytes, so no token is a stray byte."""
+    return tiny_tokenizer(_corpus(), vocab_size=512, byte_alphabet=False)
 
 
-def _save_llama(path, tokenizer_dir, seed: int, layers: int = 2, tied: bool = False) -> None:
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
-    tok = AutoTokenizer.from_pretrained(tokenizer_dir)
-    config = LlamaConfig(
-        vocab_size=len(tok),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=layers,
-        num_attention_heads=4,
-        num_key_value_heads=4,
-        head_dim=32,  # vLLM's CPU attention needs head_dim >= 32 (64 / 4 heads would be 16)
-        max_position_embeddings=256,
-        initializer_range=0.16,  # peaked logits: no near-ties to flip greedy decoding
-        eos_token_id=tok.eos_token_id,
-        pad_token_id=tok.pad_token_id,
-        tie_word_embeddings=tied,
-    )
-    torch.manual_seed(seed)
-    LlamaForCausalLM(config).save_pretrained(path)
-    tok.save_pretrained(path)
+def _save_llama(path, tokenizer, seed: int, layers: int = 2, tied: bool = False) -> str:
+    # head_dim 32: vLLM's CPU attention needs it; 0.16: no near-ties to flip greedy decoding.
+    return save_tiny_llama(path, tokenizer, seed=seed, hidden_size=64, layers=layers, head_dim=32, tied=tied,
+                           initializer_range=0.16)
 
 
 def _save_lora(path, base_dir) -> None:
@@ -87,11 +65,10 @@ def _save_lora(path, base_dir) -> None:
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory) -> dict[str, str]:
-    root = tmp_path_factory.mktemp("tiny")
-    _save_tokenizer(root / "tok")
-    _save_llama(root / "m0", root / "tok", seed=0)
-    _save_llama(root / "m1", root / "tok", seed=1)
-    _save_llama(root / "deeper", root / "tok", seed=0, layers=3)
+    root, tok = tmp_path_factory.mktemp("tiny"), _tokenizer()
+    _save_llama(root / "m0", tok, seed=0)
+    _save_llama(root / "m1", tok, seed=1)
+    _save_llama(root / "deeper", tok, seed=0, layers=3)
     return {name: str(root / name) for name in ("m0", "m1", "deeper")}
 
 
@@ -150,18 +127,9 @@ def _alive(pid: int) -> bool:
         return False
 
 
-# ---------------------------------------------------------------------------- Ray fixtures
+# ---------------------------------------------------------------------------- the engine
 @pytest.fixture(scope="module")
-def ray_local():
-    import ray
-
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
-    yield ray
-    ray.shutdown()
-
-
-@pytest.fixture(scope="module")
-def generator(ray_local, models):
+def generator(local_ray, models):
     from collapse_ray.generate.vllm_actor import RayVLLMGenerator
 
     gen = RayVLLMGenerator(num_cpus=1, env_vars=ACTOR_ENV, **ENGINE_KWARGS)
@@ -310,13 +278,13 @@ def test_generation_after_sleep_and_wake_up_is_unchanged(generator, models, hf_g
 
 @pytest.mark.slow
 @needs_vllm
-def test_closing_kills_the_actor_placed_in_a_reserved_bundle(ray_local, models, hf_greedy):
+def test_closing_kills_the_actor_placed_in_a_reserved_bundle(local_ray, models, hf_greedy):
     from ray.util.placement_group import placement_group, remove_placement_group
 
     from collapse_ray.generate.vllm_actor import RayVLLMGenerator
 
     pg = placement_group([{"CPU": 1}])
-    ray_local.get(pg.ready(), timeout=60)
+    local_ray.get(pg.ready(), timeout=60)
     try:
         gen = RayVLLMGenerator(placement_group=pg, bundle_index=0, env_vars=ACTOR_ENV, **ENGINE_KWARGS)
         gen.load(ModelRef(models["m0"]))
@@ -356,7 +324,7 @@ def test_probe_fails_an_engine_still_serving_the_previous_weights(generator, mod
 
 @pytest.mark.slow
 @needs_vllm
-def test_prefetched_engine_serves_the_next_load_by_reloading_in_place(ray_local, models, hf_greedy):
+def test_prefetched_engine_serves_the_next_load_by_reloading_in_place(local_ray, models, hf_greedy):
     """What a trial does: build the engine on the base model while generation 0 trains, then
     load the trained weights into it."""
     from collapse_ray.generate.vllm_actor import RayVLLMGenerator
@@ -370,15 +338,15 @@ def test_prefetched_engine_serves_the_next_load_by_reloading_in_place(ray_local,
 
 @pytest.mark.slow
 @needs_vllm
-def test_new_weights_of_a_model_with_tied_embeddings_are_served_not_the_old_ones(ray_local, tmp_path):
+def test_new_weights_of_a_model_with_tied_embeddings_are_served_not_the_old_ones(local_ray, tmp_path):
     """vLLM 0.32's in-place reload leaves tied embeddings' output layer on the old weights (found by
     the weight probe in a grid at generation 1); such a model is rebuilt instead."""
     from collapse_ray.generate.vllm_actor import RayVLLMGenerator
     from collapse_ray.generate.weight_probe import ProbedGenerator
 
-    _save_tokenizer(tmp_path / "tok")
+    tok = _tokenizer()
     for seed in (0, 1):
-        _save_llama(tmp_path / f"t{seed}", tmp_path / "tok", seed=seed, tied=True)
+        _save_llama(tmp_path / f"t{seed}", tok, seed=seed, tied=True)
     with RayVLLMGenerator(num_cpus=1, env_vars=ACTOR_ENV, **{**ENGINE_KWARGS, "enable_lora": False}) as gen:
         probed = ProbedGenerator(gen)
         for seed in (0, 1):

@@ -1,7 +1,6 @@
 """The weight probe on real HF models: a server of the right weights passes, a stale one fails.
 (The vLLM side runs in tests/test_vllm_generator.py, slow.)"""
 import pytest
-import torch
 
 from collapse_ray.generate.base import ModelRef
 from collapse_ray.generate.weight_probe import (ProbedGenerator, StaleWeightsError, probe_token_ids,
@@ -27,26 +26,9 @@ class HFLogprobServer:
 
 
 @pytest.fixture(scope="module")
-def two_models(tmp_path_factory):
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
-    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
-
-    root = tmp_path_factory.mktemp("probe")
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.train_from_iterator(["def add(a, b):\n    return a + b\n"] * 4, trainers.BpeTrainer(
-        vocab_size=300, special_tokens=["<eos>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<eos>")
-    paths = []
-    for seed in (0, 1):
-        torch.manual_seed(seed)
-        config = LlamaConfig(vocab_size=len(fast), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                             num_attention_heads=2, max_position_embeddings=128)
-        path = root / f"m{seed}"
-        LlamaForCausalLM(config).save_pretrained(path)
-        fast.save_pretrained(path)
-        paths.append(ModelRef(str(path)))
-    return paths
+def two_models(tiny_llama, tiny_llama_seed1):
+    """One architecture and tokenizer, two sets of weights."""
+    return [ModelRef(tiny_llama), ModelRef(tiny_llama_seed1)]
 
 
 def test_probe_batch_is_fixed_and_long_enough_to_tell_models_apart(two_models):

