@@ -6,6 +6,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterable
 
+from collapse_ray.atomic_io import replacing
+
 REAL = "real"
 SYNTHETIC = "synthetic"
 
@@ -33,18 +35,9 @@ class Example:
 
 
 def write_jsonl(path: Path, examples: Iterable[Example]) -> None:
-    """Write atomically: a crash leaves the old file or the new one, never half of one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with open(tmp, "w") as f:
+    with replacing(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
         for ex in examples:
             f.write(json.dumps(asdict(ex)) + "\n")
-        f.flush()
-        import os
-
-        os.fsync(f.fileno())
-    tmp.replace(path)
 
 
 def read_jsonl(path: Path) -> list[Example]:

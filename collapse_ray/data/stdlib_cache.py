@@ -14,6 +14,7 @@ import json
 import os
 from pathlib import Path
 
+from collapse_ray.atomic_io import replacing
 from collapse_ray.data import codesearchnet
 
 CACHE_ENV = "COLLAPSE_RAY_CACHE_DIR"
@@ -54,11 +55,8 @@ def _cache_key() -> str:
 
 def _write_atomic(path: Path, records) -> None:
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-        with gzip.open(tmp, "wt", encoding="utf-8") as f:
+        with replacing(path) as tmp, gzip.open(tmp, "wt", encoding="utf-8") as f:
             for record in records:
                 f.write(json.dumps(record) + "\n")
-        tmp.replace(path)
     except OSError:   # a read-only home: extraction still works, only uncached
         pass
