@@ -29,6 +29,7 @@ from typing import Iterable, Iterator
 
 from collapse_ray.data import DataError, read_json_lines
 from collapse_ray.data.hub import load_hub_dataset
+from collapse_ray.python_source import parse
 
 # Directories never walked into: installed packages (when walking the standard library), test
 # suites (their functions are mostly ``test_*`` boilerplate), caches.
@@ -104,8 +105,10 @@ def _python_files(root: Path, skip_dirs: frozenset[str]) -> list[Path]:
 def _functions_in_file(file: Path, repo: str, relpath: str) -> Iterator[dict]:
     try:
         source = file.read_bytes().decode("utf-8")
-        tree = ast.parse(source)
-    except (OSError, UnicodeDecodeError, SyntaxError, ValueError, RecursionError, MemoryError):
+    except (OSError, UnicodeDecodeError):
+        return
+    tree = parse(source)
+    if tree is None:
         return
     lines = source.splitlines(keepends=True)
     for qualname, node in _documented_functions(tree.body, ""):

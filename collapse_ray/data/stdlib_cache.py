@@ -14,6 +14,7 @@ import json
 import os
 from pathlib import Path
 
+from collapse_ray import python_source
 from collapse_ray.atomic_io import replacing
 from collapse_ray.data import codesearchnet
 
@@ -45,6 +46,7 @@ def _records(key: str, directory: Path) -> tuple[dict, ...]:
 
 def _cache_key() -> str:
     h = hashlib.sha256(Path(codesearchnet.__file__).read_bytes())
+    h.update(Path(python_source.__file__).read_bytes())   # the extractor's parse
     for root in codesearchnet.stdlib_roots():
         h.update(str(root).encode())
         for file in codesearchnet._python_files(root, codesearchnet.SKIP_DIRS):
