@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from collapse_ray.atomic_io import write_json_atomic
+from collapse_ray.datatypes import ModelRef
 from collapse_ray.errors import ConfigError
-from collapse_ray.generate.base import ModelRef
 
 MODEL_DIR = "model"   # a generation's model (full weights or adapter), the only thing pruned
 

@@ -7,7 +7,7 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-from collapse_ray.generate.base import ModelRef
+from collapse_ray.datatypes import ModelRef
 from collapse_ray.metrics.lm_scoring import LMScorer
 
 LINES = [

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from collapse_ray.config import TrainingConfig
-from collapse_ray.generate.base import ModelRef
+from collapse_ray.datatypes import ModelRef
 from collapse_ray.train.core import batches, load_tokenizer, tokenize
 from collapse_ray.train.deepspeed_config import ZERO3_MIN_PARAMS, deepspeed_config
 

@@ -1,6 +1,6 @@
 import pytest
 
-from collapse_ray.generate.base import ModelRef
+from collapse_ray.datatypes import ModelRef
 from collapse_ray.trial_state import TrialState
 
 

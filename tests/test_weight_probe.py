@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from collapse_ray.generate.base import ModelRef
+from collapse_ray.datatypes import ModelRef
 from collapse_ray.generate.weight_probe import (ProbedGenerator, StaleWeightsError, probe_token_ids,
                                                 reference_logprobs)
 

@@ -21,7 +21,7 @@ from typing import Sequence
 
 from collapse_ray.data import DataError
 from collapse_ray.data.codesearchnet import load_function_records
-from collapse_ray.examples import Example
+from collapse_ray.datatypes import Example
 from collapse_ray.generate.base import Generator, Sampling
 from collapse_ray.python_source import parse, parses
 from collapse_ray.tasks import register_task

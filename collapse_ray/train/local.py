@@ -8,7 +8,7 @@ from typing import Callable, Sequence
 import torch
 
 from collapse_ray.config import TrainingConfig
-from collapse_ray.generate.base import ModelRef
+from collapse_ray.datatypes import ModelRef
 from collapse_ray.train.base import TrainResult
 from collapse_ray.train.core import (AdamWStep, load_tokenizer, load_trainable_model, run_steps, save_trained,
                                      tokenize, total_steps)

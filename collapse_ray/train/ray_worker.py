@@ -33,7 +33,7 @@ from typing import Literal, Sequence
 import torch
 
 from collapse_ray.config import TrainingConfig
-from collapse_ray.generate.base import ModelRef
+from collapse_ray.datatypes import ModelRef
 from collapse_ray.train.core import (AdamWStep, base_of, load_tokenizer, load_trainable_model, lr_schedule,
                                      run_steps, save_trained, tokenize, total_steps)
 from collapse_ray.train.deepspeed_config import count_parameters, deepspeed_config, resolve_zero_stage

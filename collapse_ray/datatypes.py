@@ -1,4 +1,6 @@
-"""The unit of data that flows through the loop: one training example with its provenance."""
+"""The values every layer passes around: a model to load (``ModelRef``: training makes one,
+generators load it, trial state records it) and one training example with its provenance
+(``Example``, with its JSON-lines file). Imports nothing of the project but atomic_io."""
 from __future__ import annotations
 
 import json
@@ -10,6 +12,14 @@ from collapse_ray.atomic_io import replacing
 
 REAL = "real"
 SYNTHETIC = "synthetic"
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """What a backend loads: full weights at ``path``, or a LoRA ``adapter`` on top of ``path``."""
+
+    path: str
+    adapter: str | None = None
 
 
 @dataclass(frozen=True)
