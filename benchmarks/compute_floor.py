@@ -41,7 +41,8 @@ def measure_task(cfg, train_steps: int | None, workdir: Path, say) -> dict[str, 
     """Seconds of each phase of generation 0 of the trial ``cfg`` (an ExperimentConfig)."""
     from collapse_ray.backends import build_generator
     from collapse_ray.base_model import resolve_model_path
-    from collapse_ray.generate.base import ModelRef, Sampling
+    from collapse_ray.datatypes import ModelRef
+    from collapse_ray.generate.base import Sampling
     from collapse_ray.mitigations import apply_mitigations
     from collapse_ray.synthetic_drift import DriftProbe
     from collapse_ray.tasks import get_task

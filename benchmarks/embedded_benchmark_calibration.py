@@ -26,7 +26,8 @@ import torch
 
 from collapse_ray.base_model import resolve_model_path
 from collapse_ray.config import load_config
-from collapse_ray.generate.base import ModelRef, Sampling
+from collapse_ray.datatypes import ModelRef
+from collapse_ray.generate.base import Sampling
 from collapse_ray.generate.hf import HFGenerator
 from collapse_ray.tasks import get_task
 from collapse_ray.tasks.codegen_embedded import MostCommonBodyBaseline

@@ -33,7 +33,8 @@ def main() -> None:
 
     from collapse_ray.base_model import resolve_model_path
     from collapse_ray.config import config_from_dict
-    from collapse_ray.generate.base import ModelRef, Sampling
+    from collapse_ray.datatypes import ModelRef
+    from collapse_ray.generate.base import Sampling
     from collapse_ray.generate.hf import HFGenerator
     from collapse_ray.generate.vllm_actor import RayVLLMGenerator
     from collapse_ray.tasks import get_task

@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from collapse_ray.base_model import resolve_model_path  # noqa: E402
 from collapse_ray.config import config_from_dict, read_yaml_mapping  # noqa: E402
-from collapse_ray.generate.base import ModelRef  # noqa: E402
+from collapse_ray.datatypes import ModelRef  # noqa: E402
 from collapse_ray.tasks import get_task  # noqa: E402
 
 

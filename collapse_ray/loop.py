@@ -23,10 +23,10 @@ from typing import Callable
 
 from collapse_ray.backends import build_generator, build_trainer
 from collapse_ray.config import ExperimentConfig
+from collapse_ray.datatypes import ModelRef, read_jsonl, write_jsonl
 from collapse_ray.disk_full import as_no_space_left
 from collapse_ray.errors import ModelError, TrialError
-from collapse_ray.examples import read_jsonl, write_jsonl
-from collapse_ray.generate.base import Generator, ModelRef, Sampling
+from collapse_ray.generate.base import Generator, Sampling
 from collapse_ray.labels import TrialLabels, labels_of
 from collapse_ray.launch_lock import launch_lock
 from collapse_ray.mitigations import apply_mitigations

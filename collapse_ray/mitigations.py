@@ -8,7 +8,7 @@ import re
 from typing import Sequence
 
 from collapse_ray.config import MitigationConfig
-from collapse_ray.examples import Example
+from collapse_ray.datatypes import Example
 
 _TOKEN = re.compile(r"\w+|[^\w\s]")
 

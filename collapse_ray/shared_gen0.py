@@ -20,9 +20,10 @@ import os
 import shutil
 from pathlib import Path
 
-from collapse_ray.generate.base import ModelRef
+from collapse_ray.atomic_io import write_json_atomic
+from collapse_ray.datatypes import ModelRef
 from collapse_ray.train.base import TrainResult
-from collapse_ray.trial_state import file_checksums, write_json_atomic
+from collapse_ray.trial_state import file_checksums
 
 RECORD = "GEN0.json"
 

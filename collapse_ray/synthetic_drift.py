@@ -12,8 +12,7 @@ import json
 from pathlib import Path
 from typing import Sequence
 
-from collapse_ray.examples import Example
-from collapse_ray.generate.base import ModelRef
+from collapse_ray.datatypes import Example, ModelRef
 from collapse_ray.metrics.drift import count_tokens, drift_metrics, perplexity_histogram
 from collapse_ray.metrics.lm_scoring import LMScorer
 

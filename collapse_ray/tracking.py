@@ -17,6 +17,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from collapse_ray.atomic_io import write_json_atomic
 from collapse_ray.errors import TrackingError  # noqa: F401 - importable from here, as before
 from collapse_ray.tracking_retry import Retrier
 
@@ -215,10 +216,7 @@ class GridRunTracker(_RunLogger):
                 LAUNCH_TIME_TAG: datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
         self.run_id = self.client.create_run(self.experiment_id, run_name=grid_name, tags=tags).info.run_id
         self.log_params(_flatten(config))
-        state_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = state_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"run_id": self.run_id, LAUNCH_ID_TAG: launch_id, GRID_NAME_TAG: grid_name}))
-        os.replace(tmp, state_file)
+        write_json_atomic(state_file, {"run_id": self.run_id, LAUNCH_ID_TAG: launch_id, GRID_NAME_TAG: grid_name})
         return self.run_id
 
     def _reopen(self, state_file: Path, grid_name: str) -> str | None:

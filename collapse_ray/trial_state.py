@@ -19,26 +19,14 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from collapse_ray.atomic_io import write_json_atomic
+from collapse_ray.datatypes import ModelRef
 from collapse_ray.errors import ConfigError
-from collapse_ray.generate.base import ModelRef
 
 MODEL_DIR = "model"   # a generation's model (full weights or adapter), the only thing pruned
 
 # Files larger than this are checked by size only: hashing tens of GB on every resume costs minutes.
 HASH_LIMIT_BYTES = 256 * 2**20
-
-
-def write_json_atomic(path: Path, data: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with open(tmp, "w") as f:
-            json.dump(data, f, indent=1, sort_keys=True)
-            f.flush()
-            os.fsync(f.fileno())
-    except OSError:
-        tmp.unlink(missing_ok=True)   # a full disk: give back what the partial file took
-        raise
-    tmp.replace(path)
 
 
 def _fingerprint_file(path: Path) -> str:

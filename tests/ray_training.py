@@ -7,7 +7,7 @@ import random
 import torch
 
 from collapse_ray.config import TrainingConfig
-from collapse_ray.generate.base import ModelRef
+from collapse_ray.datatypes import ModelRef
 from collapse_ray.train.core import batches, load_tokenizer, tokenize
 
 TEXTS = [

@@ -5,7 +5,7 @@ from __future__ import annotations
 from mlflow.tracking import MlflowClient
 
 from collapse_ray.config import config_from_dict
-from collapse_ray.generate.base import ModelRef
+from collapse_ray.datatypes import ModelRef
 
 
 def small_config(tmp_path, tiny_cache, **overrides):

@@ -6,7 +6,7 @@ import pytest
 import torch
 from transformers import AutoTokenizer, LlamaForCausalLM
 
-from collapse_ray.generate.base import ModelRef
+from collapse_ray.datatypes import ModelRef
 from collapse_ray.metrics.lm_scoring import LMScorer
 from tests.tiny_models import reference_score, save_tiny_llama, tiny_tokenizer
 

@@ -1,7 +1,7 @@
 import random
 
 from collapse_ray.config import MitigationConfig
-from collapse_ray.examples import Example
+from collapse_ray.datatypes import Example
 from collapse_ray.mitigations import apply_mitigations
 from collapse_ray.tasks.codegen import CodeGeneration
 

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from collapse_ray.generate.base import ModelRef
+from collapse_ray.datatypes import ModelRef
 from collapse_ray.train.deepspeed_config import ZERO3_MIN_PARAMS, deepspeed_config
 from tests.ray_training import TEXTS, mean_loss, training
 

@@ -4,7 +4,7 @@ from collections import Counter
 import pytest
 
 from collapse_ray.config import ConfigError, config_from_dict
-from collapse_ray.examples import Example
+from collapse_ray.datatypes import Example
 from collapse_ray.regimes import parse_regime, provenance, regime_names
 from collapse_ray.regimes.accumulate_subsample import proportional_counts
 

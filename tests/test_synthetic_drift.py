@@ -8,8 +8,7 @@ from collections import Counter
 import pytest
 from transformers import AutoTokenizer, LlamaForCausalLM
 
-from collapse_ray.examples import Example
-from collapse_ray.generate.base import ModelRef
+from collapse_ray.datatypes import Example, ModelRef
 from collapse_ray.synthetic_drift import DriftProbe
 from collapse_ray.tasks import get_task
 from tests.tiny_models import reference_score

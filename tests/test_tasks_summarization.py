@@ -8,7 +8,7 @@ from sacrebleu.metrics import BLEU
 
 from collapse_ray.data import DataError
 from collapse_ray.data.codesearchnet import summary_of
-from collapse_ray.examples import SYNTHETIC, Example
+from collapse_ray.datatypes import SYNTHETIC, Example
 from collapse_ray.data.codesearchnet import load_function_records
 from collapse_ray.generate.base import Sampling
 from collapse_ray.tasks import get_task

@@ -12,7 +12,7 @@ import time
 import pytest
 import torch
 
-from collapse_ray.generate.base import ModelRef
+from collapse_ray.datatypes import ModelRef
 from collapse_ray.train.deepspeed_config import deepspeed_config, resolve_zero_stage
 from tests.ray_training import TEXTS, mean_loss, training
 

@@ -19,7 +19,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
 
-from collapse_ray.generate.base import ModelRef, Sampling  # noqa: E402
+from collapse_ray.datatypes import ModelRef  # noqa: E402
+from collapse_ray.generate.base import Sampling  # noqa: E402
 from collapse_ray.generate.vllm_engine import model_fingerprint, request_seed  # noqa: E402
 from tests.tiny_models import save_tiny_llama, tiny_tokenizer  # noqa: E402
 

@@ -2,7 +2,7 @@
 (The vLLM side runs in tests/test_vllm_generator.py, slow.)"""
 import pytest
 
-from collapse_ray.generate.base import ModelRef
+from collapse_ray.datatypes import ModelRef
 from collapse_ray.generate.weight_probe import (ProbedGenerator, StaleWeightsError, probe_token_ids,
                                                 reference_logprobs)
 

@@ -22,13 +22,14 @@ import io
 import os
 import re
 import site
-import socket
 import sysconfig
 import tokenize
 from pathlib import Path
 from typing import Iterable, Iterator
 
 from collapse_ray.data import DataError, read_json_lines
+from collapse_ray.data.hub import load_hub_dataset
+from collapse_ray.python_source import parse
 
 # Directories never walked into: installed packages (when walking the standard library), test
 # suites (their functions are mostly ``test_*`` boilerplate), caches.
@@ -104,8 +105,10 @@ def _python_files(root: Path, skip_dirs: frozenset[str]) -> list[Path]:
 def _functions_in_file(file: Path, repo: str, relpath: str) -> Iterator[dict]:
     try:
         source = file.read_bytes().decode("utf-8")
-        tree = ast.parse(source)
-    except (OSError, UnicodeDecodeError, SyntaxError, ValueError, RecursionError, MemoryError):
+    except (OSError, UnicodeDecodeError):
+        return
+    tree = parse(source)
+    if tree is None:
         return
     lines = source.splitlines(keepends=True)
     for qualname, node in _documented_functions(tree.body, ""):
@@ -329,14 +332,7 @@ def load_hub_or_stdlib(max_records: int | None = None, progress=print) -> list[d
 def load_from_hub(max_records: int | None = None, timeout: float = 3.0) -> list[dict]:
     """CodeSearchNet Python (all splits) via ``datasets``. Fails within ``timeout`` seconds when the
     hub cannot be reached, instead of waiting on ``datasets``' retries."""
-    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0") or \
-            os.environ.get("HF_DATASETS_OFFLINE", "0") not in ("", "0"):
-        raise ConnectionError("HF offline mode is set")
-    with socket.create_connection(("huggingface.co", 443), timeout=timeout):
-        pass
-    import datasets
-
-    splits = datasets.load_dataset("code_search_net", "python")
+    splits = load_hub_dataset("code_search_net", "python", timeout=timeout)
     records = []
     for split_name, split in splits.items():
         for i, raw in enumerate(split):

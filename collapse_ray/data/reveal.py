@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 from pathlib import Path
 from typing import Callable, Sequence
 
 from collapse_ray.data import DataError, read_json_lines, read_text
+from collapse_ray.data.hub import load_hub_dataset
 
 VULNERABLE_FILE = "vulnerables.json"
 NON_VULNERABLE_FILE = "non-vulnerables.json"
@@ -113,14 +113,7 @@ def load_hub(dataset_id: str, timeout: float = 3.0) -> list[dict]:
     """Every split of a ``datasets`` id, concatenated. Fails within ``timeout`` seconds offline."""
     where = f"{HUB_PREFIX}{dataset_id}"
     try:
-        if os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0") or \
-                os.environ.get("HF_DATASETS_OFFLINE", "0") not in ("", "0"):
-            raise ConnectionError("HF offline mode is set")
-        with socket.create_connection(("huggingface.co", 443), timeout=timeout):
-            pass
-        import datasets
-
-        splits = datasets.load_dataset(dataset_id)
+        splits = load_hub_dataset(dataset_id, timeout=timeout)
     except Exception as e:  # noqa: BLE001 - whatever went wrong, say which dataset and why
         raise DataError(f"{where}: HF dataset cannot be loaded ({type(e).__name__}: {e}); check the id and "
                         f"the network, or give a local .jsonl(.gz) file or ReVeal directory") from None

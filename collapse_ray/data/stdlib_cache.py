@@ -14,6 +14,8 @@ import json
 import os
 from pathlib import Path
 
+from collapse_ray import python_source
+from collapse_ray.atomic_io import replacing
 from collapse_ray.data import codesearchnet
 
 CACHE_ENV = "COLLAPSE_RAY_CACHE_DIR"
@@ -44,6 +46,7 @@ def _records(key: str, directory: Path) -> tuple[dict, ...]:
 
 def _cache_key() -> str:
     h = hashlib.sha256(Path(codesearchnet.__file__).read_bytes())
+    h.update(Path(python_source.__file__).read_bytes())   # the extractor's parse
     for root in codesearchnet.stdlib_roots():
         h.update(str(root).encode())
         for file in codesearchnet._python_files(root, codesearchnet.SKIP_DIRS):
@@ -54,11 +57,8 @@ def _cache_key() -> str:
 
 def _write_atomic(path: Path, records) -> None:
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-        with gzip.open(tmp, "wt", encoding="utf-8") as f:
+        with replacing(path) as tmp, gzip.open(tmp, "wt", encoding="utf-8") as f:
             for record in records:
                 f.write(json.dumps(record) + "\n")
-        tmp.replace(path)
     except OSError:   # a read-only home: extraction still works, only uncached
         pass

@@ -4,6 +4,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol, Sequence
 
+from collapse_ray.datatypes import ModelRef
+
 
 @dataclass(frozen=True)
 class Sampling:
@@ -13,14 +15,6 @@ class Sampling:
     seed: int = 0
     # Stop generating at any of these strings; the returned text is cut before the stop string.
     stop: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class ModelRef:
-    """What a backend loads: full weights at ``path``, or a LoRA ``adapter`` on top of ``path``."""
-
-    path: str
-    adapter: str | None = None
 
 
 class Generator(Protocol):

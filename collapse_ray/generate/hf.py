@@ -5,7 +5,8 @@ from typing import Sequence
 
 import torch
 
-from collapse_ray.generate.base import ModelRef, Sampling
+from collapse_ray.datatypes import ModelRef
+from collapse_ray.generate.base import Sampling
 
 
 def cut_at_stop(text: str, stop: Sequence[str]) -> str:

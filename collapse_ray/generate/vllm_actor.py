@@ -23,7 +23,8 @@ from typing import Any, Sequence
 import ray
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-from collapse_ray.generate.base import ModelRef, Sampling
+from collapse_ray.datatypes import ModelRef
+from collapse_ray.generate.base import Sampling
 from collapse_ray.generate.vllm_engine import VLLMEngine
 
 # Set in the actor's process before vLLM is imported there, never in the driver's.

@@ -32,7 +32,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from collapse_ray.generate.base import ModelRef, Sampling
+from collapse_ray.datatypes import ModelRef
+from collapse_ray.generate.base import Sampling
 
 log = logging.getLogger(__name__)
 

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 from typing import Sequence
 
+from collapse_ray.datatypes import ModelRef
 from collapse_ray.errors import TrialError
-from collapse_ray.generate.base import ModelRef, Sampling
+from collapse_ray.generate.base import Sampling
 
 # Mean absolute log-prob difference allowed between engine and trainer, per engine dtype.
 TOLERANCE = {"float32": 1e-3, "bfloat16": 0.1, "float16": 0.1}

@@ -15,9 +15,7 @@ below the real data's has lost the tails of the distribution (Shumailov et al.'s
 """
 from __future__ import annotations
 
-import ast
 import random
-import warnings
 from collections import Counter
 from typing import Iterable, Mapping, Sequence, Union
 
@@ -26,6 +24,7 @@ from sacrebleu.tokenizers.tokenizer_13a import Tokenizer13a
 
 from collapse_ray.metrics.label_drift import LABEL_DRIFT_SETTINGS
 from collapse_ray.metrics.text import sentence_bleu4
+from collapse_ray.python_source import parses
 
 DISTINCT_ORDERS = (1, 2, 3)
 SELF_BLEU_MAX_SAMPLES = 100  # cost is quadratic: ~1.5 s for 100 texts of 80 words on one CPU core
@@ -147,17 +146,6 @@ def tail_mass(token_ids_lists: Sequence[Sequence[int]], real_token_counts: Token
     threshold = rare_count_threshold(real_token_counts, rare_mass)
     counts = _count_array(real_token_counts, int(ids.max()) + 1)
     return float(np.mean(counts[ids] <= threshold))
-
-
-def parses(code: str) -> bool:
-    """Does ``code`` parse as Python (``ast.parse``)? Pass complete source, e.g. signature + body."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # e.g. SyntaxWarning on invalid escape sequences
-            ast.parse(code)
-        return True
-    except (SyntaxError, ValueError, RecursionError, MemoryError):
-        return False
 
 
 def parse_rate(code_texts: Sequence[str]) -> float:

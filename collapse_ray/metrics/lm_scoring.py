@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from collapse_ray.generate.base import ModelRef
+from collapse_ray.datatypes import ModelRef
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ import random
 from dataclasses import dataclass, field
 from typing import Sequence
 
-from collapse_ray.examples import Example
+from collapse_ray.datatypes import Example
 
 History = Sequence[Sequence[Example]]  # history[k] = synthetic data written by generation k's model
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar, Sequence
 
-from collapse_ray.examples import Example
+from collapse_ray.datatypes import Example
 from collapse_ray.generate.base import Generator, Sampling
 from collapse_ray.typed import build
 

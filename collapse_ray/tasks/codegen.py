@@ -14,9 +14,9 @@ from typing import Sequence
 
 from collapse_ray.data import DataError
 from collapse_ray.data.codesearchnet import load_function_records
-from collapse_ray.examples import Example
+from collapse_ray.datatypes import Example
 from collapse_ray.generate.base import Generator, Sampling
-from collapse_ray.metrics.drift import parses
+from collapse_ray.python_source import parse, parses
 from collapse_ray.tasks import register_task
 from collapse_ray.tasks.base import Task, TaskData, complete_prompts
 from collapse_ray.typed import require
@@ -46,11 +46,8 @@ def split_function(code: str) -> tuple[str, str] | None:
     the model to continue from a token it only ever saw at the very end of a function (it then
     answers with end-of-text)."""
     code = textwrap.dedent(code).strip("\n") + "\n"
-    try:
-        tree = ast.parse(code)
-    except SyntaxError:
-        return None
-    if len(tree.body) != 1 or not isinstance(tree.body[0], (ast.FunctionDef, ast.AsyncFunctionDef)):
+    tree = parse(code)
+    if tree is None or len(tree.body) != 1 or not isinstance(tree.body[0], (ast.FunctionDef, ast.AsyncFunctionDef)):
         return None
     fn = tree.body[0]
     if ast.get_docstring(fn) is None or len(fn.body) < 2:

@@ -15,7 +15,7 @@ from typing import Sequence
 
 from collapse_ray.data import DataError
 from collapse_ray.data.function_families import FAMILY_NAMES, make_splits
-from collapse_ray.examples import Example
+from collapse_ray.datatypes import Example
 from collapse_ray.generate.base import Generator, Sampling
 from collapse_ray.tasks import register_task
 from collapse_ray.tasks.base import TaskData

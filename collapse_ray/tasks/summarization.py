@@ -17,13 +17,13 @@ import dataclasses
 import random
 import re
 import textwrap
-import warnings
 from typing import Sequence
 
 from collapse_ray.data import DataError
 from collapse_ray.data.codesearchnet import load_function_records
-from collapse_ray.examples import Example
+from collapse_ray.datatypes import Example
 from collapse_ray.generate.base import Generator, Sampling
+from collapse_ray.python_source import parse, parses
 from collapse_ray.tasks import register_task
 from collapse_ray.tasks.base import Task, TaskData, complete_prompts
 from collapse_ray.typed import require
@@ -71,13 +71,8 @@ def strip_docstring(code: str) -> str | None:
     would remain. Code without a docstring is returned unchanged (the code-docstring corpus has
     them removed already)."""
     code = textwrap.dedent(code).strip("\n")
-    try:
-        with warnings.catch_warnings():  # e.g. invalid escape sequences in the data's code
-            warnings.simplefilter("ignore")
-            tree = ast.parse(code)
-    except (SyntaxError, ValueError):
-        return None
-    if len(tree.body) != 1 or not isinstance(tree.body[0], (ast.FunctionDef, ast.AsyncFunctionDef)):
+    tree = parse(code)
+    if tree is None or len(tree.body) != 1 or not isinstance(tree.body[0], (ast.FunctionDef, ast.AsyncFunctionDef)):
         return None
     body = tree.body[0].body
     first = body[0]
@@ -92,13 +87,7 @@ def strip_docstring(code: str) -> str | None:
     if before.strip() or (after and not after.startswith("#")):
         return None
     stripped = "".join(lines[:first.lineno - 1] + lines[first.end_lineno:]).rstrip()
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            ast.parse(stripped)
-    except SyntaxError:
-        return None
-    return stripped
+    return stripped if parses(stripped) else None
 
 
 def prompt_for(code: str) -> str:

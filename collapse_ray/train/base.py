@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol, Sequence
 
-from collapse_ray.generate.base import ModelRef
+from collapse_ray.datatypes import ModelRef
 
 
 @dataclass(frozen=True)

@@ -1,18 +1,21 @@
 """Pieces every fine-tuning backend shares: model loading (full or LoRA), tokenising, batching,
-saving. The in-process trainer and the Ray Train worker both call these, so both train the
-same way."""
+the learning-rate schedule, the optimizer step and the epoch loop, saving. The in-process trainer
+and the Ray Train worker both call these, so both train the same way."""
 from __future__ import annotations
 
 import os
 import random
 import shutil
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import torch
 
-from collapse_ray.generate.base import ModelRef
+from collapse_ray.datatypes import ModelRef
 from collapse_ray.train.base import total_steps  # noqa: F401  (its torch-free home)
+from collapse_ray.train.deepspeed_config import GRAD_CLIP
+
+MIN_LR_RATE = 0.1   # the cosine decays to 10% of the peak learning rate
 
 
 def load_tokenizer(path: str):
@@ -67,6 +70,61 @@ def batches(token_lists: Sequence[list[int]], batch_size: int, pad_id: int,
             mask[row, :len(ids)] = 1
         labels = input_ids.masked_fill(mask == 0, -100)
         yield {"input_ids": input_ids, "attention_mask": mask, "labels": labels}
+
+
+def lr_schedule(optimizer: torch.optim.Optimizer, total: int):
+    """transformers' linear warm-up + cosine schedule, stepped after each optimizer step as HF's
+    Trainer does: warm-up over the first 5% of ``total`` steps, then cosine decay to 10% of the
+    peak. Its warm-up starts at lr 0, so a run under 20 steps gets none (a 1-step run would
+    otherwise not train at all)."""
+    from transformers import get_cosine_with_min_lr_schedule_with_warmup
+
+    return get_cosine_with_min_lr_schedule_with_warmup(optimizer, num_warmup_steps=total // 20,
+                                                        num_training_steps=total, min_lr_rate=MIN_LR_RATE)
+
+
+class AdamWStep:
+    """One training step of the torch trainers (in process, Ray DDP; DeepSpeed steps its own
+    engine on the same schedule): forward (bf16 autocast where asked), backward, gradient norm
+    clipped at 1.0, AdamW without weight decay, then the schedule. Called with a batch, returns
+    its loss. ``forward`` is the model to call when it differs from the one trained (DDP's wrapper)."""
+
+    def __init__(self, model, lr: float, total: int, forward=None, device: torch.device = torch.device("cpu"),
+                 bf16: bool = False):
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.optim = torch.optim.AdamW(self.params, lr=lr, weight_decay=0.0)
+        self.schedule = lr_schedule(self.optim, total)
+        self.forward = forward or model
+        self.device, self.bf16 = device, bf16
+
+    def __call__(self, batch: dict[str, torch.Tensor]) -> float:
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            loss = self.forward(**{k: v.to(self.device) for k, v in batch.items()}).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.params, GRAD_CLIP)
+        self.optim.step()
+        self.schedule.step()
+        self.optim.zero_grad(set_to_none=True)
+        return loss.item()
+
+
+def run_steps(step: Callable[[dict[str, torch.Tensor]], float], token_lists: Sequence[list[int]],
+              batch_size: int, pad_id: int, rng: random.Random, total: int,
+              on_step: Callable[[int, float], None] = lambda step, loss: None) -> tuple[int, list[float]]:
+    """``total`` calls of ``step``, over as many shuffled epochs of ``token_lists`` as that takes
+    (the last one cut short), with ``on_step(steps done, loss)`` after each. Returns the tokens
+    trained on and the losses of the last epoch."""
+    done, tokens, epoch_losses = 0, 0, []
+    while done < total:
+        epoch_losses = []
+        for batch in batches(token_lists, batch_size, pad_id, rng):
+            epoch_losses.append(step(batch))
+            tokens += int(batch["attention_mask"].sum())
+            done += 1
+            on_step(done, epoch_losses[-1])
+            if done >= total:
+                break
+    return tokens, epoch_losses
 
 
 def save_trained(model, tokenizer, out_dir: str | os.PathLike, base_path: str) -> ModelRef:

@@ -10,8 +10,8 @@ Choices (each one a keyword here, written down so a run's settings can be read b
   fp32 on CPU.
 - Optimizer: not configured here. The worker hands DeepSpeed a ``torch.optim.AdamW`` (a
   ZeRO-supported optimizer that runs on every device, unlike FusedAdam / DeepSpeedCPUAdam which
-  need compiled ops) and sets its learning rate every step from the same warm-up + cosine
-  schedule as the in-process trainer, so both backends train the same way.
+  need compiled ops) and steps the in-process trainer's warm-up + cosine schedule
+  (core.lr_schedule) on it, so both backends train the same way.
 - Gradient clipping at 1.0 (as in the in-process trainer), one micro batch per step, no
   gradient accumulation: the global batch is ``micro_batch * world_size``.
 """

@@ -29,12 +29,12 @@ import time
 from pathlib import Path
 from typing import Callable, Sequence
 
+from collapse_ray.atomic_io import write_json_atomic
 from collapse_ray.config import TrainingConfig
-from collapse_ray.generate.base import ModelRef
+from collapse_ray.datatypes import ModelRef
 from collapse_ray.train.base import TrainResult
 from collapse_ray.train.ray_worker import Job, Strategy
 from collapse_ray.train.worker_group import TrainGroupDied, TrainWorkerGroup  # noqa: F401 (re-exported)
-from collapse_ray.trial_state import write_json_atomic
 
 
 class RayTrainer:

@@ -12,8 +12,9 @@ optimizer and DeepSpeed engine are built per job and freed after it (the engine 
 ``gc.collect()``, the CUDA cache emptied on GPU), so the 11th job of a trial runs in the memory
 the first one did.
 
-Each job runs the in-process trainer's recipe: AdamW, the same warm-up + cosine learning rate
-(local.lr_at), gradient clipping at 1.0, the loss over non-pad tokens. Two ways to split it:
+Each job runs the in-process trainer's recipe (core.py: AdamW, transformers' warm-up + cosine
+schedule, gradient clipping at 1.0, the loss over non-pad tokens, the same epoch loop). Two ways
+to split it:
 - ``ddp``: torch DistributedDataParallel (gloo on CPU, nccl on GPU with bf16 autocast).
 - ``deepspeed``: DeepSpeed ZeRO (stage 0-3; by default 2, or 3 for models from 10B parameters;
   bf16 on GPU, fp32 on CPU); see deepspeed_config.py. LoRA (peft) works with both.
@@ -32,12 +33,10 @@ from typing import Literal, Sequence
 import torch
 
 from collapse_ray.config import TrainingConfig
-from collapse_ray.generate.base import ModelRef
-from collapse_ray.train.core import (base_of, batches, load_tokenizer, load_trainable_model,
-                                     save_trained, tokenize, total_steps)
-from collapse_ray.train.deepspeed_config import (GRAD_CLIP, count_parameters, deepspeed_config,
-                                                 resolve_zero_stage)
-from collapse_ray.train.local import lr_at
+from collapse_ray.datatypes import ModelRef
+from collapse_ray.train.core import (AdamWStep, base_of, load_tokenizer, load_trainable_model, lr_schedule,
+                                     run_steps, save_trained, tokenize, total_steps)
+from collapse_ray.train.deepspeed_config import count_parameters, deepspeed_config, resolve_zero_stage
 
 Strategy = Literal["ddp", "deepspeed"]
 TAKE_TIMEOUT_S = 5.0   # how long one board call waits for a job before asking again
@@ -92,19 +91,11 @@ def run_job(job: Job, rank: int, world: int) -> dict:
     steps = total_steps(len(texts), micro * world, cfg.epochs, cfg.max_steps)
     tokenizer = load_tokenizer(base_of(job.init))
     token_lists = tokenize(tokenizer, _shard(texts, job.seed, rank, world), cfg.max_length)
-    runner = _DeepSpeedRunner(job, world, micro) if job.strategy == "deepspeed" else _DDPRunner(job)
+    runner = _DeepSpeedRunner(job, world, micro, steps) if job.strategy == "deepspeed" else _DDPRunner(job, steps)
     try:
         train_start = time.monotonic()
         rng = random.Random(job.seed + 1_000_003 * rank)
-        step, tokens, epoch_losses = 0, 0, []
-        while step < steps:
-            epoch_losses = []
-            for batch in batches(token_lists, micro, tokenizer.pad_token_id, rng):
-                epoch_losses.append(runner.step(batch, lr_at(step, steps, cfg.lr)))
-                tokens += int(batch["attention_mask"].sum())
-                step += 1
-                if step >= steps:
-                    break
+        tokens, epoch_losses = run_steps(runner.step, token_lists, micro, tokenizer.pad_token_id, rng, steps)
         train_s = time.monotonic() - train_start
         totals = torch.tensor([sum(epoch_losses), len(epoch_losses), tokens], dtype=torch.float64)
         if world > 1:
@@ -119,7 +110,7 @@ def run_job(job: Job, rank: int, world: int) -> dict:
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
-    return {"train_loss": loss_sum / max(1.0, loss_count), "steps": step, "tokens": int(all_tokens),
+    return {"train_loss": loss_sum / max(1.0, loss_count), "steps": steps, "tokens": int(all_tokens),
             "started_at": started_at, "train_s": train_s, "zero_stage": zero_stage, "rss_bytes": _rss_bytes(),
             "model_path": ref.path if ref else "", "adapter_path": (ref.adapter or "") if ref else ""}
 
@@ -143,28 +134,15 @@ def _shard(texts: Sequence[str], seed: int, rank: int, world: int) -> list[str]:
 class _DDPRunner:
     """torch DDP: fp32 weights, bf16 autocast on GPU."""
 
-    def __init__(self, job: Job):
+    def __init__(self, job: Job, steps: int):
         from ray.train.torch import get_device, prepare_model
 
         cfg = job.cfg
         self.device = get_device()
         self.model = load_trainable_model(job.init, cfg.method, cfg.lora_rank, cfg.lora_alpha)
         self.model.train()
-        self.wrapped = prepare_model(self.model, parallel_strategy="ddp")   # DDP only when world > 1
-        self.params = [p for p in self.model.parameters() if p.requires_grad]
-        self.optim = torch.optim.AdamW(self.params, lr=cfg.lr, weight_decay=0.0)
-        self.bf16 = job.use_gpu
-
-    def step(self, batch: dict[str, torch.Tensor], lr: float) -> float:
-        for group in self.optim.param_groups:
-            group["lr"] = lr
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-            loss = self.wrapped(**{k: v.to(self.device) for k, v in batch.items()}).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(self.params, GRAD_CLIP)
-        self.optim.step()
-        self.optim.zero_grad(set_to_none=True)
-        return loss.item()
+        wrapped = prepare_model(self.model, parallel_strategy="ddp")   # DDP only when world > 1
+        self.step = AdamWStep(self.model, cfg.lr, steps, forward=wrapped, device=self.device, bf16=job.use_gpu)
 
     def save(self, tokenizer, out_dir: str, base_path: str, rank: int) -> ModelRef | None:
         if rank != 0:
@@ -173,14 +151,15 @@ class _DDPRunner:
         return save_trained(self.model, tokenizer, out_dir, base_path=base_path)
 
     def close(self) -> None:
-        self.model = self.wrapped = self.params = self.optim = None
+        self.model = self.step = None
 
 
 class _DeepSpeedRunner:
     """DeepSpeed ZeRO over the process group Ray Train set up (gloo on CPU, nccl on GPU).
-    DeepSpeed does the clipping; the learning rate is set on our AdamW, which ZeRO wraps."""
+    DeepSpeed does the clipping; the schedule steps our AdamW, which ZeRO wraps (ZeRO's
+    optimizer steps with the wrapped one's param groups, learning rates included)."""
 
-    def __init__(self, job: Job, world: int, micro: int):
+    def __init__(self, job: Job, world: int, micro: int, steps: int):
         import deepspeed
 
         cfg = job.cfg
@@ -202,16 +181,16 @@ class _DeepSpeedRunner:
         self.optim = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad],
                                        lr=cfg.lr, weight_decay=0.0)
         self.engine, *_ = deepspeed.initialize(model=model, optimizer=self.optim, config=ds_config)
+        self.schedule = lr_schedule(self.optim, steps)
         self.engine.train()
         self.device = self.engine.device
         del hf_ds
 
-    def step(self, batch: dict[str, torch.Tensor], lr: float) -> float:
-        for group in self.optim.param_groups:
-            group["lr"] = lr
+    def step(self, batch: dict[str, torch.Tensor]) -> float:
         loss = self.engine(**{k: v.to(self.engine.device) for k, v in batch.items()}).loss
         self.engine.backward(loss)
         self.engine.step()   # clips, steps, zeroes the gradients
+        self.schedule.step()
         return loss.item()
 
     def save(self, tokenizer, out_dir: str, base_path: str, rank: int) -> ModelRef | None:
@@ -233,7 +212,7 @@ class _DeepSpeedRunner:
     def close(self) -> None:
         """Free the engine's partitions, hooks and buffers before the next job builds its own."""
         self.engine.destroy()
-        self.engine = self.optim = None
+        self.engine = self.optim = self.schedule = None
 
 
 class _WithStateDict:

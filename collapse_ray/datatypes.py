@@ -1,4 +1,6 @@
-"""The unit of data that flows through the loop: one training example with its provenance."""
+"""The values every layer passes around: a model to load (``ModelRef``: training makes one,
+generators load it, trial state records it) and one training example with its provenance
+(``Example``, with its JSON-lines file). Imports nothing of the project but atomic_io."""
 from __future__ import annotations
 
 import json
@@ -6,8 +8,18 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterable
 
+from collapse_ray.atomic_io import replacing
+
 REAL = "real"
 SYNTHETIC = "synthetic"
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """What a backend loads: full weights at ``path``, or a LoRA ``adapter`` on top of ``path``."""
+
+    path: str
+    adapter: str | None = None
 
 
 @dataclass(frozen=True)
@@ -33,18 +45,9 @@ class Example:
 
 
 def write_jsonl(path: Path, examples: Iterable[Example]) -> None:
-    """Write atomically: a crash leaves the old file or the new one, never half of one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with open(tmp, "w") as f:
+    with replacing(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
         for ex in examples:
             f.write(json.dumps(asdict(ex)) + "\n")
-        f.flush()
-        import os
-
-        os.fsync(f.fileno())
-    tmp.replace(path)
 
 
 def read_jsonl(path: Path) -> list[Example]:
