@@ -53,7 +53,8 @@ def draw_metric(summary: pd.DataFrame, task: str, metric: str, path: Path, basel
             gens = panel["generation"]
             if not gens.empty and gens.max() <= 12:
                 ax.set_xticks(range(int(gens.min()), int(gens.max()) + 1))
-    fig.suptitle(f"{task}: {metric} — line: mean over seeds; band: {BAND}; n: seeds", fontsize=10)
+    # Two lines: one panel is narrower than the legend of the band, which was cut off at both ends.
+    fig.suptitle(f"{task}: {metric}\nline: mean over seeds; band: {BAND}; n: seeds", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
