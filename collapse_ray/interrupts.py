@@ -25,10 +25,6 @@ class Interrupted(KeyboardInterrupt):
         super().__init__(signal.Signals(signum).name)
         self.signum = signum
 
-    @property
-    def exit_code(self) -> int:
-        return 128 + self.signum   # the shell's convention for "ended by signal N"
-
 
 def signal_of(error: BaseException) -> int:
     """The signal behind a KeyboardInterrupt (a plain one is Ctrl-C's SIGINT)."""

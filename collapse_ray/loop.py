@@ -72,12 +72,6 @@ def config_fingerprint(cfg: ExperimentConfig) -> str:
     return hashlib.sha256(json.dumps(fingerprint_data(cfg), sort_keys=True).encode()).hexdigest()[:16]
 
 
-
-
-
-ModelUnavailable = ModelError   # the name this error had before errors.py
-
-
 def check_model_loadable(name_or_path: str) -> None:
     """Fail before any training when the model's config cannot be had (offline, typo, no access)."""
     from transformers import AutoConfig

@@ -12,8 +12,8 @@ import yaml
 from collapse_ray.cli import main as cli
 from collapse_ray.config import config_from_dict
 from collapse_ray.data import DataError
-from collapse_ray.errors import EXIT_CODE, CollapseRayError
-from collapse_ray.loop import ModelUnavailable, run_trial
+from collapse_ray.errors import EXIT_CODE, CollapseRayError, ModelError
+from collapse_ray.loop import run_trial
 from collapse_ray.tracking import TrackingError, TrialTracker
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")   # no model hub here: a hub id must fail fast, not time out
@@ -213,7 +213,7 @@ def test_model_that_cannot_be_loaded_fails_before_training(tmp_path, monkeypatch
                             "sizes": {"train_examples": 8, "synthetic_pool": 8, "eval_examples": 8},
                             "output_dir": str(tmp_path / "runs"),
                             "tracking": {"uri": f"sqlite:///{tmp_path}/mlflow.db"}})
-    with pytest.raises(ModelUnavailable, match="model.name_or_path: cannot load 'no-such-org/no-such-model'"):
+    with pytest.raises(ModelError, match="model.name_or_path: cannot load 'no-such-org/no-such-model'"):
         run_trial(cfg)
     assert not list((tmp_path / "runs").rglob("gen_00"))
 

@@ -1,4 +1,3 @@
-import itertools
 import math
 from collections import Counter
 
@@ -11,7 +10,6 @@ from sklearn.metrics import f1_score, precision_score, recall_score
 from collapse_ray.metrics import drift
 from collapse_ray.metrics.classification import binary_metrics
 from collapse_ray.metrics.label_drift import label_drift
-from collapse_ray.metrics.passk import mean_pass_at_k, pass_at_k
 from collapse_ray.metrics.text import BLEU_SETTINGS, ROUGE_SETTINGS, bleu4, rouge_l, sentence_bleu4
 
 HYPS = ["def add(a, b):\n    return a + b", "Return the sum of two numbers.", "x = [i for i in range(10)]"]
@@ -59,34 +57,6 @@ def test_binary_metrics_equal_scikit_learn_for_the_vulnerable_class():
 def test_binary_metrics_of_an_all_negative_classifier_are_zero_not_errors():
     m = binary_metrics([1, 0, 1], [0, 0, 0])
     assert (m["f1"], m["precision"], m["recall"], m["predicted_positive_rate"]) == (0.0, 0.0, 0.0, 0.0)
-
-
-def _brute_force_pass_at_k(n, c, k):
-    samples = [True] * c + [False] * (n - c)
-    subsets = list(itertools.combinations(samples, k))
-    return sum(any(s) for s in subsets) / len(subsets)
-
-
-def test_pass_at_k_equals_enumeration_over_all_k_subsets():
-    for n in range(1, 8):
-        for c in range(n + 1):
-            for k in range(1, n + 1):
-                assert pass_at_k(n, c, k) == pytest.approx(_brute_force_pass_at_k(n, c, k), abs=1e-12)
-
-
-def test_pass_at_1_is_the_share_of_passing_samples():
-    assert pass_at_k(200, 37, 1) == pytest.approx(37 / 200)
-
-
-def test_mean_pass_at_k_averages_over_problems():
-    results = [[True, False, False, False], [False] * 4, [True] * 4]
-    assert mean_pass_at_k(results, 1) == pytest.approx((0.25 + 0 + 1) / 3)
-    assert mean_pass_at_k(results, 2) == pytest.approx((0.5 + 0 + 1) / 3)
-
-
-def test_pass_at_k_rejects_k_above_n():
-    with pytest.raises(ValueError):
-        mean_pass_at_k([[True, False]], 3)
 
 
 def test_distinct_n_counts_unique_ngrams_over_all_ngrams():

@@ -21,7 +21,6 @@ import hashlib
 import io
 import os
 import re
-import site
 import sysconfig
 import tokenize
 from pathlib import Path
@@ -57,15 +56,6 @@ _HUB_ALIASES = {
 def stdlib_roots() -> list[Path]:
     """The standard library's directory (its site-packages and test suites are skipped by the walk)."""
     return [Path(sysconfig.get_paths()["stdlib"])]
-
-
-def site_packages_roots() -> list[Path]:
-    """Every site-packages directory of this interpreter (the venv's, and the user's if present)."""
-    candidates = list(site.getsitepackages())
-    if site.ENABLE_USER_SITE:
-        candidates.append(site.getusersitepackages())
-    roots = {Path(p).resolve() for p in candidates if Path(p).is_dir()}
-    return sorted(roots)
 
 
 def extract_functions(roots: Path | str | Iterable[Path | str], max_files: int | None = None,

@@ -44,11 +44,6 @@ class TextScore:
     def perplexity(self) -> float:
         return math.exp(self.nll)
 
-    @property
-    def nll_sum(self) -> float:
-        """Total NLL of the scored tokens (0 when none was scored): for token-weighted aggregates."""
-        return self.nll * self.n_scored if self.n_scored else 0.0
-
 
 class LMScorer:
     def __init__(self, ref: ModelRef, device: str = "cpu", dtype: torch.dtype = torch.float32):

@@ -28,7 +28,7 @@ from collapse_ray.sandbox.protocol import (EXIT_DENIED, EXIT_EXCEPTION, EXIT_MEM
 _API = {
     "run_program": "api", "run_many": "api", "check_isolation": "api",
     "SandboxResult": "result", "SandboxError": "result", "SandboxUnisolated": "result",
-    "STATUSES": "result", "TMP_PREFIX": "resources",
+    "TMP_PREFIX": "resources",
 }
 __all__ = sorted(_API) + ["EXIT_DENIED", "EXIT_EXCEPTION", "EXIT_MEMORY", "EXIT_SETUP",
                           "MODE_NAMESPACES", "MODE_PLAIN", "MODE_USER_NAMESPACE"]

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from collapse_ray.sandbox.protocol import (EXIT_DENIED, EXIT_MEMORY, LINE_MODE, LINE_REAPED,
                                            LINE_SUPERVISOR, LINE_WORKER, TOKEN_BYTES)
 
-STATUSES = ("passed", "failed", "timeout", "crashed", "memory")
 STDERR_TAIL_BYTES = 2048
 _CRASH_SIGNALS = {signal.SIGSEGV, signal.SIGBUS, signal.SIGILL, signal.SIGFPE, signal.SIGABRT,
                   signal.SIGSYS}

@@ -139,8 +139,3 @@ def save_trained(model, tokenizer, out_dir: str | os.PathLike, base_path: str) -
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)
     return ModelRef(path=base_path, adapter=str(out)) if is_adapter else ModelRef(path=str(out))
-
-
-def base_of(ref: ModelRef) -> str:
-    """The full-weights directory a ModelRef builds on (where its tokenizer lives)."""
-    return ref.path

@@ -34,8 +34,8 @@ import torch
 
 from collapse_ray.config import TrainingConfig
 from collapse_ray.datatypes import ModelRef
-from collapse_ray.train.core import (AdamWStep, base_of, load_tokenizer, load_trainable_model, lr_schedule,
-                                     run_steps, save_trained, tokenize, total_steps)
+from collapse_ray.train.core import (AdamWStep, load_tokenizer, load_trainable_model, lr_schedule, run_steps,
+                                     save_trained, tokenize, total_steps)
 from collapse_ray.train.deepspeed_config import count_parameters, deepspeed_config, resolve_zero_stage
 
 Strategy = Literal["ddp", "deepspeed"]
@@ -89,7 +89,7 @@ def run_job(job: Job, rank: int, world: int) -> dict:
     micro = max(1, cfg.batch_size // world)   # global batch = micro * world = cfg.batch_size when divisible
     # Every rank runs exactly this many steps (collectives need equal counts), cycling its shard.
     steps = total_steps(len(texts), micro * world, cfg.epochs, cfg.max_steps)
-    tokenizer = load_tokenizer(base_of(job.init))
+    tokenizer = load_tokenizer(job.init.path)   # an adapter's tokenizer is its base's
     token_lists = tokenize(tokenizer, _shard(texts, job.seed, rank, world), cfg.max_length)
     runner = _DeepSpeedRunner(job, world, micro, steps) if job.strategy == "deepspeed" else _DDPRunner(job, steps)
     try:
@@ -166,7 +166,7 @@ class _DeepSpeedRunner:
         # Wrap the process group Ray Train set up, before ZeRO-3's partitioned loading needs it
         # (a no-op from the second job on).
         deepspeed.init_distributed(dist_backend="nccl" if job.use_gpu else "gloo")
-        n_params = count_parameters(base_of(job.init))
+        n_params = count_parameters(job.init.path)
         self.stage = resolve_zero_stage(job.zero_stage, n_params, job.use_gpu)
         ds_config = deepspeed_config(n_params=n_params, world_size=world, micro_batch=micro,
                                      use_gpu=job.use_gpu, zero_stage=self.stage)
