@@ -6,7 +6,7 @@ import dataclasses
 
 from collapse_ray.backends import add_resources
 from collapse_ray.config import ConfigError
-from collapse_ray.grid import estimate as est
+import collapse_ray.grid.estimate as est   # the module, not the package (whose __init__ imports this one)
 from collapse_ray.grid.expand import Trial
 from collapse_ray.grid.plan import Plan, fmt_resources, plan
 from collapse_ray.grid.spec import GridConfig
