@@ -73,10 +73,9 @@ def trial_driver(params: dict, trials: dict[str, Trial], grid_state: str, parent
 
 
 def _drive(trial: Trial, parent_run_id: str | None) -> None:
-    from collapse_ray.loop import run_trial
-
     import torch
 
+    from collapse_ray.loop import run_trial
     from collapse_ray.train.worker_group import cpu_threads
 
     cfg = trial.config

@@ -39,13 +39,13 @@ POLL_S = 1.0             # how long one wait for an acknowledgement blocks befor
 CLOSE_TIMEOUT_S = 120.0  # how long close() waits for the workers to finish and the fit to return
 
 
-
 def cpu_threads(resources_per_worker: dict[str, float] | None) -> int:
     """Torch's intra-op threads for a worker: its whole CPUs, at least one. Train does not set
     OMP_NUM_THREADS, so a worker with a fraction of a core would run one thread per core of
     the machine beside every other trial's."""
     cpus = (resources_per_worker or {}).get("CPU", 1.0)
     return max(1, int(cpus))
+
 
 class TrainGroupDied(TrialError):
     """The trial's Ray Train worker group stopped before acknowledging a job."""
