@@ -35,8 +35,8 @@ def grid_trials(path: str):
     return grid, expand(grid)
 
 
-def write_relocated(data: dict, out: Path) -> Path:
-    """A grid config (as a mapping) written to ``out/grid.yaml`` with its trial state, Tune state
+def write_relocated(data: dict, out: Path, filename: str = "grid.yaml") -> Path:
+    """A grid config (as a mapping) written to ``out/<filename>`` with its trial state, Tune state
     and MLflow store (experiment "bench") under ``out``: a benchmark never resumes or mixes with
     earlier runs."""
     import yaml
@@ -45,7 +45,7 @@ def write_relocated(data: dict, out: Path) -> Path:
     base["output_dir"] = str(out / "runs")
     base["tracking"] = {"uri": f"sqlite:///{out / 'mlflow.db'}", "experiment": "bench"}
     data["tune"] = {**(data.get("tune") or {}), "storage_path": str(out / "tune")}
-    path = out / "grid.yaml"
+    path = out / filename
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path
 
@@ -67,7 +67,7 @@ class TreeCpuMeter:
     """CPU-seconds of a process and all its descendants (Ray's raylet, workers and actors are
     children of the process that called ray.init), sampled every ``interval_s``: each process's
     last reading is kept after it exits, so work of short-lived workers counts (up to one
-    interval of each is missed)."""
+    interval of each is missed). ``by_kind()`` splits them by what each process is."""
 
     def __init__(self, pid: int, interval_s: float = 0.5):
         import threading
@@ -78,6 +78,7 @@ class TreeCpuMeter:
         self.root = psutil.Process(pid)
         self.interval_s = interval_s
         self.seen: dict[tuple[int, float], float] = {}
+        self.kinds: dict[tuple[int, float], str] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._poll, daemon=True)
         self._thread.start()
@@ -90,8 +91,11 @@ class TreeCpuMeter:
                 procs = []
             for p in procs:
                 try:
+                    key = (p.pid, p.create_time())
                     t = p.cpu_times()
-                    self.seen[(p.pid, p.create_time())] = t.user + t.system
+                    if key not in self.kinds:
+                        self.kinds[key] = process_kind(p.cmdline())
+                    self.seen[key] = t.user + t.system
                 except self._psutil.Error:
                     continue
             if self._stop.wait(self.interval_s):
@@ -101,6 +105,32 @@ class TreeCpuMeter:
         self._stop.set()
         self._thread.join(timeout=10)
         return sum(self.seen.values())
+
+    def by_kind(self) -> dict[str, float]:
+        """CPU-seconds summed per kind of process, largest first."""
+        totals: dict[str, float] = {}
+        for key, cpu in self.seen.items():
+            kind = self.kinds.get(key, "?")
+            totals[kind] = totals.get(kind, 0.0) + cpu
+        return dict(sorted(totals.items(), key=lambda kv: -kv[1]))
+
+
+def process_kind(cmdline: list[str]) -> str:
+    """What a process is, from its command line: a Ray actor or task by class (``ray::VLLMActor``;
+    Ray names its workers so), a Python program by module or script, else the executable."""
+    if not cmdline:
+        return "?"
+    first = cmdline[0]
+    if first.startswith("ray::"):
+        return first.split(".", 1)[0].split(" ", 1)[0]
+    if Path(first).name.startswith("python"):
+        args = [a for a in cmdline[1:] if not a.startswith("-")]
+        for flag in ("-m", "-c"):
+            if flag in cmdline[:-1]:
+                code = cmdline[cmdline.index(flag) + 1]
+                return code if flag == "-m" else ("sandbox" if "sandbox" in " ".join(cmdline) else "python -c")
+        return Path(args[0]).name if args else "python"
+    return Path(first).name
 
 
 def run_metered(cmd: list[str], env: dict, log_path: Path) -> dict:
@@ -118,12 +148,14 @@ def run_metered(cmd: list[str], env: dict, log_path: Path) -> dict:
     if rc != 0:
         raise SystemExit(f"{' '.join(cmd)} failed (exit {rc}); its output: {log_path}")
     cores = os.cpu_count() or 1
-    return {"wall_s": wall, "cpu_s": cpu, "utilisation": cpu / (wall * cores)}
+    return {"wall_s": wall, "cpu_s": cpu, "utilisation": cpu / (wall * cores), "cpu_by_kind_s": meter.by_kind()}
 
 
-def mlflow_phases(uri: str, experiment: str) -> dict:
-    """From the trials' MLflow runs: seconds per phase (time/*_s summed over trials and
-    generations) and each trial run's wall time (start to end)."""
+def mlflow_phases(uri: str, experiment: str, run_names: set[str] | None = None) -> dict:
+    """From the trials' MLflow runs (those named in ``run_names`` when given: a study run in parts
+    shares one store): seconds per phase (time/*_s summed over trials and generations), each trial
+    run's wall time (start to end) and its Ray Train worker-group start-ups (train/startup_s, a
+    part of time/train_s)."""
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(uri)
@@ -131,17 +163,23 @@ def mlflow_phases(uri: str, experiment: str) -> dict:
     if exp is None:
         raise SystemExit(f"no MLflow experiment {experiment!r} at {uri}")
     phases: dict[str, float] = {}
-    trial_walls = {}
+    trial_walls, startups = {}, {}
+
+    def summed(run_id: str, key: str) -> float:
+        return sum(m.value for m in client.get_metric_history(run_id, key))
+
     for run in client.search_runs([exp.experiment_id], max_results=10_000):
         keys = [k for k in run.data.metrics if k.startswith("time/") and k.endswith("_s")]
-        if not keys:   # a grid's parent run
-            continue
+        if not keys or (run_names is not None and run.info.run_name not in run_names):
+            continue   # a grid's parent run, or another part's trial
         for key in keys:
             name = key[len("time/"):-len("_s")]
-            phases[name] = phases.get(name, 0.0) + sum(m.value for m in client.get_metric_history(run.info.run_id, key))
+            phases[name] = phases.get(name, 0.0) + summed(run.info.run_id, key)
+        if "train/startup_s" in run.data.metrics:
+            startups[run.info.run_name] = summed(run.info.run_id, "train/startup_s")
         if run.info.end_time:
             trial_walls[run.info.run_name] = (run.info.end_time - run.info.start_time) / 1000
-    return {"phases": phases, "trial_walls": trial_walls}
+    return {"phases": phases, "trial_walls": trial_walls, "train_startups_s": startups}
 
 
 def print_shares(label: str, phases: dict[str, float], wall_s: float) -> None:

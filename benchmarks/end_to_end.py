@@ -10,6 +10,11 @@ wall x cores; each phase's seconds summed over trials and generations (MLflow ``
 its share; the Ray Train worker-group start-ups against the trials' wall. The compute floor is
 computed from ``benchmarks/compute_floor.json`` (benchmarks/compute_floor.py) for the grid as run;
 ``--generations`` / ``--max-steps`` shrink the run (the floor follows: train_s scales with steps).
+
+``--into DIR`` runs the grid in an earlier run's folder instead (its trial state and MLflow store):
+a study in parts, e.g. the quality filter after experiments/study_codegen.yaml, whose trials share
+part 1's generation 0 and land in one store for ``collapse-ray report``. Everything measured is
+this config's trials only; its files are ``DIR/grid-<config name>.*``.
 """
 from __future__ import annotations
 
@@ -24,7 +29,7 @@ import yaml
 
 from common import (PHASE_COSTS, compute_floor_s, grid_trials, machine, mlflow_phases, print_shares,
                     run_metered, write_relocated)
-from orchestration import REPO, STARTUP
+from orchestration import REPO
 
 
 def main() -> None:
@@ -33,6 +38,7 @@ def main() -> None:
     parser.add_argument("--generations", type=int, help="last generation (default: the config's)")
     parser.add_argument("--max-steps", type=int, help="training.max_steps (default: the config's)")
     parser.add_argument("--costs", default=str(PHASE_COSTS), help="phase costs for the floor (compute_floor.py)")
+    parser.add_argument("--into", type=Path, help="an earlier run's folder to add this grid's trials to")
     args = parser.parse_args()
 
     data = yaml.safe_load(Path(args.config).read_text())
@@ -40,26 +46,31 @@ def main() -> None:
         data["base"]["generations"] = args.generations
     if args.max_steps is not None:
         data["base"]["training"]["max_steps"] = args.max_steps
-    out = Path(tempfile.mkdtemp(prefix="end-to-end-"))
-    grid_path = write_relocated(data, out)
+    if args.into is not None and not (args.into / "mlflow.db").is_file():
+        raise SystemExit(f"--into {args.into}: no earlier run there (no mlflow.db)")
+    out = args.into or Path(tempfile.mkdtemp(prefix="end-to-end-"))
+    stem = f"grid-{Path(args.config).stem}" if args.into else "grid"
+    grid_path = write_relocated(data, out, f"{stem}.yaml")
     env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
            "RAY_ADDRESS": "local", "HF_HUB_OFFLINE": "1"}
     print(f"[end_to_end] {args.config} in {out} ({machine()})", file=sys.stderr, flush=True)
-    log = out / "grid.log"
+    log = out / f"{stem}.log"
     result = run_metered([sys.executable, "-m", "collapse_ray.cli", "grid", str(grid_path)], env, log)
-    result.update(mlflow_phases(f"sqlite:///{out / 'mlflow.db'}", "bench"))
-    startups = [float(s) for s in STARTUP.findall(log.read_text())]
+    _, trials = grid_trials(str(grid_path))
+    result.update(mlflow_phases(f"sqlite:///{out / 'mlflow.db'}", "bench", {t.config.name for t in trials}))
 
     cores = os.cpu_count() or 1
-    _, trials = grid_trials(str(grid_path))
     print(f"\n{args.config}: {len(trials)} trials x generations 0..{trials[0].config.generations}, "
           f"max_steps {trials[0].config.training.max_steps}; {cores} cores; {machine()}")
     print(f"wall {result['wall_s']:.0f}s; CPU utilisation {result['utilisation']:.2f} "
           f"({result['cpu_s']:.0f} CPU-s / ({result['wall_s']:.0f}s x {cores}))")
     print_shares("grid", result["phases"], result["wall_s"])
-    walls = sum(result["trial_walls"].values())
+    print("  CPU-seconds by process: " + ", ".join(
+        f"{kind} {cpu:.0f}s ({cpu / result['cpu_s']:.0%})" for kind, cpu in result["cpu_by_kind_s"].items()
+        if cpu >= 0.01 * result["cpu_s"]))
+    walls, startups = sum(result["trial_walls"].values()), sum(result["train_startups_s"].values())
     if walls:
-        print(f"Ray Train worker-group start-ups: {sum(startups):.0f}s = {sum(startups) / walls:.1%} of the trials' "
+        print(f"Ray Train worker-group start-ups: {startups:.0f}s = {startups / walls:.1%} of the trials' "
               f"summed wall ({walls:.0f}s)")
     if Path(args.costs).is_file():
         costs = json.loads(Path(args.costs).read_text())
@@ -69,7 +80,7 @@ def main() -> None:
         floor = compute_floor_s(trials, {**costs, "tasks": scaled}, cores)
         print(f"compute floor {floor:.0f}s ({args.costs}, measured on: {costs['machine']}); "
               f"wall / floor = {result['wall_s'] / floor:.2f} (goal: <= 1.25)")
-    Path(out, "result.json").write_text(json.dumps({**result, "startups_s": startups}, indent=2))
+    Path(out, f"{stem.replace('grid', 'result')}.json").write_text(json.dumps(result, indent=2))
 
 
 if __name__ == "__main__":

@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import sys
 import tempfile
 from pathlib import Path
@@ -34,7 +33,6 @@ import yaml
 from common import machine, mlflow_phases, print_shares, run_metered, write_relocated
 
 REPO = Path(__file__).resolve().parents[1]
-STARTUP = re.compile(r"\((\d+)s worker-group start-up\)")
 
 
 def small_grid(config: str, task: str, trials: int, generations: int, max_steps: int | None, out: Path) -> Path:
@@ -79,7 +77,6 @@ def run_side(side: str, grid_path: Path, out: Path) -> dict:
     log = out / f"{side}.log"
     result = run_metered(cmd, env, log)
     result.update(mlflow_phases(f"sqlite:///{out / 'mlflow.db'}", "bench"))
-    result["train_startups_s"] = [float(s) for s in STARTUP.findall(log.read_text())]
     print(f"[orchestration] {side}: {result['wall_s']:.0f}s wall, utilisation {result['utilisation']:.2f}",
           file=sys.stderr, flush=True)
     return result
@@ -99,9 +96,9 @@ def report(results: dict, args) -> None:
         print(f"  {phase:<10}{a:>12.1f}{b:>10.1f}{(b / a if a else float('nan')):>17.2f}")
     for side in ("inprocess", "grid"):
         print_shares(side, results[side]["phases"], results[side]["wall_s"])
-    startups, walls = grid["train_startups_s"], sum(grid["trial_walls"].values())
+    startups, walls = sum(grid["train_startups_s"].values()), sum(grid["trial_walls"].values())
     if walls:
-        print(f"grid: Ray Train worker-group start-ups {startups} s = {sum(startups) / walls:.1%} of its trials' "
+        print(f"grid: Ray Train worker-group start-ups {startups:.0f}s = {startups / walls:.1%} of its trials' "
               f"summed wall ({walls:.0f}s)")
 
 

@@ -14,6 +14,7 @@ class TrainResult:
     steps: int
     tokens: int
     seconds: float
+    startup_s: float = 0.0   # of ``seconds``: starting a worker group (Ray Train), when this job started one
 
 
 def total_steps(n_texts: int, batch_size: int, epochs: int, max_steps: int | None) -> int:

@@ -103,7 +103,7 @@ class RayTrainer:
                       + (f" ({startup:.0f}s worker-group start-up)" if started_now else ""))
         ref = ModelRef(path=metrics["model_path"], adapter=metrics["adapter_path"] or None)
         return TrainResult(model=ref, train_loss=metrics["train_loss"], steps=metrics["steps"],
-                           tokens=metrics["tokens"], seconds=seconds)
+                           tokens=metrics["tokens"], seconds=seconds, startup_s=startup)
 
     def close(self) -> None:
         """Stop the trial's worker group (it finishes a running job first) and free its resources."""

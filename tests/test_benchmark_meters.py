@@ -1,0 +1,69 @@
+"""What the end-to-end benchmark reads: CPU-seconds of a process tree split by what each process
+is, and phase seconds and Ray Train start-ups from the trials' MLflow runs, one part of a study at
+a time (parts share one store)."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))
+from common import TreeCpuMeter, mlflow_phases, process_kind  # noqa: E402
+
+
+@pytest.mark.parametrize("cmdline, kind", [
+    (["ray::VLLMActor.generate"], "ray::VLLMActor"),
+    (["ray::RayTrainWorker"], "ray::RayTrainWorker"),
+    (["/v/bin/python", "-m", "collapse_ray.cli", "grid", "g.yaml"], "collapse_ray.cli"),
+    (["/v/bin/python3.11", "-I", "-S", "-B", "-c", "from collapse_ray.sandbox.child.zygote import main", "/r", "5"],
+     "sandbox"),
+    (["/v/bin/python", "-u", "/v/ray/_private/log_monitor.py", "--x=1"], "log_monitor.py"),
+    (["/v/ray/core/src/ray/raylet/raylet", "--raylet_socket_name=/tmp/s"], "raylet"),
+    ([], "?"),
+])
+def test_process_kind_names_ray_actors_python_modules_and_executables(cmdline, kind):
+    assert process_kind(cmdline) == kind
+
+
+def test_tree_cpu_meter_counts_a_grandchild_that_exits_under_its_kind(tmp_path):
+    (tmp_path / "this_is_busy.py").write_text(
+        "import time\nt = time.process_time()\nwhile time.process_time() - t < 1.0: pass\n")
+    # the parent spawns the busy grandchild and outlives it: its CPU must still count
+    parent = subprocess.Popen([sys.executable, "-c",
+                               "import subprocess, sys, time; "
+                               "subprocess.run([sys.executable, '-m', 'this_is_busy']); time.sleep(0.5)"],
+                              cwd=tmp_path)
+    meter = TreeCpuMeter(parent.pid, interval_s=0.05)
+    parent.wait(timeout=60)
+    total = meter.stop()
+    kinds = meter.by_kind()
+    assert kinds.get("this_is_busy", 0.0) >= 0.8, kinds
+    assert total == pytest.approx(sum(kinds.values()))
+
+
+def test_mlflow_phases_sum_one_part_s_trials_and_their_train_start_ups(tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    exp = client.create_experiment("bench")
+    logged = {"part2_a": [(10.0, 4.0), (20.0, 0.0)], "part2_b": [(5.0, 2.0)], "part1_a": [(100.0, 50.0)]}
+    for name, gens in logged.items():
+        run = client.create_run(exp, run_name=name)
+        for g, (train, startup) in enumerate(gens):
+            client.log_metric(run.info.run_id, "time/train_s", train, step=g)
+            client.log_metric(run.info.run_id, "time/evaluate_s", 1.0, step=g)
+            client.log_metric(run.info.run_id, "train/startup_s", startup, step=g)
+        client.set_terminated(run.info.run_id)
+    client.create_run(exp, run_name="grid parent")   # no time/ metrics: not a trial
+
+    part2 = mlflow_phases(uri, "bench", {"part2_a", "part2_b"})
+    assert part2["phases"] == {"train": 35.0, "evaluate": 3.0}
+    assert part2["train_startups_s"] == {"part2_a": 4.0, "part2_b": 2.0}
+    assert set(part2["trial_walls"]) == {"part2_a", "part2_b"}
+    everything = mlflow_phases(uri, "bench")
+    assert everything["phases"]["train"] == 135.0
