@@ -38,15 +38,19 @@ class MlflowServer:
              "--artifacts-destination", str(self.root / "artifacts")],
             stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + timeout_s
-        while True:
-            try:
-                with urllib.request.urlopen(self.uri + "/health", timeout=2) as resp:
-                    if resp.status == 200:
-                        return
-            except OSError:
-                pass
-            assert self.proc.poll() is None and time.monotonic() < deadline, log.read_text()
-            time.sleep(0.5)
+        try:
+            while True:
+                try:
+                    with urllib.request.urlopen(self.uri + "/health", timeout=2) as resp:
+                        if resp.status == 200:
+                            return
+                except OSError:
+                    pass
+                assert self.proc.poll() is None and time.monotonic() < deadline, log.read_text()
+                time.sleep(0.5)
+        except BaseException:   # a server too slow to answer would outlive the test that started it
+            self.kill()
+            raise
 
     def stop(self) -> None:
         """SIGTERM the server and its workers (the process group it leads), SIGKILL if they linger."""

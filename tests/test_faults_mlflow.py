@@ -121,3 +121,10 @@ def test_cli_run_rides_out_a_server_killed_and_restarted_mid_run(tmp_path, tiny_
     assert "pass_at_1" in steps and steps == expected   # every metric once at each step it was measured
     assert [a.path for a in client.list_artifacts(run.info.run_id, "synthetic")] == [
         "synthetic/gen_00", "synthetic/gen_01", "synthetic/gen_02"]
+
+
+def test_a_server_too_slow_to_start_is_killed_not_left_running(tmp_path):
+    srv = MlflowServer(tmp_path)
+    with pytest.raises(AssertionError):
+        srv.start(timeout_s=0)   # gives up before the server can answer
+    assert srv.proc.poll() is not None
