@@ -81,6 +81,9 @@ def cmd_validate(args) -> None:
 
 def cmd_base_build(args) -> None:
     from collapse_ray.base_model import build_base_model
+    from collapse_ray.console import quiet_libraries
+
+    quiet_libraries()   # its own progress lines, not transformers' "Writing model shards" bar
 
     overrides = {"model.tiny.train_minutes": args.minutes, "model.tiny.train_steps": args.steps}
     cfg = _load(args, {k: v for k, v in overrides.items() if v is not None} or None)

@@ -134,3 +134,25 @@ def test_pretraining_text_is_exactly_the_codegen_fine_tuning_text(corpus):
     assert len(pairs) > 50
     for code, (prompt, body) in pairs:
         assert codegen_text(code) == prompt + body + EOS_TOKEN
+
+
+def test_cli_base_build_prints_its_own_progress_and_the_path_and_no_library_bars(tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    tiny = {"model.tiny.vocab_size": 512, "model.tiny.hidden_size": 32, "model.tiny.num_layers": 1,
+            "model.tiny.num_heads": 2, "model.tiny.context_length": 64, "model.tiny.cache_dir": str(tmp_path)}
+    sets = [arg for k, v in tiny.items() for arg in ("--set", f"{k}={v}")]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TQDM_", "HF_HUB_DISABLE", "TRANSFORMERS_"))}
+    out = subprocess.run([sys.executable, "-m", "collapse_ray.cli", "base", "build",
+                          str(repo / "experiments" / "smoke_codegen_embedded.yaml"), *sets, "--steps", "2"],
+                         capture_output=True, text=True, timeout=600, cwd=tmp_path,
+                         env={**env, "PYTHONPATH": str(repo)})
+    assert out.returncode == 0, out.stderr
+    assert Path(out.stdout.strip().splitlines()[-1]).parent == tmp_path
+    console = out.stdout + out.stderr
+    assert "base model: step 2/2" in console
+    assert "it/s]" not in console and "Writing model shards" not in console, console
