@@ -2,6 +2,7 @@
 plan without Ray: every trial validates, the trial counts and the shared sizes are the documented ones."""
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -68,3 +69,20 @@ def test_the_study_parts_are_the_study_s_own_trials():
     small = trials("study_codegen_small.yaml")
     assert {c.model.tiny.hidden_size for c in small.values()} == {64}
     assert {c.model.tiny.train_steps for c in [*small.values(), *parts.values()]} == {500}
+
+
+def test_gpu_mfu_benchmark_runs_both_methods_on_a_small_shape_without_a_gpu(tmp_path):
+    out = tmp_path / "mfu.json"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    run = subprocess.run([sys.executable, str(REPO / "benchmarks" / "gpu_training_mfu.py"), "--shape", "tiny",
+                          "--device", "cpu", "--seq-len", "16", "--batch", "2", "--steps", "2", "--warmup", "1",
+                          "--peak-tflops", "1", "--out", str(out)], env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    rows = {r["method"]: r for r in json.loads(out.read_text())["results"]}
+    assert set(rows) == {"full", "lora"}
+    full, lora = rows["full"], rows["lora"]
+    assert full["trainable"] == full["parameters"] and 0 < lora["trainable"] < lora["parameters"]
+    for r in rows.values():
+        assert r["tokens_per_s"] == pytest.approx(2 * 16 / r["step_s"])
+        factor = 6 if r["method"] == "full" else 4
+        assert r["mfu"] == pytest.approx(factor * r["parameters"] * r["tokens_per_s"] / 1e12)   # peak 1 TFLOP/s
