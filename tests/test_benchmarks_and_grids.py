@@ -62,7 +62,7 @@ def test_the_study_parts_are_the_study_s_own_trials():
 
     full = trials("study.yaml", "study_mitigations.yaml")
     parts = trials("study_codegen.yaml", "study_codegen_mitigations.yaml")
-    assert len(parts) == 15
+    assert len(parts) == 18   # 12 + the quality filter and near-duplicate removal x 3 seeds
     for name, cfg in parts.items():
         assert config_fingerprint(cfg) == config_fingerprint(full[name]), name
         assert (cfg.output_dir, cfg.tracking.experiment) == (full[name].output_dir, full[name].tracking.experiment)
