@@ -93,8 +93,8 @@ class TreeCpuMeter:
                 try:
                     key = (p.pid, p.create_time())
                     t = p.cpu_times()
-                    if key not in self.kinds:
-                        self.kinds[key] = process_kind(p.cmdline())
+                    # the last name seen: a Ray worker starts as setup_worker.py, then renames itself
+                    self.kinds[key] = process_kind(p.cmdline())
                     self.seen[key] = t.user + t.system
                 except self._psutil.Error:
                     continue

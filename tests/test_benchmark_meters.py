@@ -32,10 +32,13 @@ def test_process_kind_names_ray_actors_python_modules_and_executables(cmdline, k
 def test_tree_cpu_meter_counts_a_grandchild_that_exits_under_its_kind(tmp_path):
     (tmp_path / "this_is_busy.py").write_text(
         "import time\nt = time.process_time()\nwhile time.process_time() - t < 1.0: pass\n")
-    # the parent spawns the busy grandchild and outlives it: its CPU must still count
+    # The parent spawns a grandchild that becomes the busy program (as a Ray worker starts as
+    # setup_worker.py and renames itself) and exits; the parent outlives it: its CPU must still
+    # count, under the name it ended with.
+    become_busy = "import os, sys, time; time.sleep(0.3); os.execv(sys.executable, [sys.executable, '-m', 'this_is_busy'])"
     parent = subprocess.Popen([sys.executable, "-c",
-                               "import subprocess, sys, time; "
-                               "subprocess.run([sys.executable, '-m', 'this_is_busy']); time.sleep(0.5)"],
+                               f"import subprocess, sys, time; subprocess.run([sys.executable, '-c', {become_busy!r}]); "
+                               "time.sleep(0.5)"],
                               cwd=tmp_path)
     meter = TreeCpuMeter(parent.pid, interval_s=0.05)
     parent.wait(timeout=60)
