@@ -22,19 +22,25 @@ def _n_label(n: pd.Series) -> str:
     return f"n={lo}" if lo == hi else f"n={lo}-{hi}"
 
 
-def draw_metric(summary: pd.DataFrame, task: str, metric: str, path: Path, baseline: str) -> None:
-    """One PNG: rows = mitigations, columns = models; the ``baseline`` regime drawn first."""
+def draw_metric(summary: pd.DataFrame, task: str, metric: str, path: Path, baseline: str) -> int:
+    """One PNG: rows = mitigations, columns = models, one y scale; the ``baseline`` regime drawn
+    first; a (model, mitigation) without trials leaves its place blank. Returns the panels drawn."""
     data = summary[(summary["task"] == task) & (summary["metric"] == metric)]
     models = sorted(data["model"].unique())
     mitigations = sorted(data["mitigation"].unique())
     regimes = sorted(data["regime"].unique(), key=lambda r: (r != baseline, r))
     colors = {r: f"C{i}" for i, r in enumerate(regimes)}
-    fig, axes = plt.subplots(len(mitigations), len(models), squeeze=False, sharex=True,
+    fig, axes = plt.subplots(len(mitigations), len(models), squeeze=False, sharex=True, sharey=True,
                              figsize=(4.2 * len(models) + 1.0, 3.2 * len(mitigations) + 0.8))
+    drawn = 0
     for i, mitigation in enumerate(mitigations):
         for j, model in enumerate(models):
             ax = axes[i][j]
             panel = data[(data["model"] == model) & (data["mitigation"] == mitigation)]
+            if panel.empty:   # e.g. a mitigation run on one model only
+                ax.set_visible(False)
+                continue
+            drawn += 1
             for regime in regimes:
                 line = panel[panel["regime"] == regime].sort_values("generation")
                 if line.empty:
@@ -48,8 +54,8 @@ def draw_metric(summary: pd.DataFrame, task: str, metric: str, path: Path, basel
             ax.set_xlabel("generation")
             ax.set_ylabel(metric)
             ax.grid(alpha=0.3)
-            if not panel.empty:
-                ax.legend(fontsize=7)
+            ax.tick_params(labelleft=True, labelbottom=True)   # shared scales; every panel keeps its numbers (a neighbour may be blank)
+            ax.legend(fontsize=7)
             gens = panel["generation"]
             if not gens.empty and gens.max() <= 12:
                 ax.set_xticks(range(int(gens.min()), int(gens.max()) + 1))
@@ -58,6 +64,7 @@ def draw_metric(summary: pd.DataFrame, task: str, metric: str, path: Path, basel
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+    return drawn
 
 
 def draw_curves(summary: pd.DataFrame, metrics_by_task: dict[str, list[str]], out_dir: Path,
