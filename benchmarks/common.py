@@ -123,14 +123,14 @@ def process_kind(cmdline: list[str]) -> str:
     first = cmdline[0]
     if first.startswith("ray::"):
         return first.split(".", 1)[0].split(" ", 1)[0]
-    if Path(first).name.startswith("python"):
-        args = [a for a in cmdline[1:] if not a.startswith("-")]
-        for flag in ("-m", "-c"):
-            if flag in cmdline[:-1]:
-                code = cmdline[cmdline.index(flag) + 1]
-                return code if flag == "-m" else ("sandbox" if "sandbox" in " ".join(cmdline) else "python -c")
-        return Path(args[0]).name if args else "python"
-    return Path(first).name
+    if not Path(first).name.startswith("python"):
+        return Path(first).name
+    if "-m" in cmdline[:-1]:
+        return cmdline[cmdline.index("-m") + 1]
+    if "-c" in cmdline[:-1]:   # the sandbox's zygote is started so
+        return "sandbox" if "sandbox" in " ".join(cmdline) else "python -c"
+    scripts = [a for a in cmdline[1:] if not a.startswith("-")]
+    return Path(scripts[0]).name if scripts else "python"
 
 
 def run_metered(cmd: list[str], env: dict, log_path: Path) -> dict:

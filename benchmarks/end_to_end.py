@@ -80,7 +80,8 @@ def main() -> None:
         floor = compute_floor_s(trials, {**costs, "tasks": scaled}, cores)
         print(f"compute floor {floor:.0f}s ({args.costs}, measured on: {costs['machine']}); "
               f"wall / floor = {result['wall_s'] / floor:.2f} (goal: <= 1.25)")
-    Path(out, f"{stem.replace('grid', 'result')}.json").write_text(json.dumps(result, indent=2))
+    Path(out, f"result-{Path(args.config).stem}.json" if args.into else "result.json").write_text(
+        json.dumps(result, indent=2))
 
 
 if __name__ == "__main__":

@@ -60,7 +60,7 @@ def run_side(name, make_trainer, per_job_trainer: bool, model, texts, jobs: int,
         start = time.monotonic()
         result = trainer.train(model, texts, str(out / name.replace(" ", "_") / f"job{job}" / "model"), seed=job)
         wall = time.monotonic() - start
-        startup = getattr(trainer, "last_timings", {}).get("startup_s", 0.0)
+        startup = result.startup_s
         rows.append({"wall_s": wall, "tokens": result.tokens, "startup_s": startup, "steps": result.steps})
         print(f"  {name}: job {job}: {wall:.1f}s, {result.steps} steps, {result.tokens} tokens"
               + (f", start-up {startup:.1f}s" if startup else ""), file=sys.stderr, flush=True)

@@ -1,7 +1,7 @@
 """Claims tested on the long table: each claim is a signed sum of cells (model, regime,
 mitigation, generation of one task), paired on the seed, with a Student's t interval over seeds.
 
-The claims are data, not code (e.g. ``experiments/study_claims.yaml``)::
+The claims are data, not code (e.g. ``experiments/claims/study_codegen.yaml``)::
 
     task: codegen_embedded
     metric: pass_at_1

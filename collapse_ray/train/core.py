@@ -12,7 +12,6 @@ from typing import Callable, Iterator, Sequence
 import torch
 
 from collapse_ray.datatypes import ModelRef
-from collapse_ray.train.base import total_steps  # noqa: F401  (its torch-free home)
 from collapse_ray.train.deepspeed_config import GRAD_CLIP
 
 MIN_LR_RATE = 0.1   # the cosine decays to 10% of the peak learning rate

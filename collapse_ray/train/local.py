@@ -9,9 +9,9 @@ import torch
 
 from collapse_ray.config import TrainingConfig
 from collapse_ray.datatypes import ModelRef
-from collapse_ray.train.base import TrainResult
+from collapse_ray.train.base import TrainResult, total_steps
 from collapse_ray.train.core import (AdamWStep, load_tokenizer, load_trainable_model, run_steps, save_trained,
-                                     tokenize, total_steps)
+                                     tokenize)
 
 
 class LocalTrainer:

@@ -63,7 +63,6 @@ class RayTrainer:
         self.group = TrainWorkerGroup(num_workers=num_workers, use_gpu=use_gpu,
                                       resources_per_worker=resources_per_worker,
                                       storage_path=storage_path, progress=self.progress)
-        self.last_timings: dict[str, float] = {}
         self.last_metrics: dict = {}
 
     @property
@@ -97,8 +96,6 @@ class RayTrainer:
         started_now = self.group.fits > fits_before
         startup = (self.group.startup_s or 0.0) if started_now else 0.0
         self.last_metrics = metrics
-        self.last_timings = {"job_s": seconds, "startup_s": startup, "train_s": metrics["train_s"],
-                             "steps_per_s": metrics["steps"] / max(metrics["train_s"], 1e-9)}
         self.progress(f"ray train: {metrics['steps']} steps, loss {metrics['train_loss']:.3f}, {seconds:.0f}s"
                       + (f" ({startup:.0f}s worker-group start-up)" if started_now else ""))
         ref = ModelRef(path=metrics["model_path"], adapter=metrics["adapter_path"] or None)

@@ -34,8 +34,9 @@ import torch
 
 from collapse_ray.config import TrainingConfig
 from collapse_ray.datatypes import ModelRef
+from collapse_ray.train.base import total_steps
 from collapse_ray.train.core import (AdamWStep, load_tokenizer, load_trainable_model, lr_schedule, run_steps,
-                                     save_trained, tokenize, total_steps)
+                                     save_trained, tokenize)
 from collapse_ray.train.deepspeed_config import count_parameters, deepspeed_config, resolve_zero_stage
 
 Strategy = Literal["ddp", "deepspeed"]
