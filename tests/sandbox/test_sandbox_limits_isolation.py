@@ -3,7 +3,9 @@ when allowed): hostile programs end with the right status and leave the machine 
 from __future__ import annotations
 
 import os
+import shutil
 import socket
+import tempfile
 import textwrap
 import threading
 import uuid
@@ -132,22 +134,16 @@ def test_files_outside_the_working_directory_can_be_neither_written_nor_deleted(
 
 def test_with_namespaces_writes_to_tmp_and_shm_stay_inside_the_run():
     name = f"sandbox-escape-{uuid.uuid4().hex}"
-    # With the interpreter itself under /tmp (a venv in a clone there), /tmp cannot be swapped for a
-    # private tmpfs without hiding Python: it stays visible but read-only, which also contains writes.
-    tmp_is_private = not any(p == "/tmp" or p.startswith("/tmp/") for p in resources.interpreter_dirs())
-    private = ("/tmp", "/dev/shm") if tmp_is_private else ("/dev/shm",)
-    read_only = ("/var/tmp",) if tmp_is_private else ("/var/tmp", "/tmp")
     result = run_program(program(f"""
         import os
-        for folder in {private!r}:  # private to the run
+        for folder in ("/tmp", "/dev/shm"):  # private to the run
             open(os.path.join(folder, {name!r}), "w").write("x")
-        for folder in {read_only!r}:
-            try:
-                open(os.path.join(folder, {name!r}), "w").close()
-            except OSError as error:
-                assert error.errno == 30  # read-only file system
-            else:
-                raise AssertionError(folder + " was writable")
+        try:
+            open(os.path.join("/var/tmp", {name!r}), "w").close()
+        except OSError as error:
+            assert error.errno == 30  # read-only file system
+        else:
+            raise AssertionError("/var/tmp was writable")
         assert not any(n.startswith({sandbox.TMP_PREFIX!r}) and n not in os.getcwd()
                        for n in os.listdir("/tmp")), "other runs' directories are visible"
     """), **FAST)
@@ -155,6 +151,46 @@ def test_with_namespaces_writes_to_tmp_and_shm_stay_inside_the_run():
         pytest.skip("namespaces are not available here")
     assert result.status == "passed", result.stderr_tail
     assert not any(os.path.exists(os.path.join(d, name)) for d in ("/tmp", "/var/tmp", "/dev/shm"))
+
+
+@pytest.fixture
+def open_folder_in_tmp():
+    """A folder directly in /tmp that anyone may enter (pytest's own tmp_path is private to its
+    user, which the sandbox hides for that reason alone)."""
+    folder = Path(tempfile.mkdtemp(prefix="collapse-ray-test-", dir="/tmp"))
+    folder.chmod(0o755)
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_an_interpreter_folder_under_tmp_stays_readable_and_the_rest_of_tmp_hidden(monkeypatch, open_folder_in_tmp):
+    # A clone (and its venv) under /tmp: what the interpreter needs there is bound back read-only
+    # into the run's private /tmp; a neighbour of it, e.g. another run's folder, is not visible.
+    tmp_path = open_folder_in_tmp
+    exposed = tmp_path / "venv" / "lib"
+    exposed.mkdir(parents=True)
+    (exposed / "module.py").write_text("VALUE = 7\n")
+    neighbour = tmp_path / "neighbour"
+    neighbour.mkdir()
+    (neighbour / "secret.txt").write_text("x")
+    real = resources.interpreter_paths
+    monkeypatch.setattr(resources, "interpreter_paths", lambda run_dir: [*real(run_dir), str(exposed)])
+    result = run_program(program(f"""
+        import os
+        assert open({str(exposed / "module.py")!r}).read() == "VALUE = 7\\n"
+        try:
+            open({str(exposed / "new.py")!r}, "w").close()
+        except OSError as error:
+            assert error.errno == 30  # read-only file system
+        else:
+            raise AssertionError("the interpreter's folder was writable")
+        assert not os.path.exists({str(neighbour)!r}), "a neighbour under /tmp is visible"
+        open("/tmp/scratch", "w").write("x")  # the rest of /tmp is the run's own
+    """), **FAST)
+    if not result.network_isolated:
+        pytest.skip("namespaces are not available here")
+    assert result.status == "passed", result.stderr_tail
+    assert not (exposed / "new.py").exists()
 
 
 def test_multiprocessing_works_in_the_sandbox():

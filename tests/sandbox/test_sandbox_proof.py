@@ -3,6 +3,8 @@ completions and refused operations fail; HumanEval's canonical solutions pass; t
 config's sandbox.allow_unisolated."""
 from __future__ import annotations
 
+import subprocess
+import sys
 import textwrap
 
 import pytest
@@ -251,3 +253,24 @@ def test_code_evaluation_refuses_before_generating_unless_unisolated_runs_are_al
     task.allow_unisolated = True
     metrics = task.evaluate(generator, problems, Sampling(max_new_tokens=8))
     assert (generator.calls, metrics["pass_at_1"]) == (1, 0.0)
+
+
+def test_a_parent_that_dies_mid_request_leaves_no_traceback_on_its_console():
+    # SIGTERM while the evaluation threads wait on the zygote: the parent exits with the zygote's
+    # reply unread, the zygote's next read fails with ECONNRESET. The zygote shares the parent's
+    # stderr, the user's console: it must exit quietly.
+    parent = textwrap.dedent("""
+        import json, os, select, socket
+        from collapse_ray.sandbox import api, launcher
+
+        def send_and_die(self, cfg, fds):
+            socket.send_fds(self.sock, [json.dumps(cfg).encode()], fds)
+            select.select([self.sock], [], [], 30)   # the reply has arrived; leave it unread
+            os._exit(0)
+
+        launcher.Zygote.spawn = send_and_die
+        api.run_program("import time; time.sleep(0.5)", timeout_s=5)
+    """)
+    ended = subprocess.run([sys.executable, "-c", parent], capture_output=True, text=True, timeout=60)
+    assert ended.returncode == 0, ended.stderr
+    assert ended.stderr == ""

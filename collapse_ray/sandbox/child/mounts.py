@@ -1,5 +1,5 @@
 """The run's filesystem, set up by init in the run's own mount namespace: everything read-only,
-a fresh tmpfs as the working directory (and /tmp, /dev/shm), the interpreter reachable, /proc
+a fresh tmpfs as the working directory's parent (/tmp) and /dev/shm, the interpreter reachable, /proc
 hidden; in a user namespace also the caller's home, /run and all but a few devices hidden."""
 from __future__ import annotations
 
@@ -21,17 +21,17 @@ def setup_mounts(cfg: dict, libc: Libc) -> None:
     owner = cfg["uid"] if cfg["uid"] is not None else os.getuid()
     libc.mount(None, "/", None, MS_REC | MS_PRIVATE)  # nothing propagates back to the host
     _mask(cfg, libc)
-    # Writable, size-limited, private to the run, gone with it: the working directory, and when
-    # no interpreter file lives there, its parent (/tmp) too, so the host's /tmp is not even
-    # visible; and /dev/shm (multiprocessing's semaphores).
+    # Writable, size-limited, private to the run, gone with it: the working directory's parent
+    # (/tmp), so the host's /tmp and other runs' directories are not even visible, with whatever
+    # the interpreter needs under it bound back read-only (a venv in a clone under /tmp); and
+    # /dev/shm (multiprocessing's semaphores).
     scratch_flags = MS_NOSUID | MS_NODEV | MS_NOEXEC
     scratch_options = f"size={1024 * max(8, 4 * cfg['max_file_mb'])}k,nr_inodes=16384"
     parent = os.path.dirname(workdir)
-    private_parent = parent != "/" and not any(
-        p == parent or p.startswith(parent + "/") for p in cfg["expose"] if p != parent)
     writable = [workdir, "/proc"]
-    if private_parent:
-        libc.mount("tmpfs", parent, "tmpfs", scratch_flags, scratch_options + ",mode=1777")
+    if parent != "/":
+        keep = _outermost({p for p in cfg["expose"] if p != parent and _within(p, parent)})
+        _cover(libc, parent, keep, "tmpfs", scratch_flags, scratch_options + ",mode=1777")
         os.mkdir(workdir, 0o700)
         os.chown(workdir, owner, owner)
         writable.append(parent)
@@ -56,12 +56,17 @@ def _mask(cfg: dict, libc: Libc) -> None:
     roots |= {u for u in map(first_untraversable, cfg["expose"]) if u is not None}
     for hidden in _outermost(roots):
         keep = _outermost({p for p in cfg["expose"] if _within(p, hidden)})
-        fds = {p: os.open(p, os.O_PATH | os.O_DIRECTORY) for p in keep}
-        libc.mount("tmpfs", hidden, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755,size=64k")
-        for path, fd in fds.items():
-            os.makedirs(path, mode=0o755, exist_ok=True)
-            libc.mount(f"/proc/self/fd/{fd}", path, None, MS_BIND | MS_REC)
-            os.close(fd)
+        _cover(libc, hidden, keep, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755,size=64k")
+
+
+def _cover(libc: Libc, folder: str, keep: list[str], *mount_args) -> None:
+    """Mount an empty tmpfs over `folder` and bind the directories in `keep` (inside it) back."""
+    fds = {p: os.open(p, os.O_PATH | os.O_DIRECTORY) for p in keep}
+    libc.mount("tmpfs", folder, *mount_args)
+    for path, fd in fds.items():
+        os.makedirs(path, mode=0o755, exist_ok=True)
+        libc.mount(f"/proc/self/fd/{fd}", path, None, MS_BIND | MS_REC)
+        os.close(fd)
 
 
 def _within(path: str, folder: str) -> bool:

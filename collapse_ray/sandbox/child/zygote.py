@@ -42,8 +42,11 @@ def main(sock_fd: int) -> None:
                     _kill_orphans({supervisor for supervisor, _ in children.values()})
                 _report_reaped(status_fd, wait_status)
                 continue
-            message, fds, _, _ = socket.recv_fds(sock, 1 << 20, 8)
-            if not message:  # the parent is gone
+            try:
+                message, fds, _, _ = socket.recv_fds(sock, 1 << 20, 8)
+            except ConnectionResetError:  # the parent died with our last reply unread
+                message = b""
+            if not message:  # the parent is gone: no traceback on its console, which is the user's
                 os._exit(0)
             pid = os.fork()
             if pid == 0:
@@ -54,7 +57,10 @@ def main(sock_fd: int) -> None:
             pidfd = os.pidfd_open(pid)
             children[pidfd] = (pid, fds[STATUS_INDEX])
             poller.register(pidfd, select.POLLIN)
-            sock.send(str(pid).encode())
+            try:
+                sock.send(str(pid).encode())
+            except (BrokenPipeError, ConnectionResetError):
+                os._exit(0)  # the parent is gone
 
 
 def _kill_orphans(supervisors: set[int]) -> None:
