@@ -48,4 +48,4 @@ study-codegen: setup
 	$(VENV)/bin/collapse-ray grid experiments/study_codegen.yaml
 	$(VENV)/bin/collapse-ray grid experiments/study_codegen_mitigations.yaml
 	$(VENV)/bin/collapse-ray grid experiments/study_codegen_small.yaml
-	$(VENV)/bin/collapse-ray report study --claims experiments/claims/study_codegen.yaml
+	$(VENV)/bin/collapse-ray report study --claims experiments/claims/study.yaml

@@ -151,7 +151,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI", "sqlite:///mlflow.db"),
                    help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
     p.add_argument("--out", help="output directory (default: reports/EXPERIMENT)")
-    p.add_argument("--claims", metavar="FILE", help="claims YAML to test (e.g. experiments/claims/study_codegen.yaml)")
+    p.add_argument("--claims", metavar="FILE", help="claims YAML to test (e.g. experiments/claims/study.yaml)")
     p.add_argument("--parent-run", metavar="RUN_ID",
                    help="only the trials of this grid launch (its parent run), and log the report to that run")
     p.add_argument("--onset-fraction", type=float, default=0.10,

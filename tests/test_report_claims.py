@@ -78,7 +78,8 @@ def test_a_regime_with_several_models_must_name_one():
     ("task: t\nclaims: [{id: a, terms: [{regime: r}], expect: sideways}]\nmetric: m\n", "expect"),
     ("task: t\nclaims: [{id: a, terms: [{regime: r, sign: 2}], expect: below}]\nmetric: m\n", "terms[0]"),
     ("task: t\nclaims: [{id: a, terms: [{regime: r}], expect: below}]\n", "metric"),
-    ("claims: []\n", "needs `task`"),
+    ("claims: [{id: a, terms: [{regime: r}], expect: below}]\nmetric: m\n", "task"),
+    ("task: t\nclaims: {a: 1}\n", "needs a list `claims`"),
 ])
 def test_a_bad_claims_file_is_one_config_error_naming_the_field(tmp_path, text, field):
     path = tmp_path / "claims.yaml"
@@ -90,8 +91,30 @@ def test_a_bad_claims_file_is_one_config_error_naming_the_field(tmp_path, text, 
 def test_the_study_claims_file_loads():
     from pathlib import Path
 
-    task, loaded = claims.load_claims(Path(__file__).resolve().parents[1] / "experiments" / "claims" / "study_codegen.yaml")
-    assert task == "codegen_embedded" and {c.id for c in loaded} >= {"a", "b", "d-bounded"}
+    loaded = claims.load_claims(Path(__file__).resolve().parents[1] / "experiments" / "claims" / "study.yaml")
+    assert {c.id for c in loaded} >= {"a", "b", "d-bounded", "a-summarization", "a-vulnerability"}
+    assert {c.task for c in loaded} == {"codegen_embedded", "summarization", "vulnerability"}
+
+
+def test_each_claim_reads_its_own_task_and_a_task_without_trials_is_undecided(tmp_path):
+    codegen = long_table({("m", "syn", "none", s): [0.5, 0.2 + 0.01 * s] for s in range(3)}
+                         | {("m", "real", "none", s): [0.5, 0.6] for s in range(3)})
+    codegen["task"] = "codegen"
+    summaries = long_table({("m", "syn", "none", s): [0.3, 0.35 + 0.01 * s] for s in range(3)}
+                           | {("m", "real", "none", s): [0.3, 0.3] for s in range(3)})
+    summaries["task"] = "summarization"
+    path = tmp_path / "claims.yaml"
+    path.write_text("task: codegen\nmetric: pass_at_1\nclaims:\n"
+                    "  - {id: c, terms: [{regime: syn}, {regime: real, sign: -1}], expect: below}\n"
+                    "  - {id: s, task: summarization, terms: [{regime: syn}, {regime: real, sign: -1}], expect: below}\n"
+                    "  - {id: v, task: vulnerability, metric: f1, terms: [{regime: syn}], expect: below}\n")
+    table = claims.claims_table(pd.concat([codegen, summaries]), claims.load_claims(path)).set_index("id")
+    assert table.loc["c", "mean"] == pytest.approx(statistics.mean([0.2 + 0.01 * s - 0.6 for s in range(3)]))
+    assert table.loc["s", "mean"] == pytest.approx(statistics.mean([0.35 + 0.01 * s - 0.3 for s in range(3)]))
+    assert list(table["reproduces"]) == ["yes", "no", "undecided"]
+    assert table.loc["v", "n"] == 0
+    with pytest.raises(ConfigError, match="no trials of task"):
+        claims.claims_table(codegen, [c for c in claims.load_claims(path) if c.id == "v"])
 
 
 def test_paired_differences_compare_where_both_regimes_are_while_a_grid_runs():

@@ -3,7 +3,20 @@ from __future__ import annotations
 
 import pandas as pd
 
-from collapse_ray.report.figures import draw_metric
+from collapse_ray.report.figures import draw_curves, draw_metric
+
+
+def rows_of(task: str, metric: str) -> list[dict]:
+    return [dict(task=task, metric=metric, model="tiny", mitigation="none", regime=regime, generation=g,
+                 mean=0.5, sd=0.0, n=3) for regime in ("real-only", "synthetic-only") for g in range(2)]
+
+
+def test_a_task_without_values_yet_gets_no_figure_and_the_others_are_drawn(tmp_path):
+    # A study in parts, reported while one task's trials are all still in generation 0.
+    summary = pd.DataFrame(rows_of("codegen", "pass_at_1"))
+    paths = draw_curves(summary, {"codegen": ["pass_at_1"], "vulnerability": ["f1"]}, tmp_path, "real-only")
+    assert [p.name for p in paths] == [p.name for p in tmp_path.iterdir()]
+    assert len(paths) == 1 and "codegen" in paths[0].name
 
 
 def test_a_mitigation_run_on_one_model_only_leaves_the_other_panel_blank(tmp_path):

@@ -38,7 +38,7 @@ def build_report(experiment: str, tracking_uri: str, out_dir: str | Path, parent
     if not 0 < onset_fraction < 1:
         raise ReportError(f"--onset-fraction must be between 0 and 1, got {onset_fraction}")
     # Read before any work: a malformed claims file is the user's one-line error, not a late crash.
-    task_claims = claims.load_claims(claims_path) if claims_path else None
+    study_claims = claims.load_claims(claims_path) if claims_path else None
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     client = collect.open_client(tracking_uri)
@@ -66,8 +66,8 @@ def build_report(experiment: str, tracking_uri: str, out_dir: str | Path, parent
         notes.append(f"no paired differences: no {baseline} runs beside another regime")
 
     claims_section = ""
-    if task_claims:
-        verdicts = claims.claims_table(long, *task_claims)
+    if study_claims:
+        verdicts = claims.claims_table(long, study_claims)
         verdicts.to_csv(out / "claims.csv", index=False, float_format="%.17g")
         claims_section = claims.claims_md(verdicts)
         (out / "claims.md").write_text(claims_section)

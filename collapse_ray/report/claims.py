@@ -1,15 +1,20 @@
 """Claims tested on the long table: each claim is a signed sum of cells (model, regime,
 mitigation, generation of one task), paired on the seed, with a Student's t interval over seeds.
 
-The claims are data, not code (e.g. ``experiments/claims/study_codegen.yaml``)::
+The claims are data, not code (e.g. ``experiments/claims/study.yaml``)::
 
-    task: codegen_embedded
+    task: codegen_embedded     # every claim's task and metric unless it names its own
     metric: pass_at_1
     claims:
       - id: a
         claim: synthetic-only degrades sharply
         terms: [{regime: synthetic-only}, {regime: real-only, sign: -1}]
         expect: below          # below | above | not_below | not_above (0, by the interval)
+      - id: a-summarization
+        task: summarization
+        metric: rougeL
+        terms: [{regime: synthetic-only}, {regime: real-only, sign: -1}]
+        expect: below
 
 A term selects one cell per seed: ``model`` (optional when the table has one), ``regime``,
 ``mitigation`` (default ``none``) and ``generation`` (default: the last generation every term's
@@ -55,14 +60,15 @@ class Claim:
     terms: tuple[Term, ...]
     expect: str
     metric: str
+    task: str | None = None   # None: the table holds one task's rows already
 
 
-def load_claims(path: str | Path) -> tuple[str, list[Claim]]:
-    """(task, claims) from a claims YAML; ConfigError naming the field for a malformed one."""
+def load_claims(path: str | Path) -> list[Claim]:
+    """The claims of a claims YAML; ConfigError naming the field for a malformed one."""
     data = read_yaml_mapping(path, "claims file")
     where = str(path)
-    if not isinstance(data.get("claims"), list) or not data.get("task"):
-        raise ConfigError(f"{where}: needs `task` and a list `claims`")
+    if not isinstance(data.get("claims"), list):
+        raise ConfigError(f"{where}: needs a list `claims`")
     claims = []
     for i, item in enumerate(data["claims"]):
         at = f"{where}: claims[{i}]"
@@ -78,11 +84,13 @@ def load_claims(path: str | Path) -> tuple[str, list[Claim]]:
                 raise ConfigError(f"{at}.terms[{j}]: needs `regime`; may have {sorted(_TERM_KEYS - {'regime'})} "
                                   f"(sign 1 or -1), got {term!r}")
             terms.append(Term(**term))
-        metric = item.get("metric", data.get("metric"))
-        if not metric:
-            raise ConfigError(f"{at}.metric: no metric (set it on the claim or at the top)")
-        claims.append(Claim(str(item["id"]), str(item.get("claim", "")), tuple(terms), item["expect"], metric))
-    return str(data["task"]), claims
+        metric, task = item.get("metric", data.get("metric")), item.get("task", data.get("task"))
+        for field, value in (("metric", metric), ("task", task)):
+            if not value:
+                raise ConfigError(f"{at}.{field}: no {field} (set it on the claim or at the top)")
+        claims.append(Claim(str(item["id"]), str(item.get("claim", "")), tuple(terms), item["expect"], metric,
+                            str(task)))
+    return claims
 
 
 def _cells(long: pd.DataFrame, term: Term, metric: str) -> pd.DataFrame:
@@ -97,6 +105,8 @@ def _cells(long: pd.DataFrame, term: Term, metric: str) -> pd.DataFrame:
 
 def evaluate_claim(long: pd.DataFrame, claim: Claim, confidence: float = 0.95) -> dict:
     """The claim's paired sum per seed, its mean and interval, and whether it reproduces."""
+    if claim.task is not None:
+        long = long[long["task"] == claim.task]
     cells = [_cells(long, t, claim.metric) for t in claim.terms]
     reached = [c.groupby("seed")["generation"].max() for c in cells]
     if any(r.empty for r in reached):
@@ -111,21 +121,22 @@ def evaluate_claim(long: pd.DataFrame, claim: Claim, confidence: float = 0.95) -
     diffs = per_seed.dropna() if per_seed is not None else pd.Series(dtype=float)
     mean, sd, low, high = t_interval(diffs.tolist(), confidence)
     decided = not math.isnan(low)
-    return {"id": claim.id, "claim": claim.claim, "metric": claim.metric, "generation": last,
+    return {"id": claim.id, "claim": claim.claim, "task": claim.task, "metric": claim.metric, "generation": last,
             "n": int(diffs.size), "mean": mean, "sd": sd, "ci_low": low, "ci_high": high, "expect": claim.expect,
             "reproduces": ("yes" if EXPECTATIONS[claim.expect](low, high) else "no") if decided else "undecided",
             "seeds": ",".join(str(s) for s in sorted(diffs.index))}
 
 
-def claims_table(long: pd.DataFrame, task: str, claims: list[Claim]) -> pd.DataFrame:
-    rows = long[long["task"] == task]
-    if rows.empty:
-        raise ConfigError(f"claims: the report has no trials of task {task!r}")
-    return pd.DataFrame([evaluate_claim(rows, c) for c in claims])
+def claims_table(long: pd.DataFrame, claims: list[Claim]) -> pd.DataFrame:
+    """Every claim's verdict; a claim whose task has no trials yet (a study run in parts) is undecided."""
+    tasks = sorted({c.task for c in claims})
+    if not long["task"].isin(tasks).any():
+        raise ConfigError(f"claims: the report has no trials of task(s) {', '.join(tasks)}")
+    return pd.DataFrame([evaluate_claim(long, c) for c in claims])
 
 
 def claims_md(table: pd.DataFrame) -> str:
-    header = ["claim", "what", "metric", "gen", "n seeds", "mean", "95% CI", "expected", "reproduces"]
-    body = [[r.id, r.claim, r.metric, "–" if pd.isna(r.generation) else str(int(r.generation)), str(r.n), fmt(r.mean), f"[{fmt(r.ci_low)}, {fmt(r.ci_high)}]",
+    header = ["claim", "what", "task", "metric", "gen", "n seeds", "mean", "95% CI", "expected", "reproduces"]
+    body = [[r.id, r.claim, r.task, r.metric, "–" if pd.isna(r.generation) else str(int(r.generation)), str(r.n), fmt(r.mean), f"[{fmt(r.ci_low)}, {fmt(r.ci_high)}]",
              f"CI {r.expect.replace('_', ' ')} 0", r.reproduces] for r in table.itertuples()]
     return markdown_table(header, body)

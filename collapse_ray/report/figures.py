@@ -26,6 +26,8 @@ def draw_metric(summary: pd.DataFrame, task: str, metric: str, path: Path, basel
     """One PNG: rows = mitigations, columns = models, one y scale; the ``baseline`` regime drawn
     first; a (model, mitigation) without trials leaves its place blank. Returns the panels drawn."""
     data = summary[(summary["task"] == task) & (summary["metric"] == metric)]
+    if data.empty:   # e.g. a task whose trials are all still in generation 0: no figure
+        return 0
     models = sorted(data["model"].unique())
     mitigations = sorted(data["mitigation"].unique())
     regimes = sorted(data["regime"].unique(), key=lambda r: (r != baseline, r))
@@ -74,6 +76,6 @@ def draw_curves(summary: pd.DataFrame, metrics_by_task: dict[str, list[str]], ou
     for task, metrics in sorted(metrics_by_task.items()):
         for metric in metrics:
             path = out_dir / figure_name(task, metric)
-            draw_metric(summary, task, metric, path, baseline)
-            paths.append(path)
+            if draw_metric(summary, task, metric, path, baseline):
+                paths.append(path)
     return paths
