@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 export HF_HUB_OFFLINE ?= 1
 export COLLAPSE_RAY_DATA_DIR ?= $(abspath ../shared/data)
 
-.PHONY: setup smoke test test-slow grid grid-smoke study study-codegen
+.PHONY: setup smoke test test-slow grid grid-smoke study study-codegen study-other-tasks
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -48,4 +48,11 @@ study-codegen: setup
 	$(VENV)/bin/collapse-ray grid experiments/study_codegen.yaml
 	$(VENV)/bin/collapse-ray grid experiments/study_codegen_mitigations.yaml
 	$(VENV)/bin/collapse-ray grid experiments/study_codegen_small.yaml
+	$(VENV)/bin/collapse-ray report study --claims experiments/claims/study.yaml
+
+# The study in parts: vulnerability detection and summarization, real-only and synthetic-only x
+# 3 seeds (their seed spread; docs/RESULTS.md), generations 0..1 and 0..2; `make study` resumes them.
+study-other-tasks: setup
+	$(VENV)/bin/collapse-ray grid experiments/study_vulnerability.yaml
+	$(VENV)/bin/collapse-ray grid experiments/study_summarization.yaml
 	$(VENV)/bin/collapse-ray report study --claims experiments/claims/study.yaml

@@ -61,8 +61,9 @@ def test_the_study_parts_are_the_study_s_own_trials():
         return {t.name: t.config for c in configs for t in expand(load_grid(REPO / "experiments" / c), cwd="/s")}
 
     full = trials("study.yaml", "study_mitigations.yaml")
-    parts = trials("study_codegen.yaml", "study_codegen_mitigations.yaml")
-    assert len(parts) == 18   # 12 + the quality filter and near-duplicate removal x 3 seeds
+    parts = trials("study_codegen.yaml", "study_codegen_mitigations.yaml", "study_vulnerability.yaml",
+                   "study_summarization.yaml")
+    assert len(parts) == 30   # 12 + the quality filter and dedup x 3 seeds + 2 tasks x 2 regimes x 3 seeds
     for name, cfg in parts.items():
         assert config_fingerprint(cfg) == config_fingerprint(full[name]), name
         assert (cfg.output_dir, cfg.tracking.experiment) == (full[name].output_dir, full[name].tracking.experiment)
