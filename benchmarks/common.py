@@ -93,13 +93,19 @@ class TreeCpuMeter:
                 try:
                     key = (p.pid, p.create_time())
                     t = p.cpu_times()
-                    # the last name seen: a Ray worker starts as setup_worker.py, then renames itself
-                    self.kinds[key] = process_kind(p.cmdline())
+                    self.remember_kind(key, process_kind(p.cmdline()))
                     self.seen[key] = t.user + t.system
                 except self._psutil.Error:
                     continue
             if self._stop.wait(self.interval_s):
                 return
+
+    def remember_kind(self, key: tuple[int, float], kind: str) -> None:
+        """The last name seen (a Ray worker starts as setup_worker.py, then renames itself), but
+        never the empty command line of a process tearing itself down: a Train worker read while
+        it exits would otherwise count all its CPU-seconds as unknown."""
+        if kind != "?" or key not in self.kinds:
+            self.kinds[key] = kind
 
     def stop(self) -> float:
         self._stop.set()

@@ -70,3 +70,19 @@ def test_mlflow_phases_sum_one_part_s_trials_and_their_train_start_ups(tmp_path)
     assert set(part2["trial_walls"]) == {"part2_a", "part2_b"}
     everything = mlflow_phases(uri, "bench")
     assert everything["phases"]["train"] == 135.0
+
+
+def test_a_process_read_while_it_exits_keeps_the_name_it_had():
+    # An exiting process's command line reads empty ("?"); its CPU-seconds stay under its name.
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    meter = TreeCpuMeter(child.pid, interval_s=60)
+    child.wait(timeout=60)
+    meter.stop()
+    key = (1, 0.0)
+    meter.remember_kind(key, "ray::RayTrainWorker")
+    meter.remember_kind(key, "?")
+    meter.seen[key] = 5.0
+    assert meter.by_kind()["ray::RayTrainWorker"] == 5.0
+    meter.remember_kind((2, 0.0), "?")   # never named: unknown
+    meter.seen[(2, 0.0)] = 1.0
+    assert meter.by_kind()["?"] == 1.0
