@@ -51,7 +51,8 @@ study-codegen: setup
 	$(VENV)/bin/collapse-ray report study --claims experiments/claims/study.yaml
 
 # The study in parts: vulnerability detection and summarization, real-only and synthetic-only x
-# 3 seeds (their seed spread; docs/RESULTS.md), generations 0..1 and 0..2; `make study` resumes them.
+# 3 seeds (their seed spread; docs/RESULTS.md), accumulate-subsample for summarization,
+# generations 0..1 and 0..2; `make study` resumes them.
 study-other-tasks: setup
 	$(VENV)/bin/collapse-ray grid experiments/study_vulnerability.yaml
 	$(VENV)/bin/collapse-ray grid experiments/study_summarization.yaml

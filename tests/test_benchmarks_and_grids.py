@@ -63,7 +63,7 @@ def test_the_study_parts_are_the_study_s_own_trials():
     full = trials("study.yaml", "study_mitigations.yaml")
     parts = trials("study_codegen.yaml", "study_codegen_mitigations.yaml", "study_vulnerability.yaml",
                    "study_summarization.yaml")
-    assert len(parts) == 30   # 12 + the quality filter and dedup x 3 seeds + 2 tasks x 2 regimes x 3 seeds
+    assert len(parts) == 33   # 12 + the quality filter and dedup x 3 seeds + vulnerability x 2 and summarization x 3 regimes x 3 seeds
     for name, cfg in parts.items():
         assert config_fingerprint(cfg) == config_fingerprint(full[name]), name
         assert (cfg.output_dir, cfg.tracking.experiment) == (full[name].output_dir, full[name].tracking.experiment)
