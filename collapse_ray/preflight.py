@@ -62,11 +62,23 @@ def check_tracking_store(uri: str) -> None:
         require(not db.is_dir(), "tracking.uri", f"{db} is a directory, not an SQLite database file")
         if db.exists():
             require(os.access(db, os.R_OK | os.W_OK), "tracking.uri", f"{db} cannot be written (permissions)")
+            require(is_sqlite_file(db), "tracking.uri", f"{db} is not an SQLite database (no SQLite header); "
+                                                        f"point tracking.uri at an MLflow store or a new file")
         else:
             _writable_dir(db.parent, "tracking.uri")
     elif uri.startswith("file:") or "://" not in uri:
         path = Path(uri[len("file://"):] if uri.startswith("file://") else uri.removeprefix("file:"))
         _writable_dir(path, "tracking.uri")
+
+
+SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+def is_sqlite_file(db: Path) -> bool:
+    """Whether SQLite can open the file: its header, or empty (SQLite makes an empty file a new database)."""
+    with open(db, "rb") as f:
+        head = f.read(len(SQLITE_HEADER))
+    return head in (b"", SQLITE_HEADER)
 
 
 def check_model_available(name_or_path: str) -> None:

@@ -114,6 +114,9 @@ ROWS = {
     "tracking URI without host": (field("tracking.uri", "http://"), "tracking.uri: 'http://' names no host"),
     "sqlite store is a directory": (lambda t, d: write(t, set_field(d, "tracking.uri", f"sqlite:///{t}")),
                                     "tracking.uri: " + "{tmp}" + " is a directory"),
+    "sqlite store that is not a database": (lambda t, d: (t / "m.db").write_text("x" * 100) and
+                                            field("tracking.uri", f"sqlite:///{t}/m.db")(t, d),
+                                            "tracking.uri: {tmp}/m.db is not an SQLite database"),
     "tracking server that is not MLflow": (not_mlflow, "answers HTTP but is not an MLflow server"),
     "output_dir is a file": (lambda t, d: (t / "f").write_text("x") and field("output_dir", str(t / "f"))(t, d),
                              "output_dir: {tmp}/f is a file"),

@@ -41,8 +41,8 @@ def build_report(experiment: str, tracking_uri: str, out_dir: str | Path, parent
     study_claims = claims.load_claims(claims_path) if claims_path else None
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    client = collect.open_client(tracking_uri)
-    long, notes = collect.collect_long(client, experiment, parent_run_id)
+    with collect.reading_client(tracking_uri) as client:
+        long, notes = collect.collect_long(client, experiment, parent_run_id)
     collect.write_long_csv(long, out / "long.csv")
     long = collect.read_long_csv(out / "long.csv")   # every figure and table comes from the file
 
@@ -82,8 +82,8 @@ def build_report(experiment: str, tracking_uri: str, out_dir: str | Path, parent
         source=source, figures=figure_paths, out_dir=out, table_md=table_md, paired=paired_md, onset=onset_md,
         directions=markdown.directions_md(COLLAPSE_DIRECTION), fraction=onset_fraction, notes=notes,
         baseline=baseline, claims=claims_section))
-    if parent_run_id:
-        client.log_artifacts(parent_run_id, str(out), artifact_path="report")
+    if parent_run_id:   # written to the store itself, not to the copy the report read
+        collect.open_client(tracking_uri).log_artifacts(parent_run_id, str(out), artifact_path="report")
     return ReportFiles(out, figure_paths, notes)
 
 

@@ -3,7 +3,10 @@ one row per (trial, generation, metric). Every figure and table of the report is
 from __future__ import annotations
 
 import os
+import sqlite3
+import tempfile
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
@@ -28,12 +31,53 @@ def open_client(tracking_uri: str):
         check_reachable(tracking_uri)   # seconds, before mlflow's import
     except TrackingError as e:
         raise ReportError(str(e)) from None
-    if tracking_uri.startswith("sqlite:///") and not Path(tracking_uri[len("sqlite:///"):]).is_file():
-        # MLflow would silently create an empty store here
-        raise ReportError(f"--tracking-uri {tracking_uri}: no such database file")
+    if tracking_uri.startswith("sqlite:///"):
+        from collapse_ray.preflight import is_sqlite_file
+
+        db = Path(tracking_uri[len("sqlite:///"):])
+        if not db.is_file():   # MLflow would silently create an empty store here
+            raise ReportError(f"--tracking-uri {tracking_uri}: no such database file")
+        if not os.access(db, os.R_OK) or not is_sqlite_file(db):
+            raise ReportError(f"--tracking-uri {tracking_uri}: {db} is not a readable SQLite database")
+    return mlflow_client(tracking_uri, shown_as=tracking_uri)
+
+
+def mlflow_client(uri: str, shown_as: str):
+    """MLflow's client; it opens (and checks) the store at once, so a store it cannot use is named here."""
     from mlflow.tracking import MlflowClient
 
-    return MlflowClient(tracking_uri=tracking_uri)
+    try:
+        return MlflowClient(tracking_uri=uri)
+    except Exception as e:   # sqlalchemy's or MLflow's: the store, not this program, is at fault
+        raise ReportError(f"--tracking-uri {shown_as}: MLflow cannot open the store "
+                          f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
+
+
+@contextmanager
+def reading_client(tracking_uri: str):
+    """A client to read the store with. A sqlite file is read from a copy taken at once (sqlite's
+    backup API: one read lock): while a grid writes to the same file, each of the report's
+    thousands of queries would otherwise queue behind the writers' locks (a study's report took
+    34 min beside a running grid, 14 s after it). The copy is what the report shows."""
+    client = open_client(tracking_uri)   # the checks and the error messages
+    if not tracking_uri.startswith("sqlite:///"):
+        yield client
+        return
+    with tempfile.TemporaryDirectory(prefix="collapse-ray-report-") as tmp:
+        snapshot = Path(tmp) / "mlflow.db"
+        take_snapshot(Path(tracking_uri[len("sqlite:///"):]), snapshot)
+        yield mlflow_client(f"sqlite:///{snapshot}", shown_as=f"{tracking_uri} (read from a copy)")
+
+
+def take_snapshot(db: Path, into: Path) -> None:
+    source, copy = sqlite3.connect(db, timeout=120), sqlite3.connect(into)   # waits out a commit, once
+    try:
+        source.backup(copy)
+    except sqlite3.Error as e:
+        raise ReportError(f"cannot read the MLflow store {db}: {e}") from None
+    finally:
+        copy.close()
+        source.close()
 
 
 def find_experiment_id(client, experiment: str) -> str:
