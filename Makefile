@@ -30,10 +30,12 @@ grid-smoke: setup
 	$(VENV)/bin/collapse-ray grid experiments/grid_smoke.yaml
 
 # The study: 3 tasks x 5 regimes x 3 seeds x 10 generations, then synthetic-only with each
-# mitigation; both grids log to the MLflow experiment "study" (`collapse-ray report study`).
+# mitigation (the execution filter: code generation only); the grids log to the MLflow experiment
+# "study" (`collapse-ray report study`).
 study: setup
 	$(VENV)/bin/collapse-ray grid experiments/study.yaml
 	$(VENV)/bin/collapse-ray grid experiments/study_mitigations.yaml
+	$(VENV)/bin/collapse-ray grid experiments/study_execution_filter.yaml
 
 test: setup
 	$(PY) -m pytest -q -p no:cacheprovider

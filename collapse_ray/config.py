@@ -103,6 +103,9 @@ class GeneratorConfig:
 @dataclass
 class MitigationConfig:
     quality_filter: bool = False
+    # Keep only the synthetic completions that pass their prompt's own tests, run in the sandbox
+    # (tasks whose pool has tests: Task.pool_has_tests). A verifier, where quality_filter is a static check.
+    execution_filter: bool = False
     dedup: Literal["none", "exact", "minhash"] = "none"
     minhash_threshold: float = 0.8
     # Generate this many times the pool, then select (diversity preservation).
@@ -241,6 +244,12 @@ def _check_values(cfg: ExperimentConfig) -> None:
     m = cfg.mitigation
     require(0 < m.minhash_threshold <= 1, "mitigation.minhash_threshold", f"must be in (0, 1], got {m.minhash_threshold}")
     require(1 <= m.oversample <= 100, "mitigation.oversample", f"must be in [1, 100], got {m.oversample}")
+    if m.execution_filter:
+        from collapse_ray.tasks import tasks_with_pool_tests
+        with_tests = tasks_with_pool_tests()
+        require(cfg.task.name in with_tests, "mitigation.execution_filter",
+                f"task {cfg.task.name} has no tests for its pool's prompts to run; "
+                f"it applies to {', '.join(with_tests) or 'no registered task'}")
     cfg.regime.check_sizes(cfg.sizes, "regime")
     check_model(cfg.model)
     if g.backend == "vllm" and cfg.model.name_or_path == TINY_MODEL:

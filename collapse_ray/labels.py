@@ -41,6 +41,7 @@ def short_model_name(name_or_path: str) -> str:
 
 def mitigation_label(cfg: ExperimentConfig) -> str:
     m = cfg.mitigation
-    parts = (["quality"] if m.quality_filter else []) + ([m.dedup] if m.dedup != "none" else [])
+    parts = (["quality"] if m.quality_filter else []) + (["executes"] if m.execution_filter else [])
+    parts += [m.dedup] if m.dedup != "none" else []
     parts += [f"oversample{m.oversample:g}"] if m.oversample > 1 else []
     return "+".join(parts) or "none"

@@ -59,6 +59,8 @@ def fingerprint_data(cfg: ExperimentConfig) -> dict:
     data["regime"] = {"alpha": 0.5, **data["regime"]}
     if data["model"]["tiny"]["train_steps"] is None:   # added later; unpinned trials keep their identity
         data["model"]["tiny"].pop("train_steps")
+    if not data["mitigation"]["execution_filter"]:      # likewise
+        data["mitigation"].pop("execution_filter")
     task = data["task"]
     defaults = dataclasses.asdict(type(cfg.task.options)()) if dataclasses.is_dataclass(cfg.task.options) else {}
     changed = {k: v for k, v in (task.pop("options") or {}).items() if defaults.get(k, object()) != v}

@@ -1,5 +1,5 @@
 """Mitigations applied to a generation's synthetic data before it is trained on: the task's
-quality filter, duplicate removal (exact or MinHash near-duplicates) and, when the model was
+quality filter, the execution filter (each completion run against its prompt's tests), duplicate removal (exact or MinHash near-duplicates) and, when the model was
 asked for more samples than needed (oversampling), selection down to the pool size."""
 from __future__ import annotations
 
@@ -56,6 +56,10 @@ def apply_mitigations(examples: Sequence[Example], task, cfg: MitigationConfig, 
         before = len(kept)
         kept = [ex for ex in kept if task.quality_ok(ex)]
         removed["quality_filter"] = before - len(kept)
+    if cfg.execution_filter:
+        before = len(kept)
+        kept = [ex for ex, passed in zip(kept, task.passes_tests(kept)) if passed]
+        removed["execution_filter"] = before - len(kept)
     if cfg.dedup != "none":
         before = len(kept)
         kept = drop_exact_duplicates(kept)

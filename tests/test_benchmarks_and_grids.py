@@ -60,10 +60,10 @@ def test_the_study_parts_are_the_study_s_own_trials():
     def trials(*configs):
         return {t.name: t.config for c in configs for t in expand(load_grid(REPO / "experiments" / c), cwd="/s")}
 
-    full = trials("study.yaml", "study_mitigations.yaml")
+    full = trials("study.yaml", "study_mitigations.yaml", "study_execution_filter.yaml")
     parts = trials("study_codegen.yaml", "study_codegen_mitigations.yaml", "study_vulnerability.yaml",
                    "study_summarization.yaml")
-    assert len(parts) == 33   # 12 + the quality filter and dedup x 3 seeds + vulnerability x 2 and summarization x 3 regimes x 3 seeds
+    assert len(parts) == 36   # 12 + the quality filter, dedup and execution filter x 3 seeds + vulnerability x 2 and summarization x 3 regimes x 3 seeds
     for name, cfg in parts.items():
         assert config_fingerprint(cfg) == config_fingerprint(full[name]), name
         assert (cfg.output_dir, cfg.tracking.experiment) == (full[name].output_dir, full[name].tracking.experiment)

@@ -42,6 +42,8 @@ def test_defaults_are_valid():
     ({"model": {"name_or_path": "not a model id"}}, "model.name_or_path", "hub id"),
     ({"model": {"tiny": {"hidden_size": 130, "num_heads": 4}}}, "model.tiny.hidden_size", "divisible"),
     ({"mitigation": {"dedup": True}}, "mitigation.dedup", "none, exact, minhash"),
+    ({"task": {"name": "summarization"}, "mitigation": {"execution_filter": True}}, "mitigation.execution_filter",
+     "task summarization has no tests for its pool's prompts to run; it applies to codegen_embedded"),
     ({"generations": -1}, "generations", "between 0 and 100"),
     ({"training": []}, "training", "expected a mapping"),
 ])
@@ -100,6 +102,17 @@ def test_a_changed_task_option_changes_the_fingerprint_and_a_default_one_does_no
     same = config_from_dict({"task": {"name": "vulnerability", "options": {"min_confidence": 0.75}}})
     other = config_from_dict({"task": {"name": "vulnerability", "options": {"min_confidence": 0.9}}})
     assert config_fingerprint(base) == config_fingerprint(same) != config_fingerprint(other)
+
+
+def test_the_execution_filter_changes_the_fingerprint_only_when_on():
+    """Trials started before the field existed keep their identity (tests/test_golden_configs.py)."""
+    from collapse_ray.loop import config_fingerprint
+
+    task = {"name": "codegen_embedded"}
+    off = config_from_dict({"task": task})
+    also_off = config_from_dict({"task": task, "mitigation": {"execution_filter": False}})
+    on = config_from_dict({"task": task, "mitigation": {"execution_filter": True}})
+    assert config_fingerprint(off) == config_fingerprint(also_off) != config_fingerprint(on)
 
 
 def test_a_regime_parameter_changes_the_fingerprint():

@@ -41,3 +41,17 @@ def test_oversampled_outputs_are_selected_down_to_the_pool_size():
     kept, removed = apply_mitigations(examples, CodeGeneration(), MitigationConfig(oversample=3.0), 10,
                                       random.Random(0))
     assert len(kept) == 10 and removed == {"selection": 20}
+
+
+def test_execution_filter_keeps_the_completions_that_pass_their_pool_prompts_tests_in_the_sandbox():
+    """The model's own answers to pool prompts: the canonical body passes, a wrong one and one that
+    raises fail; the filter runs the pool problem's own tests (carried in the pool example)."""
+    from collapse_ray.config import SizesConfig
+    from collapse_ray.tasks import get_task
+
+    task = get_task("codegen_embedded")
+    pool = task.load(None, 0, SizesConfig(train_examples=8, synthetic_pool=3, eval_examples=8)).pool
+    answers = [pool[0].completion, "\n    return None\n", "\n    raise SystemExit(0)\n"]
+    synthetic = [ex.as_synthetic(answer, 1) for ex, answer in zip(pool, answers)]
+    kept, removed = apply_mitigations(synthetic, task, MitigationConfig(execution_filter=True), 10, random.Random(0))
+    assert kept == synthetic[:1] and removed == {"execution_filter": 2}

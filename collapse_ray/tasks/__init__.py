@@ -58,6 +58,12 @@ def task_class(name: str) -> type:
     return _REGISTRY[name]
 
 
+def tasks_with_pool_tests() -> list[str]:
+    """Tasks whose pool prompts come with tests (what mitigation.execution_filter runs)."""
+    _discover()
+    return sorted(name for name, cls in _REGISTRY.items() if cls.pool_has_tests)
+
+
 def headline_metrics(name: str) -> tuple[str, ...]:
     """The metrics that summarise a task (progress lines, reports)."""
     return task_class(name).headline_metrics

@@ -56,6 +56,8 @@ class Task:
     # data are pseudo-labels defines it; its drift is then measured on the labels, not on the text.
     # The metrics of evaluate() that summarise the task (progress lines, reports), most important first.
     headline_metrics: ClassVar[tuple[str, ...]] = ()
+    # Whether the pool's prompts come with tests (then passes_tests() runs them: mitigation.execution_filter).
+    pool_has_tests: ClassVar[bool] = False
     Options: ClassVar[type] = NoOptions
 
     def __init__(self, options: Any = None):
@@ -81,6 +83,11 @@ class Task:
     def quality_ok(self, example: Example) -> bool:
         """The task's quality filter (a mitigation): keep this synthetic example?"""
         raise NotImplementedError
+
+    def passes_tests(self, examples: Sequence[Example]) -> list[bool]:
+        """Whether each synthetic example (a pool prompt and the model's completion) passes the
+        prompt's tests, run in the sandbox. Only tasks with ``pool_has_tests``."""
+        raise NotImplementedError(f"task {self.name} has no tests for its pool's prompts")
 
     def evaluate(self, generator: Generator, test: Sequence, sampling: Sampling) -> dict[str, float]:
         """Task metrics of the model the generator serves, on the test items."""

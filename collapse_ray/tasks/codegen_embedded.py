@@ -19,18 +19,21 @@ from collapse_ray.datatypes import Example
 from collapse_ray.generate.base import Generator, Sampling
 from collapse_ray.tasks import register_task
 from collapse_ray.tasks.base import TaskData
-from collapse_ray.tasks.codegen import CodeGeneration, execution_metrics, model_prompt, run_problems
+from collapse_ray.tasks.codegen import EVAL_TIMEOUT_S, CodeGeneration, execution_metrics, model_prompt, run_problems
 
 # The problem families every split is dealt from, in equal shares (docs/tasks.md describes them).
 FAMILIES = FAMILY_NAMES
 PER_FAMILY_METRIC = "pass_at_1/{family}"
 
 
-def example_of(problem: dict) -> Example:
+def example_of(problem: dict, with_tests: bool = False) -> Example:
     """A problem as a training example, split as code generation splits a function: the prompt
-    ends at the docstring, the completion starts with the newline after it."""
-    return Example(model_prompt(problem), "\n" + problem["canonical_solution"],
-                   meta={"task_id": problem["task_id"], "family": problem["family"]})
+    ends at the docstring, the completion starts with the newline after it. ``with_tests``: the
+    problem's tests travel in the meta (pool prompts: the execution filter runs them)."""
+    meta = {"task_id": problem["task_id"], "family": problem["family"]}
+    if with_tests:
+        meta.update(test=problem["test"], entry_point=problem["entry_point"])
+    return Example(model_prompt(problem), "\n" + problem["canonical_solution"], meta=meta)
 
 
 def pass_by_family(problems: Sequence[dict], results: Sequence) -> dict[str, float]:
@@ -44,6 +47,7 @@ def pass_by_family(problems: Sequence[dict], results: Sequence) -> dict[str, flo
 class EmbeddedCodeGeneration(CodeGeneration):
     name = "codegen_embedded"
     headline_metrics = ("pass_at_1", "bleu4")
+    pool_has_tests = True
 
     def load(self, data_path: str | None, seed: int, sizes) -> TaskData:
         if data_path is not None:
@@ -51,7 +55,16 @@ class EmbeddedCodeGeneration(CodeGeneration):
                             f"leave it unset (got {data_path!r})")
         train, pool, test = make_splits(seed, n_test=sizes.eval_examples, n_pool=sizes.synthetic_pool,
                                         n_train=sizes.train_examples, families=FAMILIES)
-        return TaskData(train=[example_of(p) for p in train], pool=[example_of(p) for p in pool], test=test)
+        return TaskData(train=[example_of(p) for p in train], pool=[example_of(p, with_tests=True) for p in pool],
+                        test=test)
+
+    def passes_tests(self, examples: Sequence[Example]) -> list[bool]:
+        from collapse_ray.data.humaneval import program_for
+        from collapse_ray.sandbox import check_isolation, run_many
+
+        check_isolation(self.allow_unisolated)
+        programs = [program_for(ex.meta, ex.prompt + ex.completion) for ex in examples]
+        return [r.passed for r in run_many(programs, timeout_s=EVAL_TIMEOUT_S, allow_unisolated=self.allow_unisolated)]
 
     def evaluate(self, generator: Generator, test: Sequence[dict], sampling: Sampling) -> dict[str, float]:
         completions, results = run_problems(generator, test, sampling, self.allow_unisolated)
