@@ -2,6 +2,7 @@
 and the wall time against the compute floor.
 
     python benchmarks/end_to_end.py [--config experiments/grid.yaml] [--generations N] [--max-steps N]
+                                    [--set grid.regimes='[real-only, synthetic-only]'] [--into DIR]
 
 Runs ``collapse-ray grid CONFIG`` as a child process on a fresh local Ray, with its trial state,
 Tune state and MLflow store in a new folder (it never resumes an earlier run). Measured: wall
@@ -9,7 +10,8 @@ time; the child's process tree's CPU-seconds (sampled; Ray's processes are its c
 wall x cores; each phase's seconds summed over trials and generations (MLflow ``time/*_s``) and
 its share; the Ray Train worker-group start-ups against the trials' wall. The compute floor is
 computed from ``benchmarks/compute_floor.json`` (benchmarks/compute_floor.py) for the grid as run;
-``--generations`` / ``--max-steps`` shrink the run (the floor follows: train_s scales with steps).
+``--generations`` / ``--max-steps`` shrink the run (the floor follows: train_s scales with steps);
+``--set PATH=VALUE`` sets any field of the grid YAML (VALUE is YAML), e.g. a part's controls only.
 
 ``--into DIR`` runs the grid in an earlier run's folder instead (its trial state and MLflow store):
 a study in parts, e.g. the quality filter after experiments/study_codegen.yaml, whose trials share
@@ -39,6 +41,8 @@ def main() -> None:
     parser.add_argument("--max-steps", type=int, help="training.max_steps (default: the config's)")
     parser.add_argument("--costs", default=str(PHASE_COSTS), help="phase costs for the floor (compute_floor.py)")
     parser.add_argument("--into", type=Path, help="an earlier run's folder to add this grid's trials to")
+    parser.add_argument("--set", action="append", default=[], metavar="PATH=VALUE", dest="settings",
+                        help="set a field of the grid YAML, e.g. --set grid.regimes='[real-only]'")
     args = parser.parse_args()
 
     data = yaml.safe_load(Path(args.config).read_text())
@@ -46,6 +50,8 @@ def main() -> None:
         data["base"]["generations"] = args.generations
     if args.max_steps is not None:
         data["base"]["training"]["max_steps"] = args.max_steps
+    for setting in args.settings:
+        set_field(data, setting)
     if args.into is not None and not (args.into / "mlflow.db").is_file():
         raise SystemExit(f"--into {args.into}: no earlier run there (no mlflow.db)")
     out = args.into or Path(tempfile.mkdtemp(prefix="end-to-end-"))
@@ -82,6 +88,21 @@ def main() -> None:
               f"wall / floor = {result['wall_s'] / floor:.2f} (goal: <= 1.25)")
     Path(out, f"result-{Path(args.config).stem}.json" if args.into else "result.json").write_text(
         json.dumps(result, indent=2))
+
+
+def set_field(data: dict, setting: str) -> None:
+    """``a.b.c=VALUE`` on the grid YAML's mapping, VALUE parsed as YAML; the grid's own validation
+    judges the result."""
+    path, sep, value = setting.partition("=")
+    if not sep or not path:
+        raise SystemExit(f"--set {setting!r}: expected PATH=VALUE, e.g. grid.seeds=[0]")
+    *parents, last = path.split(".")
+    node = data
+    for key in parents:
+        node = node.setdefault(key, {})
+        if not isinstance(node, dict):
+            raise SystemExit(f"--set {setting!r}: {key} is not a mapping")
+    node[last] = yaml.safe_load(value)
 
 
 if __name__ == "__main__":

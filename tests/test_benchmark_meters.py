@@ -86,3 +86,17 @@ def test_a_process_read_while_it_exits_keeps_the_name_it_had():
     meter.remember_kind((2, 0.0), "?")   # never named: unknown
     meter.seen[(2, 0.0)] = 1.0
     assert meter.by_kind()["?"] == 1.0
+
+
+def test_end_to_end_set_replaces_one_field_of_the_grid_yaml():
+    """A study part's controls alone: --set grid.regimes=[...] keeps every other axis and field."""
+    from end_to_end import set_field
+
+    data = {"base": {"generations": 7}, "grid": {"regimes": [{"name": "accumulate"}], "seeds": [0, 1, 2]}}
+    set_field(data, "grid.regimes=[{name: real-only}, {name: synthetic-only}]")
+    set_field(data, "tune.max_concurrent_trials=2")
+    assert data == {"base": {"generations": 7}, "tune": {"max_concurrent_trials": 2},
+                    "grid": {"regimes": [{"name": "real-only"}, {"name": "synthetic-only"}], "seeds": [0, 1, 2]}}
+    for bad in ("grid.regimes", "=3", "base.generations.x=1"):
+        with pytest.raises(SystemExit, match="--set"):
+            set_field(data, bad)
