@@ -1,6 +1,7 @@
 """Mitigations applied to a generation's synthetic data before it is trained on: the task's
-quality filter, the execution filter (each completion run against its prompt's tests), duplicate removal (exact or MinHash near-duplicates) and, when the model was
-asked for more samples than needed (oversampling), selection down to the pool size."""
+quality filter, the execution filter (each completion run against its prompt's tests),
+duplicate removal (exact or MinHash near-duplicates) and, when the model was asked for more
+samples than needed (oversampling), selection down to the pool size."""
 from __future__ import annotations
 
 import random

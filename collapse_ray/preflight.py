@@ -57,8 +57,8 @@ def check_output_dir(cfg: ExperimentConfig) -> None:
 
 def check_tracking_store(uri: str) -> None:
     """A local store (SQLite file, file store directory) whose path MLflow can create and write."""
-    if uri.startswith("sqlite:///"):
-        db = Path(uri[len("sqlite:///"):].split("?", 1)[0])
+    db = sqlite_path(uri)
+    if db is not None:
         require(not db.is_dir(), "tracking.uri", f"{db} is a directory, not an SQLite database file")
         if db.exists():
             require(os.access(db, os.R_OK | os.W_OK), "tracking.uri", f"{db} cannot be written (permissions)")
@@ -72,6 +72,14 @@ def check_tracking_store(uri: str) -> None:
 
 
 SQLITE_HEADER = b"SQLite format 3\x00"
+SQLITE_SCHEME = "sqlite:///"
+
+
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of a ``sqlite:///PATH[?query]`` URI (SQLAlchemy's form); None for any other."""
+    if not uri.startswith(SQLITE_SCHEME):
+        return None
+    return Path(uri[len(SQLITE_SCHEME):].split("?", 1)[0])
 
 
 def is_sqlite_file(db: Path) -> bool:

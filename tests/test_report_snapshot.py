@@ -73,3 +73,16 @@ def test_a_database_damaged_past_its_header_is_a_report_error(store, tmp_path):
     with pytest.raises(collect.ReportError, match=f"{damaged}"):
         with collect.reading_client(f"sqlite:///{damaged}") as client:
             collect.collect_long(client, EXPERIMENT)
+
+
+def test_a_uri_with_a_query_string_names_the_same_file_as_the_preflight(store, monkeypatch):
+    """``sqlite:///PATH?timeout=N`` is SQLAlchemy's form: the pre-flight checks PATH, so the report
+    must read PATH too (it used to look for a file named 'mlflow.db?timeout=30'). The live file is
+    only copied: MLflow never opens it for reading (its schema check would take locks there)."""
+    opened = []
+    build_client = collect.mlflow_client
+    monkeypatch.setattr(collect, "mlflow_client", lambda uri, shown_as: opened.append(uri) or build_client(uri, shown_as))
+    with collect.reading_client(f"sqlite:///{store}?timeout=30") as client:
+        long, _ = collect.collect_long(client, EXPERIMENT)
+    assert len(long) == 8
+    assert len(opened) == 1 and str(store) not in opened[0]

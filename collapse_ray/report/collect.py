@@ -25,21 +25,27 @@ class ReportError(CollapseRayError):
 
 
 def open_client(tracking_uri: str):
+    """A client on the live store (``--parent-run`` writes there); the report reads with ``reading_client``."""
+    check_store(tracking_uri)
+    return mlflow_client(tracking_uri, shown_as=tracking_uri)
+
+
+def check_store(tracking_uri: str) -> None:
+    """The store answers (a server) or is a readable SQLite file, named in one line if not."""
+    from collapse_ray.preflight import is_sqlite_file, sqlite_path
     from collapse_ray.tracking import TrackingError, check_reachable
 
     try:
         check_reachable(tracking_uri)   # seconds, before mlflow's import
     except TrackingError as e:
         raise ReportError(str(e)) from None
-    if tracking_uri.startswith("sqlite:///"):
-        from collapse_ray.preflight import is_sqlite_file
-
-        db = Path(tracking_uri[len("sqlite:///"):])
-        if not db.is_file():   # MLflow would silently create an empty store here
-            raise ReportError(f"--tracking-uri {tracking_uri}: no such database file")
-        if not os.access(db, os.R_OK) or not is_sqlite_file(db):
-            raise ReportError(f"--tracking-uri {tracking_uri}: {db} is not a readable SQLite database")
-    return mlflow_client(tracking_uri, shown_as=tracking_uri)
+    db = sqlite_path(tracking_uri)
+    if db is None:
+        return
+    if not db.is_file():   # MLflow would silently create an empty store here
+        raise ReportError(f"--tracking-uri {tracking_uri}: no such database file")
+    if not os.access(db, os.R_OK) or not is_sqlite_file(db):
+        raise ReportError(f"--tracking-uri {tracking_uri}: {db} is not a readable SQLite database")
 
 
 def mlflow_client(uri: str, shown_as: str):
@@ -59,13 +65,16 @@ def reading_client(tracking_uri: str):
     backup API: one read lock): while a grid writes to the same file, each of the report's
     thousands of queries would otherwise queue behind the writers' locks (a study's report took
     34 min beside a running grid, 14 s after it). The copy is what the report shows."""
-    client = open_client(tracking_uri)   # the checks and the error messages
-    if not tracking_uri.startswith("sqlite:///"):
-        yield client
+    from collapse_ray.preflight import sqlite_path
+
+    db = sqlite_path(tracking_uri)
+    if db is None:
+        yield open_client(tracking_uri)
         return
+    check_store(tracking_uri)   # the live file is only copied, never opened by MLflow
     with tempfile.TemporaryDirectory(prefix="collapse-ray-report-") as tmp:
         snapshot = Path(tmp) / "mlflow.db"
-        take_snapshot(Path(tracking_uri[len("sqlite:///"):]), snapshot)
+        take_snapshot(db, snapshot)
         yield mlflow_client(f"sqlite:///{snapshot}", shown_as=f"{tracking_uri} (read from a copy)")
 
 
