@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 import sacrebleu
 from rouge_score import rouge_scorer
-from sklearn.metrics import f1_score, precision_score, recall_score
+from sklearn.metrics import average_precision_score, f1_score, precision_score, recall_score, roc_auc_score
 
 from collapse_ray.metrics import drift
-from collapse_ray.metrics.classification import binary_metrics
+from collapse_ray.metrics.classification import binary_metrics, ranking_metrics
 from collapse_ray.metrics.label_drift import label_drift
 from collapse_ray.metrics.text import BLEU_SETTINGS, ROUGE_SETTINGS, bleu4, rouge_l, sentence_bleu4
 
@@ -57,6 +57,14 @@ def test_binary_metrics_equal_scikit_learn_for_the_vulnerable_class():
 def test_binary_metrics_of_an_all_negative_classifier_are_zero_not_errors():
     m = binary_metrics([1, 0, 1], [0, 0, 0])
     assert (m["f1"], m["precision"], m["recall"], m["predicted_positive_rate"]) == (0.0, 0.0, 0.0, 0.0)
+
+
+def test_ranking_metrics_equal_scikit_learn_and_are_left_out_for_one_class():
+    y_true, scores = [1, 0, 1, 1, 0, 0, 1, 0], [0.9, 0.2, 0.4, 0.6, 0.5, 0.1, 0.3, 0.35]
+    m = ranking_metrics(y_true, scores)
+    assert m == {"roc_auc": roc_auc_score(y_true, scores), "average_precision": average_precision_score(y_true, scores)}
+    assert 0.5 < m["roc_auc"] < 1.0
+    assert ranking_metrics([0, 0, 0], [0.1, 0.2, 0.3]) == {}
 
 
 def test_distinct_n_counts_unique_ngrams_over_all_ngrams():

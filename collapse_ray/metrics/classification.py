@@ -4,7 +4,8 @@ from __future__ import annotations
 from typing import Sequence
 
 import numpy as np
-from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score
+from sklearn.metrics import (accuracy_score, average_precision_score, f1_score, precision_score, recall_score,
+                             roc_auc_score)
 
 POSITIVE = 1
 
@@ -26,3 +27,18 @@ def binary_metrics(y_true: Sequence[int], y_pred: Sequence[int]) -> dict[str, fl
         "accuracy": float(accuracy_score(y_true, y_pred)),
         "predicted_positive_rate": float(np.mean(y_pred == POSITIVE)),
     }
+
+
+def ranking_metrics(y_true: Sequence[int], positive_scores: Sequence[float]) -> dict[str, float]:
+    """ROC-AUC and average precision of the scores given to the positive class: whether the model
+    ranks vulnerable code above the rest at all, whatever threshold F1's argmax uses (a model that
+    learned the 13% base rate says "no" to everything: F1 0, yet it may still rank). Empty when
+    the labels hold one class only (both are undefined then)."""
+    y_true = np.asarray(y_true, dtype=int)
+    scores = np.asarray(positive_scores, dtype=float)
+    if y_true.shape != scores.shape or y_true.ndim != 1:
+        raise ValueError(f"y_true {y_true.shape} and scores {scores.shape} must be equal-length 1-D")
+    if len(set(y_true.tolist())) < 2:
+        return {}
+    return {"roc_auc": float(roc_auc_score(y_true, scores)),
+            "average_precision": float(average_precision_score(y_true, scores, pos_label=POSITIVE))}
