@@ -78,6 +78,9 @@ class TrainingConfig:
     method: Literal["full", "lora"] = "full"
     epochs: int = 1
     max_steps: int | None = None   # overrides epochs when set
+    # Generation 0's steps (None: max_steps): a smaller model can start self-training from the
+    # same task score as a larger one (a fair "more collapse in smaller models" comparison).
+    gen0_max_steps: int | None = None
     lr: float = 5e-4
     batch_size: int = 8
     max_length: int = 256
@@ -85,6 +88,12 @@ class TrainingConfig:
     lora_alpha: int = 16
     init: Literal["base", "previous"] = "previous"
     backend: Literal["local", "ray"] = "local"
+
+    def for_generation(self, generation: int) -> "TrainingConfig":
+        """The settings generation ``generation`` trains with: generation 0 takes ``gen0_max_steps``."""
+        if generation == 0 and self.gen0_max_steps is not None:
+            return dataclasses.replace(self, max_steps=self.gen0_max_steps)
+        return self
 
 
 @dataclass
@@ -231,6 +240,8 @@ def _check_values(cfg: ExperimentConfig) -> None:
     t = cfg.training
     require(t.epochs > 0, "training.epochs", f"must be positive, got {t.epochs}")
     require(t.max_steps is None or t.max_steps > 0, "training.max_steps", f"must be positive, got {t.max_steps}")
+    require(t.gen0_max_steps is None or t.gen0_max_steps > 0, "training.gen0_max_steps",
+            f"must be positive, got {t.gen0_max_steps}")
     require(0 < t.lr < 1, "training.lr", f"must be in (0, 1), got {t.lr}")
     require(t.batch_size > 0, "training.batch_size", f"must be positive, got {t.batch_size}")
     require(t.max_length >= 16, "training.max_length", f"must be at least 16, got {t.max_length}")

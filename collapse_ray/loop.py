@@ -61,6 +61,8 @@ def fingerprint_data(cfg: ExperimentConfig) -> dict:
         data["model"]["tiny"].pop("train_steps")
     if not data["mitigation"]["execution_filter"]:      # likewise
         data["mitigation"].pop("execution_filter")
+    if data["training"]["gen0_max_steps"] is None:      # likewise
+        data["training"].pop("gen0_max_steps")
     task = data["task"]
     defaults = dataclasses.asdict(type(cfg.task.options)()) if dataclasses.is_dataclass(cfg.task.options) else {}
     changed = {k: v for k, v in (task.pop("options") or {}).items() if defaults.get(k, object()) != v}
@@ -150,7 +152,8 @@ def _run_locked(cfg: ExperimentConfig, task, data, progress: Progress, trainer: 
                 generator.sleep()   # colocated on a GPU, the engine frees it while the workers train
                 reused = shared0.claim() if g == 0 else None   # None: this trial computes generation 0
                 trained = reused.trained if reused else trainer.train(
-                    init, [ex.text for ex in train_set], str(gen_dir / "model"), seed=cfg.seed * 1000 + g)
+                    init, [ex.text for ex in train_set], str(gen_dir / "model"), seed=cfg.seed * 1000 + g,
+                    cfg=cfg.training.for_generation(g))
 
             with progress.phase("generate"):
                 generator.load(trained.model)

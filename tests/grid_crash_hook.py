@@ -94,7 +94,7 @@ class _CrashingTrainer:
     def close(self):
         self.inner.close()
 
-    def train(self, init, texts, out_dir, seed):
+    def train(self, init, texts, out_dir, seed, cfg=None):
         result = self.inner.train(init, texts, out_dir, seed)
         self.crash.at(int(Path(out_dir).parent.name.removeprefix("gen_")), "train")
         return result

@@ -45,6 +45,7 @@ def test_defaults_are_valid():
     ({"task": {"name": "summarization"}, "mitigation": {"execution_filter": True}}, "mitigation.execution_filter",
      "task summarization has no tests for its pool's prompts to run; it applies to codegen_embedded"),
     ({"generations": -1}, "generations", "between 0 and 100"),
+    ({"training": {"gen0_max_steps": 0}}, "training.gen0_max_steps", "must be positive"),
     ({"training": []}, "training", "expected a mapping"),
 ])
 def test_bad_config_names_the_field(data, field, hint):
@@ -113,6 +114,21 @@ def test_the_execution_filter_changes_the_fingerprint_only_when_on():
     also_off = config_from_dict({"task": task, "mitigation": {"execution_filter": False}})
     on = config_from_dict({"task": task, "mitigation": {"execution_filter": True}})
     assert config_fingerprint(off) == config_fingerprint(also_off) != config_fingerprint(on)
+
+
+def test_generation_0_steps_change_the_fingerprint_and_the_generation_0_key_only_when_set():
+    """Trials started before the field existed keep their identity; a longer generation 0 is
+    another generation 0, so trials with it never reuse one trained with max_steps."""
+    from collapse_ray.grid.estimate import generation0_key_of
+    from collapse_ray.loop import config_fingerprint
+
+    off = config_from_dict({"training": {"max_steps": 500}})
+    also_off = config_from_dict({"training": {"max_steps": 500, "gen0_max_steps": None}})
+    on = config_from_dict({"training": {"max_steps": 500, "gen0_max_steps": 1500}})
+    assert config_fingerprint(off) == config_fingerprint(also_off) != config_fingerprint(on)
+    assert generation0_key_of(off) != generation0_key_of(on)
+    assert on.training.for_generation(0).max_steps == 1500
+    assert on.training.for_generation(1) == on.training and off.training.for_generation(0) == off.training
 
 
 def test_a_regime_parameter_changes_the_fingerprint():

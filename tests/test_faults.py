@@ -17,7 +17,7 @@ class CrashingTrainer(LocalTrainer):
         super().__init__(cfg)
         self.crash_at, self.calls = crash_at, 0
 
-    def train(self, init, texts, out_dir, seed):
+    def train(self, init, texts, out_dir, seed, cfg=None):
         if self.calls == self.crash_at:
             raise KeyboardInterrupt("simulated crash")
         self.calls += 1

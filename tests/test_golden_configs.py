@@ -44,7 +44,8 @@ def test_fingerprint_is_unchanged(key):
 # Config fields added since the pin, with their defaults (README, "Upgrading").
 NEW_FIELDS = {"sandbox.allow_unisolated": False, "tracking.retry_minutes": 10.0,
               "retention.keep_models": "needed", "retention.keep_generations": [],
-              "generator.weight_probe": True, "model.tiny.train_steps": None, "mitigation.execution_filter": False}
+              "generator.weight_probe": True, "model.tiny.train_steps": None, "mitigation.execution_filter": False,
+              "training.gen0_max_steps": None}
 # Defaults that changed, (before, after): vLLM sizes its own KV cache on GPU; still 1 GiB on CPU.
 CHANGED_DEFAULTS = {"generator.kv_cache_gb": (1.0, None)}
 

@@ -79,6 +79,16 @@ def test_max_steps_decides_the_training_work_as_the_trainer_counts_it(tmp_path):
     assert train_s(max_steps=None, epochs=4) == pytest.approx(2 * train_s(max_steps=None, epochs=2))
 
 
+def test_a_longer_generation_0_is_counted_once_per_generation_0_key(tmp_path):
+    """training.gen0_max_steps 1500 against max_steps 500: generation 0 trains 3 x 80 s, once."""
+    costs = est.load_costs(compute_floor_file(tmp_path), tmp_path / "none.json")
+    trials = trials_of(tmp_path, regimes=REGIMES[:2], training={"gen0_max_steps": 1500})
+    estimates = [est.estimate_trial(t, costs) for t in trials]
+    assert all(e.seconds(7) == pytest.approx(8 * 94.0 + 2 * 80.0) for e in estimates)
+    seconds = est.with_shared_generation0([(t.config, e.phase_seconds) for t, e in zip(trials, estimates)])
+    assert seconds == pytest.approx([8 * 94.0 + 2 * 80.0, 8 * 94.0 - 80.0 - 4.0])
+
+
 def test_a_compute_floor_file_gives_its_own_seconds_at_its_sizes_and_phase_costs_the_rest(tmp_path):
     costs = est.load_costs(compute_floor_file(tmp_path), phase_costs_file(tmp_path))
     (t,) = trials_of(tmp_path)

@@ -146,13 +146,19 @@ def test_the_generator_sleeps_while_each_generation_trains_and_then_loads_its_we
             super().load(model)
 
     class RecordingTrainer(LocalTrainer):
-        def train(self, init, texts, out_dir, seed):
+        def train(self, init, texts, out_dir, seed, cfg=None):
             calls.append("train")
-            return super().train(init, texts, out_dir, seed)
+            return super().train(init, texts, out_dir, seed, cfg)
 
     cfg = small_config(tmp_path, tiny_cache, generations=1)
     run_trial(cfg, trainer=RecordingTrainer(cfg.training), generator=RecordingGenerator(batch_size=8))
     assert calls == ["prefetch"] + ["sleep", "train", "load"] * 2
+
+
+def test_generation_0_trains_gen0_max_steps_and_later_generations_max_steps(tmp_path, tiny_cache):
+    cfg = small_config(tmp_path, tiny_cache, generations=1, **{"training.max_steps": 2, "training.gen0_max_steps": 5})
+    metrics = run_trial(cfg)
+    assert [m["train/steps"] for m in metrics] == [5.0, 2.0]
 
 
 def test_trials_differing_only_in_regime_compute_generation_0_once(tmp_path, tiny_cache):

@@ -135,6 +135,12 @@ def train_tokens(cfg: ExperimentConfig) -> int:
     return _train_tokens(cfg.sizes.train_examples, dataclasses.asdict(cfg.training))
 
 
+def gen0_train_scale(cfg: ExperimentConfig) -> float:
+    """Generation 0's training work over a later generation's (training.gen0_max_steps)."""
+    gen0 = dataclasses.asdict(cfg.training.for_generation(0))
+    return _train_tokens(cfg.sizes.train_examples, gen0) / train_tokens(cfg)
+
+
 def _work(n_params: float, train_tokens: float, generated_tokens: float, eval_tokens: float) -> dict[str, float]:
     return {"train": n_params * train_tokens, "generate": n_params * generated_tokens,
             "evaluate": n_params * eval_tokens, "drift": n_params * generated_tokens}
@@ -174,10 +180,14 @@ class TrialEstimate:
     disk: CheckpointEstimate
     phase_seconds: dict[str, float] | None   # per generation; None without phase costs on CPU
     costs: PhaseCosts | None = None          # the measurement a CPU trial's time is scaled from
+    gen0_train_scale: float = 1.0            # generation 0's training work over a later one's
 
     def seconds(self, generations: int) -> float | None:
         """The whole trial: generations 0..``generations``."""
-        return None if self.phase_seconds is None else (generations + 1) * sum(self.phase_seconds.values())
+        if self.phase_seconds is None:
+            return None
+        extra_gen0 = (self.gen0_train_scale - 1.0) * self.phase_seconds["train"]
+        return (generations + 1) * sum(self.phase_seconds.values()) + extra_gen0
 
 
 def estimate_trial(trial, costs: PhaseCosts | CostTable | None) -> TrialEstimate | None:
@@ -196,10 +206,11 @@ def estimate_trial(trial, costs: PhaseCosts | CostTable | None) -> TrialEstimate
     disk = estimate_checkpoint_bytes(cfg, size.n_params, bytes_per_param=2 if on_gpu else 4, lora_params=lora)
     if on_gpu:
         return TrialEstimate(size, on_gpu, disk, gpu_phase_seconds(cfg, size.compute_params, train_gpus,
-                                                                   res.serving_gpus(), disk.model_bytes))
+                                                                   res.serving_gpus(), disk.model_bytes),
+                             gen0_train_scale=gen0_train_scale(cfg))
     measured = None if costs is None else costs.for_task(cfg.task.name)
     seconds = None if measured is None else cpu_phase_seconds(cfg, size.compute_params, measured)
-    return TrialEstimate(size, on_gpu, disk, seconds, measured)
+    return TrialEstimate(size, on_gpu, disk, seconds, measured, gen0_train_scale(cfg))
 
 
 def generation0_key_of(cfg: ExperimentConfig) -> str:
@@ -215,9 +226,14 @@ def with_shared_generation0(trials: list[tuple[ExperimentConfig, dict[str, float
     out = []
     for cfg, phases in trials:
         key = generation0_key_of(cfg)
-        shared = phases["train"] + phases["evaluate"] if key in seen else 0.0
+        # Generation 0 against a later one: its own training work (gen0_max_steps) when this
+        # trial computes it, no training or evaluation when it reuses it.
+        if key in seen:
+            gen0 = -(phases["train"] + phases["evaluate"])
+        else:
+            gen0 = (gen0_train_scale(cfg) - 1.0) * phases["train"]
         seen.add(key)
-        out.append((cfg.generations + 1) * sum(phases.values()) - shared)
+        out.append((cfg.generations + 1) * sum(phases.values()) + gen0)
     return out
 
 

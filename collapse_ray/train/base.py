@@ -2,9 +2,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol, Sequence
+from typing import TYPE_CHECKING, Protocol, Sequence
 
 from collapse_ray.datatypes import ModelRef
+
+if TYPE_CHECKING:   # config imports the regimes; the trainers' workers need neither
+    from collapse_ray.config import TrainingConfig
 
 
 @dataclass(frozen=True)
@@ -26,9 +29,11 @@ def total_steps(n_texts: int, batch_size: int, epochs: int, max_steps: int | Non
 
 
 class Trainer(Protocol):
-    def train(self, init: ModelRef, texts: Sequence[str], out_dir: str, seed: int) -> TrainResult:
+    def train(self, init: ModelRef, texts: Sequence[str], out_dir: str, seed: int,
+              cfg: TrainingConfig | None = None) -> TrainResult:
         """Fine-tune ``init`` on ``texts`` (causal LM loss), save to ``out_dir``; the training
-        settings come from the TrainingConfig the trainer was built with."""
+        settings are ``cfg``, else the TrainingConfig the trainer was built with (a Ray Train
+        worker group keeps its strategy and workers whatever a job's settings say)."""
 
     def close(self) -> None:
         """Free what the trainer holds for the trial (Ray Train's worker group)."""

@@ -22,8 +22,9 @@ class LocalTrainer:
     def close(self) -> None:
         """Nothing outlives a train() call in this process."""
 
-    def train(self, init: ModelRef, texts: Sequence[str], out_dir: str, seed: int) -> TrainResult:
-        cfg = self.cfg
+    def train(self, init: ModelRef, texts: Sequence[str], out_dir: str, seed: int,
+              cfg: TrainingConfig | None = None) -> TrainResult:
+        cfg = cfg or self.cfg
         torch.manual_seed(seed)
         start = time.monotonic()
         tokenizer = load_tokenizer(init.path)

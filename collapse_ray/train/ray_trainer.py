@@ -75,7 +75,8 @@ class RayTrainer:
         """The current group's start-up: fit launched -> its workers serving jobs."""
         return self.group.startup_s
 
-    def train(self, init: ModelRef, texts: Sequence[str], out_dir: str, seed: int) -> TrainResult:
+    def train(self, init: ModelRef, texts: Sequence[str], out_dir: str, seed: int,
+              cfg: TrainingConfig | None = None) -> TrainResult:
         if len(texts) < self.num_workers:
             raise ValueError(f"{len(texts)} training texts cannot be shared by {self.num_workers} workers")
         init = _absolute(init)   # the workers do not run in this process's directory
@@ -83,7 +84,7 @@ class RayTrainer:
         texts_path = out.with_name(out.name + ".texts.json")
         out.parent.mkdir(parents=True, exist_ok=True)
         write_json_atomic(texts_path, list(texts))
-        job = Job(cfg=self.cfg, init=init, texts_path=str(texts_path), out_dir=str(out), seed=seed,
+        job = Job(cfg=cfg or self.cfg, init=init, texts_path=str(texts_path), out_dir=str(out), seed=seed,
                   strategy=self.strategy, use_gpu=self.use_gpu, zero_stage=self.zero_stage)
         self.progress(f"ray train: {self.num_workers} {self.strategy} worker(s) on {len(texts)} texts")
         fits_before = self.group.fits
