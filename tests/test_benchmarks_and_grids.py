@@ -70,6 +70,14 @@ def test_the_study_parts_are_the_study_s_own_trials():
     small = trials("study_codegen_small.yaml")
     assert {c.model.tiny.hidden_size for c in small.values()} == {64}
     assert {c.model.tiny.train_steps for c in [*small.values(), *parts.values()]} == {500}
+    # Claim (b) from a matched generation 0: the same smaller model, generation 0 three times longer,
+    # under its own label (part 3's trials and generation 0 stay theirs).
+    from collapse_ray.grid.estimate import generation0_key_of
+
+    matched = trials("study_codegen_small_matched.yaml")
+    assert not set(matched) & set(small) and len(matched) == 6
+    assert {(c.model.tiny.hidden_size, c.training.gen0_max_steps, c.training.max_steps) for c in matched.values()} == {(64, 1500, 500)}
+    assert not {generation0_key_of(c) for c in matched.values()} & {generation0_key_of(c) for c in small.values()}
 
 
 def test_gpu_mfu_benchmark_runs_both_methods_on_a_small_shape_without_a_gpu(tmp_path):
