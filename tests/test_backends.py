@@ -21,7 +21,7 @@ ALTERNATIVES = {
     "generator": {"backend": "vllm", "batch_size": 7, "kv_cache_gb": 2.5, "dtype": "bfloat16",
                   "weight_probe": False},
     "training": {"method": "lora", "epochs": 2, "max_steps": 5, "lr": 1e-3, "batch_size": 4, "max_length": 64,
-                 "lora_rank": 16, "lora_alpha": 32, "init": "base", "backend": "ray"},
+                 "lora_rank": 16, "lora_alpha": 32, "init": "base", "backend": "ray", "gen0_max_steps": 9},
 }
 SECTIONS = {"generator": GeneratorConfig, "training": TrainingConfig}
 BACKEND_CHOICES = list(itertools.product(["local", "ray"], ["hf", "vllm"]))

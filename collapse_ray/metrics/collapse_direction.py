@@ -9,6 +9,8 @@ COLLAPSE_DIRECTION: dict[str, str] = {
     "f1": "down",
     "precision": "down",
     "recall": "down",
+    "roc_auc": "down",              # vulnerable code no longer ranked above the rest
+    "average_precision": "down",
     "drift/self_bleu": "up",        # samples grow alike
     "drift/distinct_2": "down",     # fewer distinct bigrams
     "drift/entropy_mean": "down",   # the model grows over-confident
