@@ -75,8 +75,9 @@ def test_the_study_parts_are_the_study_s_own_trials():
     from collapse_ray.grid.estimate import generation0_key_of
 
     matched = trials("study_codegen_small_matched.yaml")
-    assert not set(matched) & set(small) and len(matched) == 6
-    assert {(c.model.tiny.hidden_size, c.training.gen0_max_steps, c.training.max_steps) for c in matched.values()} == {(64, 1500, 500)}
+    assert not set(matched) & set(small) and len(matched) == 12
+    assert {(c.model.tiny.hidden_size, c.training.gen0_max_steps, c.training.max_steps)
+            for c in matched.values()} == {(64, 1500, 500), (64, 1000, 500)}
     assert not {generation0_key_of(c) for c in matched.values()} & {generation0_key_of(c) for c in small.values()}
 
 
