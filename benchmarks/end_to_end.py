@@ -50,8 +50,7 @@ def main() -> None:
         data["base"]["generations"] = args.generations
     if args.max_steps is not None:
         data["base"]["training"]["max_steps"] = args.max_steps
-    for setting in args.settings:
-        set_field(data, setting)
+    apply_settings(data, args.settings)
     if args.into is not None and not (args.into / "mlflow.db").is_file():
         raise SystemExit(f"--into {args.into}: no earlier run there (no mlflow.db)")
     out = args.into or Path(tempfile.mkdtemp(prefix="end-to-end-"))
@@ -90,19 +89,18 @@ def main() -> None:
         json.dumps(result, indent=2))
 
 
-def set_field(data: dict, setting: str) -> None:
-    """``a.b.c=VALUE`` on the grid YAML's mapping, VALUE parsed as YAML; the grid's own validation
-    judges the result."""
-    path, sep, value = setting.partition("=")
-    if not sep or not path:
-        raise SystemExit(f"--set {setting!r}: expected PATH=VALUE, e.g. grid.seeds=[0]")
-    *parents, last = path.split(".")
-    node = data
-    for key in parents:
-        node = node.setdefault(key, {})
-        if not isinstance(node, dict):
-            raise SystemExit(f"--set {setting!r}: {key} is not a mapping")
-    node[last] = yaml.safe_load(value)
+def apply_settings(data: dict, settings: list[str]) -> None:
+    """``--set PATH=VALUE`` on the grid YAML's mapping, as ``collapse-ray run --set`` parses and
+    applies them; the grid's own validation judges the result."""
+    from collapse_ray.cli import parse_overrides
+    from collapse_ray.config import set_dotted
+    from collapse_ray.errors import ConfigError
+
+    try:
+        for dotted, value in parse_overrides(settings).items():
+            set_dotted(data, dotted, value)
+    except ConfigError as e:
+        raise SystemExit(f"--set: {e}") from None
 
 
 if __name__ == "__main__":

@@ -19,7 +19,8 @@ from collapse_ray.errors import EXIT_CODE, CollapseRayError, ConfigError
 DEBUG_ENV = "COLLAPSE_RAY_DEBUG"
 
 
-def _overrides(pairs: list[str]) -> dict:
+def parse_overrides(pairs: list[str]) -> dict:
+    """``--set FIELD=VALUE`` pairs as {dotted field: value parsed as YAML}."""
     out = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
@@ -36,7 +37,7 @@ def _overrides(pairs: list[str]) -> dict:
 def _load(args, extra: dict | None = None):
     from collapse_ray.config import ExperimentConfig, config_from_dict, load_config
 
-    overrides = {**_overrides(getattr(args, "set", [])), **(extra or {})}
+    overrides = {**parse_overrides(getattr(args, "set", [])), **(extra or {})}
     if getattr(args, "config", None):
         return load_config(args.config, overrides)
     if overrides:
@@ -45,11 +46,11 @@ def _load(args, extra: dict | None = None):
 
 
 def _nest(dotted: dict) -> dict:
-    from collapse_ray.config import _set_dotted
+    from collapse_ray.config import set_dotted
 
     data: dict = {}
     for key, value in dotted.items():
-        _set_dotted(data, key, value)
+        set_dotted(data, key, value)
     return data
 
 

@@ -194,7 +194,7 @@ def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:
 def load_config(path: str | os.PathLike, overrides: dict[str, Any] | None = None) -> ExperimentConfig:
     data = read_yaml_mapping(path)
     for dotted, value in (overrides or {}).items():
-        _set_dotted(data, dotted, value)
+        set_dotted(data, dotted, value)
     return config_from_dict(data)
 
 
@@ -202,7 +202,8 @@ def config_from_dict(data: dict[str, Any]) -> ExperimentConfig:
     return build(ExperimentConfig, data, "").validate()
 
 
-def _set_dotted(data: dict, dotted: str, value: Any) -> None:
+def set_dotted(data: dict, dotted: str, value: Any) -> None:
+    """``data[a][b][c] = value`` for ``a.b.c``, making missing sections (``--set``, overrides)."""
     *parents, leaf = dotted.split(".")
     node = data
     for i, p in enumerate(parents):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from mlflow.tracking import MlflowClient
 
-from collapse_ray.config import config_from_dict
+from collapse_ray.config import config_from_dict, set_dotted
 from collapse_ray.datatypes import ModelRef
 
 
@@ -24,11 +24,7 @@ def small_config(tmp_path, tiny_cache, **overrides):
         "output_dir": str(tmp_path / "runs"),
     }
     for key, value in overrides.items():
-        node = data
-        *parents, leaf = key.split(".")
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[leaf] = value
+        set_dotted(data, key, value)
     return config_from_dict(data)
 
 

@@ -90,13 +90,12 @@ def test_a_process_read_while_it_exits_keeps_the_name_it_had():
 
 def test_end_to_end_set_replaces_one_field_of_the_grid_yaml():
     """A study part's controls alone: --set grid.regimes=[...] keeps every other axis and field."""
-    from end_to_end import set_field
+    from end_to_end import apply_settings
 
     data = {"base": {"generations": 7}, "grid": {"regimes": [{"name": "accumulate"}], "seeds": [0, 1, 2]}}
-    set_field(data, "grid.regimes=[{name: real-only}, {name: synthetic-only}]")
-    set_field(data, "tune.max_concurrent_trials=2")
+    apply_settings(data, ["grid.regimes=[{name: real-only}, {name: synthetic-only}]", "tune.max_concurrent_trials=2"])
     assert data == {"base": {"generations": 7}, "tune": {"max_concurrent_trials": 2},
                     "grid": {"regimes": [{"name": "real-only"}, {"name": "synthetic-only"}], "seeds": [0, 1, 2]}}
     for bad in ("grid.regimes", "=3", "base.generations.x=1"):
         with pytest.raises(SystemExit, match="--set"):
-            set_field(data, bad)
+            apply_settings(data, [bad])
