@@ -1,5 +1,6 @@
 """The grid's console: one line per trial start, finished generation (the task's headline
-metrics and the trial's ETA), retry and end; everything else goes to log files (no Ray here).
+metrics and, from an attempt's second generation on, the trial's ETA), retry and end; everything
+else goes to log files (no Ray here).
 
     <grid state>/logs/grid.log       the grid driver: Ray, Tune (its trial table, tracebacks of
                                      failed drivers), Ray Train workers' and vLLM actors' output
@@ -56,7 +57,10 @@ class GridConsole:
         self.started = time.monotonic()
         self.done: set[str] = set()
         self.starts: dict[str, int] = {}
-        self.attempt: dict[str, tuple[float, int]] = {}   # trial -> (its driver's start, results since)
+        # trial -> (when this attempt's first generation ended, generations since): the ETA is paced
+        # by the generations after an attempt's first, which alone pays the start-ups (base model,
+        # vLLM engine, Train group) or takes a shared generation 0 ready-made.
+        self.attempt: dict[str, tuple[float, int] | None] = {}
 
     def line(self, msg: str) -> None:
         print(msg, file=self.stream, flush=True)
@@ -67,18 +71,19 @@ class GridConsole:
 
     def trial_started(self, name: str) -> None:
         self.starts[name] = self.starts.get(name, 0) + 1
-        self.attempt[name] = (time.monotonic(), 0)
+        self.attempt[name] = None
         self.progress(f"{name}: {'restarted' if self.starts[name] > 1 else 'started'}")
 
     def generation_done(self, name: str, result: dict) -> None:
         generation, last = result.get("generation"), self.generations[name]
         keys = [k for k in (*self.headline[name], "train/loss") if k in result]
         shown = ", ".join(f"{k}={result[k]:.4g}" for k in keys)
-        eta = ""
-        if name in self.attempt and isinstance(generation, int) and generation < last:
-            since, results = self.attempt[name]
-            self.attempt[name] = (since, results + 1)
-            per_generation = (time.monotonic() - since) / (results + 1)
+        eta, now = "", time.monotonic()
+        pace = self.attempt.get(name)
+        if name in self.attempt:
+            self.attempt[name] = (now, 0) if pace is None else (pace[0], pace[1] + 1)
+        if pace is not None and isinstance(generation, int) and generation < last:
+            per_generation = (now - pace[0]) / (pace[1] + 1)
             eta = f" (ETA {format_duration(per_generation * (last - generation))})"
         self.progress(f"{name}: generation {generation}/{last} done {shown}{eta}")
 
