@@ -80,6 +80,8 @@ def test_a_regime_with_several_models_must_name_one():
     ("task: t\nclaims: [{id: a, terms: [{regime: r}], expect: below}]\n", "metric"),
     ("claims: [{id: a, terms: [{regime: r}], expect: below}]\nmetric: m\n", "task"),
     ("task: t\nclaims: {a: 1}\n", "needs a list `claims`"),
+    ("task: t\nmetric: m\nclaims: [{id: a, terms: [{regime: r}], expect: below},\n"
+     "         {id: a, terms: [{regime: s}], expect: above}]\n", "claims[1].id"),
 ])
 def test_a_bad_claims_file_is_one_config_error_naming_the_field(tmp_path, text, field):
     path = tmp_path / "claims.yaml"

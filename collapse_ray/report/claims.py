@@ -75,6 +75,8 @@ def load_claims(path: str | Path) -> list[Claim]:
         if not isinstance(item, dict) or not item.get("id") or not isinstance(item.get("terms"), list) \
                 or not item["terms"]:
             raise ConfigError(f"{at}: needs `id`, `claim` and a non-empty list `terms`")
+        if str(item["id"]) in {c.id for c in claims}:
+            raise ConfigError(f"{at}.id: {item['id']!r} names an earlier claim too (each row of the table needs its own)")
         if item.get("expect") not in EXPECTATIONS:
             raise ConfigError(f"{at}.expect: must be one of {sorted(EXPECTATIONS)}, got {item.get('expect')!r}")
         terms = []
