@@ -62,8 +62,11 @@ def test_binary_metrics_of_an_all_negative_classifier_are_zero_not_errors():
 def test_ranking_metrics_equal_scikit_learn_and_are_left_out_for_one_class():
     y_true, scores = [1, 0, 1, 1, 0, 0, 1, 0], [0.9, 0.2, 0.4, 0.6, 0.5, 0.1, 0.3, 0.35]
     m = ranking_metrics(y_true, scores)
-    assert m == {"roc_auc": roc_auc_score(y_true, scores), "average_precision": average_precision_score(y_true, scores)}
+    assert m == {"roc_auc": roc_auc_score(y_true, scores), "average_precision": average_precision_score(y_true, scores),
+                 "f1_at_prevalence": 0.75}   # the 4 highest (0.9, 0.6, 0.5, 0.4) hold 3 of the 4 positives
     assert 0.5 < m["roc_auc"] < 1.0
+    # Ties keep the items' order: all scores equal flags the first k items.
+    assert ranking_metrics([0, 1, 1, 0], [0.2] * 4)["f1_at_prevalence"] == 0.5
     assert ranking_metrics([0, 0, 0], [0.1, 0.2, 0.3]) == {}
 
 

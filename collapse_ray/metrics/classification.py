@@ -32,13 +32,20 @@ def binary_metrics(y_true: Sequence[int], y_pred: Sequence[int]) -> dict[str, fl
 def ranking_metrics(y_true: Sequence[int], positive_scores: Sequence[float]) -> dict[str, float]:
     """ROC-AUC and average precision of the scores given to the positive class: whether the model
     ranks vulnerable code above the rest at all, whatever threshold F1's argmax uses (a model that
-    learned the 13% base rate says "no" to everything: F1 0, yet it may still rank). Empty when
-    the labels hold one class only (both are undefined then)."""
+    learned the 13% base rate says "no" to everything: F1 0, yet it may still rank). And
+    ``f1_at_prevalence``: F1 when the items with the k highest scores are called positive, k the
+    number of positives (the threshold a classifier calibrated to the base rate would use;
+    precision = recall = F1 there, i.e. R-precision); tied scores keep the items' order. Empty when
+    the labels hold one class only (all three are undefined then)."""
     y_true = np.asarray(y_true, dtype=int)
     scores = np.asarray(positive_scores, dtype=float)
     if y_true.shape != scores.shape or y_true.ndim != 1:
         raise ValueError(f"y_true {y_true.shape} and scores {scores.shape} must be equal-length 1-D")
     if len(set(y_true.tolist())) < 2:
         return {}
+    top_k = np.argsort(-scores, kind="stable")[:int(np.sum(y_true == POSITIVE))]
+    flagged = np.zeros_like(y_true)
+    flagged[top_k] = POSITIVE
     return {"roc_auc": float(roc_auc_score(y_true, scores)),
-            "average_precision": float(average_precision_score(y_true, scores, pos_label=POSITIVE))}
+            "average_precision": float(average_precision_score(y_true, scores, pos_label=POSITIVE)),
+            "f1_at_prevalence": float(f1_score(y_true, flagged, pos_label=POSITIVE, zero_division=0))}

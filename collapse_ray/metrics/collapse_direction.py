@@ -11,6 +11,7 @@ COLLAPSE_DIRECTION: dict[str, str] = {
     "recall": "down",
     "roc_auc": "down",              # vulnerable code no longer ranked above the rest
     "average_precision": "down",
+    "f1_at_prevalence": "down",     # fewer vulnerable ones among the k it ranks first
     "drift/self_bleu": "up",        # samples grow alike
     "drift/distinct_2": "down",     # fewer distinct bigrams
     "drift/entropy_mean": "down",   # the model grows over-confident
