@@ -336,8 +336,19 @@ def check_tracking_uri(uri: str, where: str = "tracking.uri") -> None:
         except ValueError:
             require(False, where, f"{uri!r} has an invalid port; write {scheme}://host:port")
     if scheme == "sqlite":
-        require(uri.startswith("sqlite:///") and len(uri) > len("sqlite:///"), where,
-                 f"{uri!r} names no database file; write sqlite:///relative/path.db or sqlite:////absolute/path.db")
+        db = sqlite_path(uri)
+        require(db is not None and db.name != "", where,
+                f"{uri!r} names no database file; write sqlite:///relative/path.db or sqlite:////absolute/path.db")
+
+
+SQLITE_SCHEME = "sqlite:///"
+
+
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of a ``sqlite:///PATH[?query]`` URI (SQLAlchemy's form); None for any other."""
+    if not uri.startswith(SQLITE_SCHEME):
+        return None
+    return Path(uri[len(SQLITE_SCHEME):].split("?", 1)[0])
 
 
 def check_model(model: ModelConfig) -> None:

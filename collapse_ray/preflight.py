@@ -19,7 +19,7 @@ import os
 from pathlib import Path
 from typing import Callable
 
-from collapse_ray.config import TINY_MODEL, ExperimentConfig
+from collapse_ray.config import TINY_MODEL, ExperimentConfig, sqlite_path
 from collapse_ray.errors import ModelError
 from collapse_ray.trial_state import trial_dir
 from collapse_ray.typed import require
@@ -72,16 +72,6 @@ def check_tracking_store(uri: str) -> None:
 
 
 SQLITE_HEADER = b"SQLite format 3\x00"
-SQLITE_SCHEME = "sqlite:///"
-
-
-def sqlite_path(uri: str) -> Path | None:
-    """The database file of a ``sqlite:///PATH[?query]`` URI (SQLAlchemy's form); None for any other."""
-    if not uri.startswith(SQLITE_SCHEME):
-        return None
-    return Path(uri[len(SQLITE_SCHEME):].split("?", 1)[0])
-
-
 def is_sqlite_file(db: Path) -> bool:
     """Whether SQLite can open the file: its header, or empty (SQLite makes an empty file a new database)."""
     with open(db, "rb") as f:

@@ -112,6 +112,8 @@ ROWS = {
     "absolute name": (field("name", "/tmp/elsewhere"), "name: '/tmp/elsewhere'"),
     "unsupported tracking scheme": (field("tracking.uri", "ftp://host/x"), "tracking.uri: scheme 'ftp'"),
     "tracking URI without host": (field("tracking.uri", "http://"), "tracking.uri: 'http://' names no host"),
+    "sqlite URI with a query and no file": (field("tracking.uri", "sqlite:///?timeout=5"),
+                                            "tracking.uri: 'sqlite:///?timeout=5' names no database file"),
     "sqlite store is a directory": (lambda t, d: write(t, set_field(d, "tracking.uri", f"sqlite:///{t}")),
                                     "tracking.uri: " + "{tmp}" + " is a directory"),
     "sqlite store that is not a database": (lambda t, d: (t / "m.db").write_text("x" * 100) and

@@ -32,7 +32,8 @@ def open_client(tracking_uri: str):
 
 def check_store(tracking_uri: str) -> None:
     """The store answers (a server) or is a readable SQLite file, named in one line if not."""
-    from collapse_ray.preflight import is_sqlite_file, sqlite_path
+    from collapse_ray.config import sqlite_path
+    from collapse_ray.preflight import is_sqlite_file
     from collapse_ray.tracking import TrackingError, check_reachable
 
     try:
@@ -65,7 +66,7 @@ def reading_client(tracking_uri: str):
     backup API: one read lock): while a grid writes to the same file, each of the report's
     thousands of queries would otherwise queue behind the writers' locks (a study's report took
     34 min beside a running grid, 14 s after it). The copy is what the report shows."""
-    from collapse_ray.preflight import sqlite_path
+    from collapse_ray.config import sqlite_path
 
     db = sqlite_path(tracking_uri)
     if db is None:
