@@ -72,6 +72,8 @@ def check_tracking_store(uri: str) -> None:
 
 
 SQLITE_HEADER = b"SQLite format 3\x00"
+
+
 def is_sqlite_file(db: Path) -> bool:
     """Whether SQLite can open the file: its header, or empty (SQLite makes an empty file a new database)."""
     with open(db, "rb") as f:
