@@ -145,7 +145,8 @@ def _wall_line(timed: list[tuple[Trial, est.TrialEstimate]], p: Plan, on_gpu: bo
     return (f"  grid wall time ~ {est.fmt_seconds(wall)} (approximate; from {sources}; {len(timed)} trials, "
             f"{est.fmt_seconds(sum(seconds))} summed, generation 0 trained and evaluated once for each of its "
             f"{keys} key(s) ({est.fmt_seconds(sum(alone) - sum(seconds))} less); {parallel:.3g} at full speed at "
-            f"once: max_concurrent_trials {p.concurrency}, {cpus:g} CPUs / {widest.cores:g} core(s) a trial)")
+            f"once: max_concurrent_trials {p.concurrency}, {cpus:g} CPUs / {widest.cores:g} core(s) a trial); "
+            f"this is the compute floor: Ray, start-ups and idle cores come on top (measured ratios: docs/BENCHMARKS.md)")
 
 
 def _gpu_hours(trials: list[Trial], timed: list[tuple[Trial, est.TrialEstimate]], p: Plan,
