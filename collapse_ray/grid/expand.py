@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from collapse_ray.backends import TrialResources
-from collapse_ray.config import SQLITE_SCHEME, TINY_MODEL, ConfigError, ExperimentConfig, TaskConfig
+from collapse_ray.config import SQLITE_SCHEME, TINY_MODEL, ConfigError, ExperimentConfig, TaskConfig, sqlite_path
 from collapse_ray.labels import TrialLabels
 from collapse_ray.regimes import Regime
 from collapse_ray.grid.spec import GridConfig, GridResources, ModelResources, validate_experiment, with_prefix
@@ -125,7 +125,8 @@ def _absolute_paths(data: dict, cwd: Path) -> dict:
         data["task"]["data_path"] = absolute(data["task"]["data_path"])
     tracking = data.setdefault("tracking", {})
     uri = os.path.expandvars(tracking.get("uri", "sqlite:///mlflow.db"))
-    if uri.startswith(SQLITE_SCHEME) and not uri.startswith(SQLITE_SCHEME + "/"):
+    db = sqlite_path(uri)
+    if db is not None and not db.is_absolute():
         uri = SQLITE_SCHEME + absolute(uri[len(SQLITE_SCHEME):])   # the query, if any, stays at the end
     elif "://" not in uri:   # a plain directory (MLflow's file store)
         uri = absolute(uri)
