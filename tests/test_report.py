@@ -4,6 +4,7 @@ run as a subprocess, and every number checked against the runs' metric histories
 through MLflow's REST API."""
 from __future__ import annotations
 
+import json
 import math
 import statistics
 from pathlib import Path
@@ -127,6 +128,17 @@ def test_report_end_to_end_against_an_mlflow_server(report):
     listed = rest(uri, "artifacts/list", {"run_id": parent_id, "path": "report"})
     assert {"report/report.md", "report/long.csv", "report/table.csv", "report/figures"} <= \
         {f["path"] for f in listed["files"]}
+
+
+def test_runs_json_names_each_trials_mlflow_run_and_its_grid_launch(report):
+    runs, _ = histories_via_rest(report["uri"], report["parent"], EXPERIMENT, TABLE_METRICS)
+    by_name = {r["info"]["run_name"]: r["info"] for r in runs if r["info"]["run_id"] != report["parent"]}
+    index = json.loads((report["out"] / "runs.json").read_text())
+    assert (index["mlflow_experiment"], index["grid_parent_runs"]) == (EXPERIMENT, [report["parent"]])
+    assert index["trials"] == {name: {"run_id": info["run_id"], "status": info["status"],
+                                      "parent_run": report["parent"]} for name, info in by_name.items()}
+    # Every trial of the long CSV is named there.
+    assert {row["trial"] for row in read_csv(report["out"] / "long.csv")} == set(index["trials"])
 
 
 def test_a_resumed_grid_reopens_its_parent_run_and_its_trials_stay_nested(report):

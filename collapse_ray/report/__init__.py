@@ -2,6 +2,7 @@
 real-only and collapse onset, all drawn from one long CSV of the runs' metric histories.
 
     long.csv                 trial, model, task, regime, mitigation, seed, generation, metric, value
+    runs.json                each trial's MLflow run id and status, and the grid launches (parent runs)
     figures/curves_*.png     one per task x metric
     table.csv / table.md     generations 0, 5, 10 (or the last): mean, sd, n, change against gen 0
     paired.csv / paired.md   regime - real-only at the last generation, 95% t interval over seeds
@@ -12,6 +13,7 @@ real-only and collapse onset, all drawn from one long CSV of the runs' metric hi
 from __future__ import annotations
 
 import datetime
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -42,8 +44,11 @@ def build_report(experiment: str, tracking_uri: str, out_dir: str | Path, parent
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     with collect.reading_client(tracking_uri) as client:
-        long, notes = collect.collect_long(client, experiment, parent_run_id)
+        runs, notes = collect.collect_runs(client, experiment, parent_run_id)
+        long = collect.long_table(client, runs, experiment)
     collect.write_long_csv(long, out / "long.csv")
+    index = collect.run_index(runs, experiment, tracking_uri)
+    (out / "runs.json").write_text(json.dumps(index, indent=1) + "\n")
     long = collect.read_long_csv(out / "long.csv")   # every figure and table comes from the file
 
     available = set(long["metric"])
@@ -95,4 +100,4 @@ def main(args) -> None:
     for note in files.notes:
         print(f"note: {note}")
     logged = f"; logged to run {args.parent_run} under report/" if args.parent_run else ""
-    print(f"report: {files.report} ({len(files.figures)} figures, long.csv, table/paired/onset .md and .csv){logged}")
+    print(f"report: {files.report} ({len(files.figures)} figures, long.csv, runs.json, table/paired/onset .md and .csv){logged}")

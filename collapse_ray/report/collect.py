@@ -157,17 +157,41 @@ def run_rows(client, run) -> list[dict]:
 
 
 def collect_long(client, experiment: str, parent_run_id: str | None = None) -> tuple[pd.DataFrame, list[str]]:
-    experiment_id = find_experiment_id(client, experiment)
-    runs, notes = trial_runs(client, experiment_id, parent_run_id)
+    runs, notes = collect_runs(client, experiment, parent_run_id)
+    return long_table(client, runs, experiment), notes
+
+
+def collect_runs(client, experiment: str, parent_run_id: str | None = None) -> tuple[list, list[str]]:
+    """The trial runs the report reads (``trial_runs``); none is the user's error."""
+    runs, notes = trial_runs(client, find_experiment_id(client, experiment), parent_run_id)
     if not runs:
         where = f"children of run {parent_run_id}" if parent_run_id else f"experiment {experiment!r}"
         raise ReportError(f"no trial runs (runs tagged {', '.join(TRIAL_TAGS)}) in {where}")
+    return runs, notes
+
+
+def run_index(runs, experiment: str, tracking_uri: str) -> dict:
+    """Which MLflow run each trial of the long table came from, and the grid launches (parent runs)
+    that made them: kept beside the long CSV, every number stays traceable to its run after the
+    store is gone."""
+    trials = {}
+    for run in sorted(runs, key=lambda r: r.info.run_name or r.info.run_id):
+        trials[run.info.run_name or run.info.run_id] = {
+            "run_id": run.info.run_id, "status": run.info.status,
+            "parent_run": run.data.tags.get(PARENT_RUN_TAG)}
+    parents = sorted({t["parent_run"] for t in trials.values() if t["parent_run"]})
+    return {"mlflow_experiment": experiment, "tracking_uri": tracking_uri, "grid_parent_runs": parents,
+            "trials": trials}
+
+
+def long_table(client, runs, experiment: str) -> pd.DataFrame:
+    """One row per (trial, generation, metric) of ``runs``, sorted."""
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:   # one request per metric
         rows = [row for run_rows_ in pool.map(lambda r: run_rows(client, r), runs) for row in run_rows_]
     if not rows:
         raise ReportError(f"the {len(runs)} trial runs of {experiment!r} have logged no metrics yet")
     long = pd.DataFrame(rows, columns=COLUMNS)
-    return long.sort_values(COLUMNS[:8]).reset_index(drop=True), notes
+    return long.sort_values(COLUMNS[:8]).reset_index(drop=True)
 
 
 def write_long_csv(long: pd.DataFrame, path: Path) -> None:
