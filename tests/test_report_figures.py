@@ -29,3 +29,16 @@ def test_a_mitigation_run_on_one_model_only_leaves_the_other_panel_blank(tmp_pat
     path = tmp_path / "curves.png"
     assert draw_metric(pd.DataFrame(rows), "codegen", "pass_at_1", path, baseline="real-only") == 3   # of 2 x 2
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_every_panel_has_a_tick_for_every_generation_of_the_longest_panel(tmp_path, monkeypatch):
+    import collapse_ray.report.figures as figures
+
+    drawn = []
+    monkeypatch.setattr(figures.plt, "close", drawn.append)   # keep the figure to read its axes
+    rows = [dict(task="codegen", metric="pass_at_1", model=model, mitigation="none", regime="real-only",
+                 generation=g, mean=0.5, sd=0.0, n=3)
+            for model, last in (("tiny", 10), ("tiny-h64", 2)) for g in range(last + 1)]   # the short one drawn last
+    draw_metric(pd.DataFrame(rows), "codegen", "pass_at_1", tmp_path / "curves.png", baseline="real-only")
+    for ax in drawn[0].axes:
+        assert list(ax.get_xticks()) == list(range(11))

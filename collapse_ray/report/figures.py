@@ -58,9 +58,11 @@ def draw_metric(summary: pd.DataFrame, task: str, metric: str, path: Path, basel
             ax.grid(alpha=0.3)
             ax.tick_params(labelleft=True, labelbottom=True)   # shared scales; every panel keeps its numbers (a neighbour may be blank)
             ax.legend(fontsize=7)
-            gens = panel["generation"]
-            if not gens.empty and gens.max() <= 12:
-                ax.set_xticks(range(int(gens.min()), int(gens.max()) + 1))
+    # Every generation a tick, over all panels: they share the x axis, so ticks set per panel would
+    # all be the last panel's (a 3-generation panel cut a 10-generation one's ticks at 2).
+    gens = data["generation"]
+    if gens.max() <= 12:
+        axes[0][0].set_xticks(range(int(gens.min()), int(gens.max()) + 1))
     # Two lines: one panel is narrower than the legend of the band, which was cut off at both ends.
     fig.suptitle(f"{task}: {metric}\nline: mean over seeds; band: {BAND}; n: seeds", fontsize=9)
     fig.tight_layout()
