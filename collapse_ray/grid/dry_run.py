@@ -10,7 +10,6 @@ import collapse_ray.grid.estimate as est   # the module, not the package (whose 
 from collapse_ray.grid.expand import Trial
 from collapse_ray.grid.plan import Plan, fmt_resources, plan
 from collapse_ray.grid.spec import GridConfig
-from collapse_ray.grid.start_order import start_order
 
 
 def _one_or_each(values: list[str]) -> str:
@@ -34,8 +33,8 @@ def describe(grid: GridConfig, trials: list[Trial], p: Plan, missing_tasks: list
     if missing_tasks:
         lines.append(f"note: task(s) {', '.join(missing_tasks)} cannot be loaded in this install; "
                      f"planned anyway, a real run will refuse them")
-    rows = [("trial (in the order they start)", "generations", "driver", "generator", "training")]
-    for t in start_order(trials, p.concurrency, costs):
+    rows = [("trial", "generations", "driver", "generator", "training")]
+    for t in trials:
         r = t.resources
         if r.generator is None:
             gen = "HF generate in the driver"

@@ -39,12 +39,10 @@ from collapse_ray.console import output_to, quiet_libraries, ray_init_options
 from collapse_ray.errors import ConfigError, DataError, GridError
 from collapse_ray.interrupts import sigterm_as_sigint
 from collapse_ray.grid.console import GRID_LOG, GridConsole, logs_dir, trial_log
-from collapse_ray.grid.estimate import load_costs
 from collapse_ray.grid.expand import Trial, with_driver_ip
 from collapse_ray.grid.launch import GridLaunch, grid_state_dir
 from collapse_ray.grid.plan import configured_cluster, plan
 from collapse_ray.grid.spec import GridConfig
-from collapse_ray.grid.start_order import start_order
 from collapse_ray.launch_lock import launch_lock
 from collapse_ray.trial_state import TrialState, trial_dir
 
@@ -258,7 +256,7 @@ def _fit(grid: GridConfig, trials: list[Trial], storage: str, resume: bool, verb
     else:
         tuner = tune.Tuner(
             trainable,
-            param_space={"trial": tune.grid_search([t.name for t in start_order(trials, p.concurrency, load_costs())])},
+            param_space={"trial": tune.grid_search([t.name for t in trials])},
             tune_config=tune.TuneConfig(max_concurrent_trials=p.concurrency,
                                         trial_name_creator=lambda trial: trial.config["trial"],
                                         trial_dirname_creator=lambda trial: trial.config["trial"]),
