@@ -141,10 +141,15 @@ def _check_parent(client, experiment_id: str, parent_run_id: str) -> None:
                           f"not to the experiment asked for (id {experiment_id})")
 
 
+def trial_name(run) -> str:
+    """A run's trial column in long.csv and its key in runs.json: the two must agree."""
+    return run.info.run_name or run.info.run_id
+
+
 def run_rows(client, run) -> list[dict]:
     """Every metric's history of one run: one row per (generation = step, metric)."""
     tags = run.data.tags
-    base = {"trial": run.info.run_name or run.info.run_id, "model": tags["model"], "task": tags["task"],
+    base = {"trial": trial_name(run), "model": tags["model"], "task": tags["task"],
             "regime": tags["regime"], "mitigation": tags["mitigation"], "seed": int(tags["seed"])}
     rows = []
     for key in sorted(k for k in run.data.metrics if k != GENERATION_KEY):
@@ -175,8 +180,8 @@ def run_index(runs, experiment: str, tracking_uri: str) -> dict:
     that made them: kept beside the long CSV, every number stays traceable to its run after the
     store is gone."""
     trials = {}
-    for run in sorted(runs, key=lambda r: r.info.run_name or r.info.run_id):
-        trials[run.info.run_name or run.info.run_id] = {
+    for run in sorted(runs, key=trial_name):
+        trials[trial_name(run)] = {
             "run_id": run.info.run_id, "status": run.info.status,
             "parent_run": run.data.tags.get(PARENT_RUN_TAG)}
     parents = sorted({t["parent_run"] for t in trials.values() if t["parent_run"]})
