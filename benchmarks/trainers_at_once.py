@@ -36,7 +36,7 @@ def train_one(training, model, texts, out: str, seed: int, barrier, results) -> 
 
     torch.set_num_threads(1)
     trainer = LocalTrainer(training)
-    barrier.wait()
+    barrier.wait(timeout=600)   # a sibling that died before it breaks the barrier instead of hanging us
     start = time.monotonic()
     trainer.train(model, texts, out, seed=seed)
     results.put(time.monotonic() - start)
@@ -49,12 +49,11 @@ def side(k: int, training, model, texts, tmp: Path) -> list[float]:
              for i in range(k)]
     for p in procs:
         p.start()
-    walls = [results.get() for _ in procs]
-    for p in procs:
+    for p in procs:   # before reading the queue: a trainer that died would leave a read waiting forever
         p.join()
         if p.exitcode != 0:
             raise SystemExit(f"a trainer of k={k} exited with {p.exitcode}")
-    return walls
+    return [results.get(timeout=60) for _ in procs]
 
 
 def main() -> None:
