@@ -103,7 +103,8 @@ def safetensors_param_count(directory: Path) -> int | None:
 
 
 def model_size(model: ModelConfig) -> ModelSize | None:
-    """The model's size (module docstring); None for a hub id outside the table."""
+    """The model's size (module docstring); None for a hub id outside the table or a directory
+    without a readable config.json."""
     ref = model.name_or_path
     if ref == TINY_MODEL:
         config = tiny_config(model.tiny)
@@ -115,16 +116,17 @@ def model_size(model: ModelConfig) -> ModelSize | None:
         n, active, lora = HUB_MOE[ref]
         return ModelSize(n, lora, "built-in table, approximate", active)
     directory = Path(ref).expanduser()
-    if not (directory / "config.json").is_file():
+    try:   # unreadable files leave the size unknown; the pre-flight refuses them with the reason
+        config = json.loads((directory / "config.json").read_text())
+        config = config.get("text_config", config)
+        exact = safetensors_param_count(directory)
+    except (OSError, ValueError, AttributeError, struct.error):
         return None
-    config = json.loads((directory / "config.json").read_text())
-    config = config.get("text_config", config)
     try:
         lora = lora_param_count(config, 1)
         counted = dense_param_count(config)
-    except (KeyError, ValueError):   # not a dense decoder this formula knows
+    except (KeyError, ValueError, TypeError):   # not a dense decoder this formula knows
         lora = counted = None
-    exact = safetensors_param_count(directory)
     if exact is not None:
         return ModelSize(exact, lora, "its safetensors headers")
     return ModelSize(counted, lora, "its config.json") if counted is not None else None

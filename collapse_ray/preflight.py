@@ -1,5 +1,6 @@
 """Everything a trial refuses before compute, in one function that ``validate``, ``run`` and each
-grid trial call, so ``validate`` refuses exactly what ``run`` would.
+grid trial call, so ``validate`` refuses exactly what ``run`` would (and the grid's pre-flight,
+grid/preflight.py, runs the same checks for all its trials before any starts).
 
     preflight(cfg) -> TaskData
       config values   typed fields, ranges, names, shapes, URI schemes, data path kinds (config.py)
@@ -27,17 +28,38 @@ from collapse_ray.typed import require
 
 def preflight(cfg: ExperimentConfig, say: Callable[[str], None] = lambda msg: None):
     """Check ``cfg`` against this machine and return its task's real data (``TaskData``)."""
-    from collapse_ray.tasks import get_task
+    check_trial(cfg)
+    say(f"reading the {cfg.task.name} task's data ({cfg.task.data_path or 'its default source'}) ...")
+    return load_task_data(cfg)
+
+
+def check_trial(cfg: ExperimentConfig, seen: set[str] | None = None) -> None:
+    """Everything but the data. ``seen``: for a grid checking all its trials, the checks already
+    passed (by what they depend on), so a tracking server or a hub model is asked once."""
     from collapse_ray.tracking import check_reachable
+
+    def first(*depends_on) -> bool:
+        key = json.dumps(depends_on, sort_keys=True, default=str)
+        new = seen is None or key not in seen
+        if seen is not None:
+            seen.add(key)
+        return new
 
     cfg.validate()
     check_output_dir(cfg)
-    check_tracking_store(cfg.tracking.uri)
-    check_reachable(cfg.tracking.uri)
-    check_model_available(cfg.model.name_or_path)
-    if cfg.model.name_or_path == TINY_MODEL:
+    if first("tracking", cfg.tracking.uri):
+        check_tracking_store(cfg.tracking.uri)
+        check_reachable(cfg.tracking.uri)
+    if first("model", cfg.model.name_or_path):
+        check_model_available(cfg.model.name_or_path)
+    if cfg.model.name_or_path == TINY_MODEL and first("tiny", cfg.model.tiny):
         check_tiny_model_cache(cfg)
-    say(f"reading the {cfg.task.name} task's data ({cfg.task.data_path or 'its default source'}) ...")
+
+
+def load_task_data(cfg: ExperimentConfig):
+    """The task's real data, split for this seed and these sizes (``TaskData``)."""
+    from collapse_ray.tasks import get_task
+
     return get_task(cfg.task.name, cfg.task.options).load(cfg.task.data_path, cfg.seed, cfg.sizes)
 
 
@@ -91,10 +113,13 @@ def check_model_available(name_or_path: str) -> None:
         config = local / "config.json"
         if config.is_file():
             try:
-                json.loads(config.read_text(encoding="utf-8"))
+                parsed = json.loads(config.read_text(encoding="utf-8"))
             except (ValueError, OSError) as e:
                 raise ModelError(f"model.name_or_path: {config} cannot be read as JSON ({e}); "
                                  f"it is not a model saved in HF format") from None
+            if not isinstance(parsed, dict):
+                raise ModelError(f"model.name_or_path: {config} holds a JSON {type(parsed).__name__}, not an "
+                                 f"object; it is not a model saved in HF format")
         return
     from huggingface_hub import hf_hub_download
 

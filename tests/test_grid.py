@@ -11,7 +11,7 @@ import pytest
 from collapse_ray import grid
 from collapse_ray.cli import main as cli
 from collapse_ray.config import ConfigError, ExperimentConfig
-from collapse_ray.errors import GridError
+from collapse_ray.errors import DataError, GridError, ModelError
 from tests.grids import SMALL_GRID, grid_args, with_change, write
 
 REPO = Path(__file__).resolve().parents[1]
@@ -119,12 +119,46 @@ def test_dry_run_plans_a_task_this_install_lacks_and_a_real_run_refuses_it(tmp_p
     # as when the module's import fails for want of a third-party package
     monkeypatch.delitem(tasks._REGISTRY, "summarization")
     monkeypatch.setitem(tasks._UNAVAILABLE, "summarization", "rouge_score")
-    path = write(tmp_path, with_change("grid.tasks", ["codegen", "summarization"]))
+    data = with_change("grid.tasks", ["codegen", "summarization"])
+    data["grid"]["models"] = [{"name_or_path": "tiny"}]   # a hub model is refused offline by the pre-flight
+    data["base"]["output_dir"] = str(tmp_path / "runs")
+    path = write(tmp_path, data)
     grid.main(grid_args(path, dry_run=True))
     out = capsys.readouterr().out
     assert "4 trials" in out and "note: task(s) summarization cannot be loaded" in out
+    assert "pre-flight: every trial's config" in out   # the loadable task's trials checked, the other planned
     with pytest.raises(ConfigError, match=r"grid\.tasks\[1\]\.name: unknown task 'summarization'"):
         grid.main(grid_args(path))
+
+
+def _embedded_grid(tmp_path, model: str, train_examples: int) -> dict:
+    data = with_change("grid.tasks", ["codegen_embedded"])
+    data["grid"]["models"] = [{"name_or_path": model, "label": "m"}]
+    data["base"].update(output_dir=str(tmp_path / "runs"), tracking={"uri": f"sqlite:///{tmp_path / 'mlflow.db'}"},
+                        sizes={"train_examples": train_examples, "synthetic_pool": 8, "eval_examples": 8})
+    return data
+
+
+@pytest.mark.parametrize("bad", ["sizes its data cannot fill", "a model directory whose config is not JSON"])
+def test_the_dry_run_refuses_what_the_launch_refuses_before_ray_starts(tmp_path, capsys, bad):
+    """One pre-flight for both: the dry-run prints its plan, then the launch's own refusal."""
+    import ray
+
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text("{not json")
+    if bad == "sizes its data cannot fill":   # codegen_embedded's families hold 3,360 problems
+        data, error = _embedded_grid(tmp_path, "tiny", train_examples=5000), DataError
+    else:
+        data, error = _embedded_grid(tmp_path, str(model), train_examples=16), ModelError
+    path = write(tmp_path, data)
+    with pytest.raises(error) as dry:
+        grid.main(grid_args(path, dry_run=True))
+    assert "2 trials" in capsys.readouterr().out   # the plan came first
+    with pytest.raises(error) as launch:
+        grid.main(grid_args(path))
+    assert str(dry.value) == str(launch.value)
+    assert not ray.is_initialized() and not (tmp_path / "mlflow.db").exists()
 
 
 def test_each_trial_keeps_its_own_generations_in_the_dry_run_and_progress_lines(tmp_path, capsys):

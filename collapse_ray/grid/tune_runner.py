@@ -36,7 +36,7 @@ from ray import tune
 
 from collapse_ray.backends import build_generator, build_trainer
 from collapse_ray.console import output_to, quiet_libraries, ray_init_options
-from collapse_ray.errors import ConfigError, DataError, GridError
+from collapse_ray.errors import ConfigError, GridError
 from collapse_ray.interrupts import sigterm_as_sigint
 from collapse_ray.grid.console import GRID_LOG, GridConsole, logs_dir, trial_log
 from collapse_ray.grid.expand import Trial, with_driver_ip
@@ -207,22 +207,15 @@ def mark_stopped_trials_killed(trials: list[Trial]) -> None:
 
 
 def _prepare(trials: list[Trial], say) -> None:
-    """Before any trial starts: every trial's real data loads, the tracking store answers (and
-    its schema and experiment exist, so concurrent trials do not race to create them), and the
-    tiny base model is built, once."""
+    """Before any trial starts: every trial's pre-flight (grid/preflight.py), the tracking stores'
+    schema and experiment (so concurrent trials do not race to create them), and the tiny base
+    model, built once."""
     from collapse_ray.base_model import resolve_model_path
     from collapse_ray.config import TINY_MODEL
-    from collapse_ray.tasks import get_task
+    from collapse_ray.grid.preflight import preflight_grid
     from collapse_ray.tracking import TrialTracker
 
-    loads = {json.dumps([dataclasses.asdict(t.config.task), t.config.seed, dataclasses.asdict(t.config.sizes)],
-                        sort_keys=True): t.config for t in trials}
-    for key in sorted(loads):
-        cfg = loads[key]
-        try:
-            get_task(cfg.task.name, cfg.task.options).load(cfg.task.data_path, cfg.seed, cfg.sizes)
-        except DataError as e:
-            raise DataError(f"grid: task {cfg.task.name} (seed {cfg.seed}) cannot load its data: {e}") from None
+    preflight_grid(trials)
     for uri, experiment in sorted({(t.config.tracking.uri, t.config.tracking.experiment) for t in trials}):
         TrialTracker(uri, experiment)
     models = {json.dumps(dataclasses.asdict(t.config.model), sort_keys=True): t.config.model for t in trials}
