@@ -174,7 +174,8 @@ def _run_locked(cfg: ExperimentConfig, task, data, progress: Progress, trainer: 
             with progress.phase("drift"):
                 if g == 0:
                     drift.set_reference(trained.model)
-                drift_metrics, drift_files = drift.measure(kept, current=trained.model, out_dir=gen_dir / "drift")
+                drift_metrics, drift_files = drift.measure(kept, current=trained.model, out_dir=gen_dir / "drift",
+                                                           previous=history[g - 1] if g else None)
 
             metrics = {
                 **task_metrics, **drift_metrics,

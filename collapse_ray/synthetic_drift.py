@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Sequence
 
 from collapse_ray.datatypes import Example, ModelRef
-from collapse_ray.metrics.drift import count_tokens, drift_metrics, perplexity_histogram
+from collapse_ray.metrics.drift import count_tokens, drift_metrics, perplexity_histogram, repeat_previous
 from collapse_ray.metrics.lm_scoring import LMScorer
 
 SCORE_MAX_LENGTH = 512
@@ -37,9 +37,11 @@ class DriftProbe:
         self.reference = LMScorer(model)
         self.real_counts = count_tokens(self.reference.tokenize(self.real_completions, SCORE_MAX_LENGTH))
 
-    def measure(self, kept: Sequence[Example], current: ModelRef, out_dir: Path) -> tuple[dict[str, float], list[Path]]:
+    def measure(self, kept: Sequence[Example], current: ModelRef, out_dir: Path,
+                previous: Sequence[Example] | None = None) -> tuple[dict[str, float], list[Path]]:
         """(drift metrics, files to log as artifacts) of one generation's kept synthetic examples;
-        the files (the per-text perplexity histogram under generation 0) are written to ``out_dir``."""
+        the files (the per-text perplexity histogram under generation 0) are written to ``out_dir``.
+        ``previous``: the previous generation's kept examples (none at generation 0)."""
         if self.label_drift is not None:
             return self.label_drift(kept), []
         if self.reference is None:
@@ -54,6 +56,9 @@ class DriftProbe:
                                 entropy_per_text=[s.entropy for s in under_self],
                                 scored_per_text=[s.n_scored for s in under_gen0],
                                 programs=[ex.text for ex in kept] if self.is_code else None)
+        if previous is not None:
+            metrics["drift/repeat_previous"] = repeat_previous(
+                prompts, completions, ((ex.prompt, ex.completion) for ex in previous))
         histogram = Path(out_dir) / PPL_HISTOGRAM_FILE
         histogram.parent.mkdir(parents=True, exist_ok=True)
         what = "per-text perplexity of the kept completions under the generation-0 model"

@@ -87,3 +87,16 @@ def test_lm_drift_equals_a_reference_with_the_prompt_masked(probe, gen0_dir, wri
 
 def test_no_kept_examples_give_a_count_of_zero_and_no_artifact(probe, writer_dir, tmp_path):
     assert probe.measure([], ModelRef(str(writer_dir)), tmp_path) == ({"drift/n_texts": 0.0}, [])
+
+
+def test_repeat_previous_counts_a_completion_only_when_the_same_prompt_had_it_before(probe, writer_dir, tmp_path):
+    """The fixed point of synthetic-only (docs/RESULTS.md, part 8): 1.0 when every completion is last
+    generation's for its prompt; the same completion under another prompt does not count."""
+    now = kept(HEADS)
+    same, _ = probe.measure(now, ModelRef(str(writer_dir)), tmp_path / "same", previous=now)
+    assert same["drift/repeat_previous"] == 1.0
+    before = kept(HEADS[:2] + OTHER_HEADS[2:])   # two prompts wrote the same, two prompts are others
+    half, _ = probe.measure(now, ModelRef(str(writer_dir)), tmp_path / "half", previous=before)
+    assert half["drift/repeat_previous"] == 0.5
+    first, _ = probe.measure(now, ModelRef(str(writer_dir)), tmp_path / "first")
+    assert "drift/repeat_previous" not in first   # generation 0 has no previous data set

@@ -48,6 +48,8 @@ DRIFT_SETTINGS: dict = {
     "drift_rare_definition": "real count <= c*, the largest count whose tokens (with all rarer) hold "
                              "<= rare_mass of real token mass; unseen tokens are rare",
     "drift_length_unit": "model tokens",
+    "drift_repeat_previous": "share of the kept completions identical to the previous generation's "
+                             "kept completion of the same prompt (generation >= 1)",
     **LABEL_DRIFT_SETTINGS,
 }
 
@@ -146,6 +148,19 @@ def tail_mass(token_ids_lists: Sequence[Sequence[int]], real_token_counts: Token
     threshold = rare_count_threshold(real_token_counts, rare_mass)
     counts = _count_array(real_token_counts, int(ids.max()) + 1)
     return float(np.mean(counts[ids] <= threshold))
+
+
+def repeat_previous(prompts: Sequence[str], completions: Sequence[str],
+                    previous: Iterable[tuple[str, str]]) -> float:
+    """The share of completions the previous generation also wrote, word for word, for the same
+    prompt (``previous``: its (prompt, completion) pairs). 1.0 is a fixed point: the model only
+    repeats its own last data set. NaN without completions."""
+    if len(prompts) != len(completions):
+        raise ValueError(f"{len(prompts)} prompts for {len(completions)} completions")
+    if not completions:
+        return float("nan")
+    before = set(previous)
+    return sum((p, c) in before for p, c in zip(prompts, completions)) / len(completions)
 
 
 def parse_rate(code_texts: Sequence[str]) -> float:
