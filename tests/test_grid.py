@@ -258,6 +258,20 @@ def test_placement_group_holds_driver_then_vllm_actor_then_its_tensor_parallel_g
     assert colocated.separate() == res
 
 
+def test_a_grid_on_this_one_machines_ray_plans_with_its_memory():
+    import ray
+
+    from collapse_ray.grid.memory import local_memory_gb
+    from collapse_ray.grid.tune_runner import running_cluster
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    try:   # its own Ray, stopped here: the tests around it check that they start none
+        cluster = running_cluster()
+    finally:
+        ray.shutdown()
+    assert cluster["memory_gb"] == pytest.approx(local_memory_gb()) and cluster["CPU"] == 2
+
+
 def test_resume_without_an_earlier_grid_says_so_before_starting_ray(tmp_path):
     import ray
 

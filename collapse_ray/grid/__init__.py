@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 from collapse_ray.backends import TrialResources
+from collapse_ray.errors import ConfigError
 from collapse_ray.grid.expand import DRIVER_IP, Trial, TrialLabels, expand, regime_label
 from collapse_ray.grid.dry_run import describe
 from collapse_ray.grid.estimate import load_costs
@@ -52,4 +53,7 @@ def dry_run(grid: GridConfig, trials: list[Trial]) -> None:
         return
     print("\npre-flight on this machine (what the launch checks before any trial starts) ...", flush=True)
     preflight_grid(trials, skip_tasks=missing)
-    print("pre-flight: every trial's config, output directory, tracking store, model and data check out")
+    if p.refusal:
+        raise ConfigError(p.refusal)
+    print("pre-flight: every trial's config, output directory, tracking store, model and data check out, "
+          "and the memory holds every trial")

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 from collapse_ray.config import ConfigError
 from collapse_ray.grid.expand import Trial
+from collapse_ray.grid.memory import local_memory_gb, trial_memory_gb
 from collapse_ray.grid.spec import GridConfig
 
 EPS = 1e-9
@@ -32,13 +33,16 @@ class Plan:
     cluster_source: str
     concurrency: int
     reason: str
+    refusal: str | None = None   # why the grid must not start here (a trial the memory cannot hold)
 
 
 def local_resources() -> dict[str, float]:
-    """What a local ``ray.init()`` would find here, without starting Ray."""
+    """What a local ``ray.init()`` would find here, without starting Ray, and the memory its
+    trials may use (``memory_gb``, grid/memory.py)."""
     gpus = os.environ.get("CUDA_VISIBLE_DEVICES")
     n_gpus = len([g for g in gpus.split(",") if g.strip()]) if gpus is not None else len(glob.glob("/dev/nvidia[0-9]*"))
-    return {"CPU": float(os.cpu_count() or 1), "GPU": float(n_gpus)}
+    memory = local_memory_gb()
+    return {"CPU": float(os.cpu_count() or 1), "GPU": float(n_gpus), **({"memory_gb": memory} if memory else {})}
 
 
 def configured_cluster(grid: GridConfig) -> tuple[dict[str, float], str] | None:
@@ -69,10 +73,40 @@ def plan(trials: list[Trial], cluster: dict[str, float], source: str, requested:
         if n < bound:
             bound, reason = n, (f"{r}: {n} trial(s) x up to {kept[0]:g} (held + Train group) "
                                 f"<= {cluster.get(r, 0.0):g}")
+    memory, refusal = memory_bound(trials, cluster, source)
+    if memory is not None and memory[0] < bound:
+        bound, reason = memory
     bound = max(1, bound)   # each trial fits alone (checked above)
     if requested is not None:
-        return Plan(cluster, source, requested, f"tune.max_concurrent_trials (derived bound: {bound}; {reason})")
-    return Plan(cluster, source, bound, reason)
+        if memory is not None and requested > memory[0]:   # Ray would start them, and then kill workers
+            return Plan(cluster, source, max(1, memory[0]), f"tune.max_concurrent_trials {requested} lowered: "
+                                                            f"{memory[1]}", refusal)
+        return Plan(cluster, source, requested, f"tune.max_concurrent_trials (derived bound: {bound}; {reason})",
+                    refusal)
+    return Plan(cluster, source, bound, reason, refusal)
+
+
+def memory_bound(trials: list[Trial], cluster: dict[str, float],
+                 source: str) -> tuple[tuple[int, str] | None, str | None]:
+    """How many trials this machine's memory holds at once, and why (``cluster["memory_gb"]``; None
+    where it is not known or no trial has an estimate); and the refusal of a trial that alone does
+    not fit (the dry-run prints the plan first, the launch refuses before any trial starts)."""
+    have = cluster.get("memory_gb")
+    needs = [(gb, t.name) for t in trials if (gb := trial_memory_gb(t)) is not None]
+    if have is None or not needs:
+        return None, None
+    largest = sorted((gb for gb, _ in needs), reverse=True)
+    n, total = 0, 0.0
+    while n < len(largest) and total + largest[n] <= have:
+        total += largest[n]
+        n += 1
+    reason = f"memory: {n} trial(s) x up to {largest[0]:.1f} GB (estimated) <= {have:.1f} GB"
+    refusal = None
+    if n == 0:
+        big = max(needs)[1]
+        refusal = (f"trial {big} needs about {largest[0]:.1f} GB of memory (grid/memory.py) but {source} has "
+                   f"{have:.1f} GB for trials; use a smaller model or a larger machine")
+    return (n, reason), refusal
 
 
 def check_colocation(trial: Trial, gpus_per_node: float | None) -> None:

@@ -41,6 +41,7 @@ from collapse_ray.interrupts import sigterm_as_sigint
 from collapse_ray.grid.console import GRID_LOG, GridConsole, logs_dir, trial_log
 from collapse_ray.grid.expand import Trial, with_driver_ip
 from collapse_ray.grid.launch import GridLaunch, grid_state_dir
+from collapse_ray.grid.memory import local_memory_gb
 from collapse_ray.grid.plan import configured_cluster, plan
 from collapse_ray.grid.spec import GridConfig
 from collapse_ray.launch_lock import launch_lock
@@ -224,15 +225,27 @@ def _prepare(trials: list[Trial], say) -> None:
             resolve_model_path(models[key], progress=lambda msg: say(f"[grid] {msg}"))
 
 
+def running_cluster() -> dict[str, float]:
+    """The running cluster's CPUs and GPUs; when it is this one machine, also the memory its
+    trials may use (grid/memory.py), which Ray itself does not pack trials by."""
+    cluster = {k: v for k, v in ray.cluster_resources().items() if k in ("CPU", "GPU")}
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    memory = local_memory_gb()
+    if len(nodes) == 1 and nodes[0].get("NodeManagerAddress") == ray.util.get_node_ip_address() and memory:
+        cluster["memory_gb"] = memory
+    return cluster
+
+
 def _fit(grid: GridConfig, trials: list[Trial], storage: str, resume: bool, verbose: bool, console: GridConsole,
          parent_run_id: str) -> tuple[list[str], list[str]]:
     """Run the trials on Tune; returns (failed, unfinished) trial names."""
     global _CONSOLE
     path = f"{storage.rstrip('/')}/{grid.name}"
-    cluster, source = configured_cluster(grid) or (
-        {k: v for k, v in ray.cluster_resources().items() if k in ("CPU", "GPU")}, "ray.cluster_resources()")
+    cluster, source = configured_cluster(grid) or (running_cluster(), "ray.cluster_resources()")
     p = plan(trials, cluster, source, grid.tune.max_concurrent_trials,
              grid.cluster.gpus_per_node if grid.cluster else None)
+    if p.refusal:
+        raise ConfigError(p.refusal)
     console.line(f"[grid] {grid.name}: {len(trials)} trials, up to {p.concurrency} at once ({p.reason})")
 
     by_name = {t.name: t for t in trials}

