@@ -9,8 +9,10 @@ Tune state and MLflow store in a new folder (it never resumes an earlier run). M
 time; the child's process tree's CPU-seconds (sampled; Ray's processes are its children) over
 wall x cores; each phase's seconds summed over trials and generations (MLflow ``time/*_s``) and
 its share; the Ray Train worker-group start-ups against the trials' wall. The compute floor is
-computed from ``benchmarks/compute_floor.json`` (benchmarks/compute_floor.py) for the grid as run;
-``--generations`` / ``--max-steps`` shrink the run (the floor follows: train_s scales with steps);
+computed from ``benchmarks/compute_floor.json`` (benchmarks/compute_floor.py) for the grid as run,
+as the dry-run computes it (each phase scaled by the trial's work: steps, pool, test set), and
+for the generations this launch ran (an ``--into`` launch's resumed trials' earlier ones are left
+out); ``--generations`` / ``--max-steps`` shrink the run (the floor follows);
 ``--set PATH=VALUE`` sets any field of the grid YAML (VALUE is YAML), e.g. a part's controls only.
 
 ``--into DIR`` runs the grid in an earlier run's folder instead (its trial state and MLflow store):
@@ -21,6 +23,7 @@ this config's trials only; its files are ``DIR/grid-<config name>.*``.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -29,8 +32,7 @@ from pathlib import Path
 
 import yaml
 
-from common import (PHASE_COSTS, compute_floor_s, grid_trials, machine, mlflow_phases, print_shares,
-                    run_metered, write_relocated)
+from common import PHASE_COSTS, grid_trials, machine, mlflow_phases, print_shares, run_metered, write_relocated
 from orchestration import REPO
 
 
@@ -60,8 +62,9 @@ def main() -> None:
            "RAY_ADDRESS": "local", "HF_HUB_OFFLINE": "1"}
     print(f"[end_to_end] {args.config} in {out} ({machine()})", file=sys.stderr, flush=True)
     log = out / f"{stem}.log"
-    result = run_metered([sys.executable, "-m", "collapse_ray.cli", "grid", str(grid_path)], env, log)
     _, trials = grid_trials(str(grid_path))
+    ran_before = generations_done(trials)   # --into: what an earlier launch computed is not this one's work
+    result = run_metered([sys.executable, "-m", "collapse_ray.cli", "grid", str(grid_path)], env, log)
     result.update(mlflow_phases(f"sqlite:///{out / 'mlflow.db'}", "bench", {t.config.name for t in trials}))
 
     cores = os.cpu_count() or 1
@@ -78,15 +81,36 @@ def main() -> None:
         print(f"Ray Train worker-group start-ups: {startups:.0f}s = {startups / walls:.1%} of the trials' "
               f"summed wall ({walls:.0f}s)")
     if Path(args.costs).is_file():
-        costs = json.loads(Path(args.costs).read_text())
-        full_steps = costs["sizes"]["training"]["max_steps"]
-        scaled = {name: {**c, "train_s": c["train_s"] * trials[0].config.training.max_steps / full_steps}
-                  for name, c in costs["tasks"].items()}
-        floor = compute_floor_s(trials, {**costs, "tasks": scaled}, cores)
-        print(f"compute floor {floor:.0f}s ({args.costs}, measured on: {costs['machine']}); "
+        machine_measured = json.loads(Path(args.costs).read_text())["machine"]
+        floor = floor_s(trials, args.costs, cores) - floor_s(ran_before, args.costs, cores)
+        resumed = f"; {len(ran_before)} trial(s) resumed, their earlier generations left out" if ran_before else ""
+        print(f"compute floor {floor:.0f}s of the generations this launch ran ({args.costs}, measured on: "
+              f"{machine_measured}, scaled by each trial's work as the dry-run does{resumed}); "
               f"wall / floor = {result['wall_s'] / floor:.2f} (goal: <= 1.25)")
     Path(out, f"result-{Path(args.config).stem}.json" if args.into else "result.json").write_text(
         json.dumps(result, indent=2))
+
+
+def floor_s(trials: list, costs_path: str, cores: int) -> float:
+    """The trials' compute floor at their own sizes: the dry-run's estimate (phase costs scaled by
+    each trial's work, generation 0 once per key) over the cores."""
+    from collapse_ray.grid import estimate as est
+
+    table = est.load_costs(compute_floor=costs_path, phase_costs="")
+    phases = [(t.config, est.estimate_trial(t, table).phase_seconds) for t in trials]
+    return sum(est.with_shared_generation0(phases)) / cores
+
+
+def generations_done(trials: list) -> list:
+    """The trials that have finished generations on disk, each cut to those (generations 0..n-1)."""
+    from collapse_ray.trial_state import TrialState, trial_dir
+
+    done = []
+    for t in trials:
+        n = len(TrialState.read(trial_dir(t.config.output_dir, t.config.name)).finished())
+        if n:
+            done.append(dataclasses.replace(t, config=dataclasses.replace(t.config, generations=n - 1)))
+    return done
 
 
 def apply_settings(data: dict, settings: list[str]) -> None:

@@ -99,3 +99,25 @@ def test_end_to_end_set_replaces_one_field_of_the_grid_yaml():
     for bad in ("grid.regimes", "=3", "base.generations.x=1"):
         with pytest.raises(SystemExit, match="--set"):
             apply_settings(data, [bad])
+
+
+def test_end_to_end_floor_is_the_dry_runs_and_follows_the_trials_sizes():
+    """At the embedded sizes the floor is compute_floor_s's (the dry-run's, tests/test_grid_estimate);
+    a four times larger pool adds generation and drift work, which the floor counts."""
+    import dataclasses
+    import json
+
+    from common import PHASE_COSTS, compute_floor_s, grid_trials
+    from end_to_end import floor_s
+
+    _, trials = grid_trials(str(REPO / "experiments" / "grid.yaml"))
+    assert floor_s(trials, str(PHASE_COSTS), 2) == pytest.approx(
+        compute_floor_s(trials, json.loads(PHASE_COSTS.read_text()), 2))
+    _, small_pool = grid_trials(str(REPO / "experiments" / "study_codegen.yaml"))
+    _, large_pool = grid_trials(str(REPO / "experiments" / "study_codegen_pool.yaml"))
+    def synthetic_only_to_generation_10(trials):
+        return [dataclasses.replace(t, config=dataclasses.replace(t.config, generations=10)) for t in trials
+                if t.labels.regime == "synthetic-only" and t.labels.seed == 0]
+
+    one, four = map(synthetic_only_to_generation_10, (small_pool, large_pool))
+    assert floor_s(four, str(PHASE_COSTS), 2) > floor_s(one, str(PHASE_COSTS), 2) * 1.1
