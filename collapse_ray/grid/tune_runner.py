@@ -216,7 +216,7 @@ def _prepare(trials: list[Trial], say) -> None:
     from collapse_ray.grid.preflight import preflight_grid
     from collapse_ray.tracking import TrialTracker
 
-    preflight_grid(trials)
+    preflight_grid(trials, say=lambda msg: say(f"[grid] pre-flight: {msg}"))
     for uri, experiment in sorted({(t.config.tracking.uri, t.config.tracking.experiment) for t in trials}):
         TrialTracker(uri, experiment)
     models = {json.dumps(dataclasses.asdict(t.config.model), sort_keys=True): t.config.model for t in trials}
