@@ -45,9 +45,7 @@ def dry_run(grid: GridConfig, trials: list[Trial]) -> None:
     per_node = grid.cluster.gpus_per_node if grid.cluster else (cluster["GPU"] or None)
     p = plan(trials, cluster, source, grid.tune.max_concurrent_trials, per_node)
     print(describe(grid, trials, p, missing, per_node, load_costs()))
-    elsewhere = ("the grid is planned for the cluster in `cluster:`" if grid.cluster is not None else
-                 "tracking.uri names ${DRIVER_IP}, which the launch resolves with Ray"
-                 if any(DRIVER_IP in t.config.tracking.uri for t in trials) else None)
+    elsewhere = _checked_where_it_runs(grid, trials)
     if elsewhere:
         print(f"\npre-flight: not run here; {elsewhere}: the launch checks every trial before any starts")
         return
@@ -57,3 +55,12 @@ def dry_run(grid: GridConfig, trials: list[Trial]) -> None:
         raise ConfigError(p.refusal)
     print("pre-flight: every trial's config, output directory, tracking store, model and data check out, "
           "and the memory holds every trial")
+
+
+def _checked_where_it_runs(grid: GridConfig, trials: list[Trial]) -> str | None:
+    """Why this grid's pre-flight belongs to another machine; None when it would run here."""
+    if grid.cluster is not None:
+        return "the grid is planned for the cluster in `cluster:`"
+    if any(DRIVER_IP in t.config.tracking.uri for t in trials):
+        return "tracking.uri names ${DRIVER_IP}, which the launch resolves with Ray"
+    return None

@@ -66,10 +66,7 @@ def plan(trials: list[Trial], cluster: dict[str, float], source: str, requested:
     bound, reason = len(trials), f"all {len(trials)} trials fit at once"
     for r in sorted({k for t in trials for k in t.resources.reserved()}):
         kept = sorted((t.resources.reserved().get(r, 0.0) for t in trials), reverse=True)
-        n, total = 0, 0.0
-        while n < len(kept) and total + kept[n] <= cluster.get(r, 0.0) + EPS:
-            total += kept[n]
-            n += 1
+        n = largest_that_fit(kept, cluster.get(r, 0.0))
         if n < bound:
             bound, reason = n, (f"{r}: {n} trial(s) x up to {kept[0]:g} (held + Train group) "
                                 f"<= {cluster.get(r, 0.0):g}")
@@ -86,6 +83,15 @@ def plan(trials: list[Trial], cluster: dict[str, float], source: str, requested:
     return Plan(cluster, source, bound, reason, refusal)
 
 
+def largest_that_fit(descending: list[float], capacity: float) -> int:
+    """How many of the largest (``descending``: sorted largest first) fit ``capacity`` together."""
+    n, total = 0, 0.0
+    while n < len(descending) and total + descending[n] <= capacity + EPS:
+        total += descending[n]
+        n += 1
+    return n
+
+
 def memory_bound(trials: list[Trial], cluster: dict[str, float],
                  source: str) -> tuple[tuple[int, str] | None, str | None]:
     """How many trials this machine's memory holds at once, and why (``cluster["memory_gb"]``; None
@@ -96,10 +102,7 @@ def memory_bound(trials: list[Trial], cluster: dict[str, float],
     if have is None or not needs:
         return None, None
     largest = sorted((gb for gb, _ in needs), reverse=True)
-    n, total = 0, 0.0
-    while n < len(largest) and total + largest[n] <= have:
-        total += largest[n]
-        n += 1
+    n = largest_that_fit(largest, have)
     reason = f"memory: {n} trial(s) x up to {largest[0]:.1f} GB (estimated) <= {have:.1f} GB"
     refusal = None
     if n == 0:
