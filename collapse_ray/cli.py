@@ -140,7 +140,8 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("grid", help="run a grid of trials on Ray Tune", parents=[common])
     p.add_argument("config", help="grid YAML")
-    p.add_argument("--dry-run", action="store_true", help="print the trials and their resources, run nothing")
+    p.add_argument("--dry-run", action="store_true", help="print the trials, their resources and the plan, then run "
+                   "the launch's pre-flight (config, directories, tracking, model, data, memory); start nothing")
     p.add_argument("--resume", action="store_true", help="continue an interrupted grid")
     p.add_argument("--verbose", action="store_true",
                    help="print Ray's, Tune's and the trials' output here instead of in the grid's log files")
