@@ -155,3 +155,82 @@ def test_report_of_an_unknown_experiment_names_the_ones_there(report, tmp_path):
     result = run_report(report["uri"], "no-such-study", tmp_path / "out")
     assert result.returncode != 0 and "Traceback" not in result.stderr
     assert "experiment 'no-such-study' not found" in result.stderr and EXPERIMENT in result.stderr
+
+
+HYBRID = {0: [0.5, 0.45, 0.42], 1: [0.5, 0.5, 0.47]}   # pass_at_1 of a later part's hybrid trials, gens 0..2
+
+
+def test_a_later_part_reported_with_an_earlier_reports_long_csv(report, tmp_path):
+    """A study in parts over sittings: part 2's store holds only hybrid trials; `--with` part 1's
+    long.csv brings real-only and synthetic-only back, so the paired differences and a claim
+    across the two parts are computed, and runs.json says where the earlier trials came from."""
+    part2 = "report-study-part2"
+    for seed, values in HYBRID.items():
+        trial = TrialTracker(report["uri"], part2)
+        trial.start(f"tiny_codegen_hybrid0.5_s{seed}_none", {"model": "tiny", "task": "codegen", "regime": "hybrid0.5",
+                                                             "seed": str(seed), "mitigation": "none"})
+        for g, value in enumerate(values):
+            trial.log_generation(g, {"pass_at_1": value})
+        trial.finish()
+    claims_file = tmp_path / "claims.yaml"
+    claims_file.write_text("task: codegen\nmetric: pass_at_1\nclaims:\n"
+                           "  - {id: c, claim: hybrid ends above synthetic-only, expect: above,\n"
+                           "     terms: [{regime: hybrid0.5}, {regime: synthetic-only, sign: -1}]}\n")
+    earlier = report["out"] / "long.csv"
+    result = run_report(report["uri"], part2, tmp_path / "out", "--with", str(earlier), "--claims", str(claims_file))
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+
+    long = read_csv(tmp_path / "out" / "long.csv")
+    assert {r["regime"] for r in long} == {"real-only", "synthetic-only", "hybrid0.5"}
+    assert len(long) == len(read_csv(earlier)) + sum(len(v) for v in HYBRID.values())
+    # hybrid - real-only at generation 2, paired on seeds 0 and 1: real-only from the earlier file.
+    paired = {(r["regime"], r["metric"]): r for r in read_csv(tmp_path / "out" / "paired.csv")}
+    diffs = [HYBRID[s][2] - VALUES[("real-only", s)]["pass_at_1"][2] for s in (0, 1)]
+    assert float(paired[("hybrid0.5", "pass_at_1")]["mean_diff"]) == pytest.approx(statistics.mean(diffs))
+    # The claim pairs hybrid (this store) with synthetic-only (the file): 0.42-0.3, 0.47-0.4.
+    claim = read_csv(tmp_path / "out" / "claims.csv")[0]
+    assert float(claim["mean"]) == pytest.approx(statistics.mean([0.42 - 0.3, 0.47 - 0.4]))
+    index = json.loads((tmp_path / "out" / "runs.json").read_text())
+    assert set(index["trials"]) == {f"tiny_codegen_hybrid0.5_s{s}_none" for s in HYBRID}
+    assert index["from_earlier_reports"] == {
+        str(earlier): sorted(f"tiny_codegen_{regime}_s{seed}_none" for regime, seed in VALUES)}
+    assert f"with {len(VALUES)} trials from `{earlier}`" in (tmp_path / "out" / "report.md").read_text()
+
+    # The store's own trials win over the same trials in a file, with a note; nothing is counted twice.
+    again = run_report(report["uri"], EXPERIMENT, tmp_path / "again", "--with", str(earlier))
+    assert again.returncode == 0, again.stderr
+    assert read_csv(tmp_path / "again" / "long.csv") == read_csv(earlier)
+    assert again.stdout.count("the store's runs are used") == len(VALUES)
+
+
+@pytest.mark.parametrize("content, message", [
+    (None, "cannot read it as a long CSV"),
+    ("", "cannot read it as a long CSV"),
+    ("trial,model\nx,y\n", "missing columns task, regime"),
+    ("trial,model,task,regime,mitigation,seed,generation,metric,value\nt,m,k,r,none,zero,0,pass_at_1,0.5\n",
+     "column seed must hold whole numbers"),
+    ("trial,model,task,regime,mitigation,seed,generation,metric,value\nt,m,k,r,none,0,1.5,pass_at_1,0.5\n",
+     "column generation must hold whole numbers"),
+    ("trial,model,task,regime,mitigation,seed,generation,metric,value\nt,m,k,r,none,0,0,pass_at_1,high\n",
+     "column value must hold numbers"),
+    ("trial,model,task,regime,mitigation,seed,generation,metric,value\nt,m,,r,none,0,0,pass_at_1,0.5\n",
+     "row 2 leaves a label empty"),
+])
+def test_a_bad_earlier_long_csv_is_one_line_before_the_store_is_read(report, tmp_path, content, message):
+    path = tmp_path / "earlier.csv"
+    if content is not None:
+        path.write_text(content)
+    result = run_report("http://127.0.0.1:9", EXPERIMENT, tmp_path / "out", "--with", str(path))   # no store there
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert message in result.stderr and str(path) in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_trial_in_two_earlier_files_is_refused(report, tmp_path):
+    earlier = report["out"] / "long.csv"
+    copy = tmp_path / "copy.csv"
+    copy.write_text(earlier.read_text())
+    result = run_report(report["uri"], EXPERIMENT, tmp_path / "out", "--with", str(earlier), "--with", str(copy))
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert "is also in --with" in result.stderr

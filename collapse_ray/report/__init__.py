@@ -36,18 +36,25 @@ class ReportFiles:
 
 
 def build_report(experiment: str, tracking_uri: str, out_dir: str | Path, parent_run_id: str | None = None,
-                 onset_fraction: float = 0.10, claims_path: str | Path | None = None) -> ReportFiles:
+                 onset_fraction: float = 0.10, claims_path: str | Path | None = None,
+                 earlier: list[str | Path] = ()) -> ReportFiles:
+    """``earlier``: long CSVs of earlier reports whose trials join the store's (``--with``)."""
     if not 0 < onset_fraction < 1:
         raise ReportError(f"--onset-fraction must be between 0 and 1, got {onset_fraction}")
     # Read before any work: a malformed claims file is the user's one-line error, not a late crash.
     study_claims = claims.load_claims(claims_path) if claims_path else None
+    earlier_tables = [(Path(path), collect.read_long_csv(Path(path))) for path in earlier]
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     with collect.reading_client(tracking_uri) as client:
         runs, notes = collect.collect_runs(client, experiment, parent_run_id)
         long = collect.long_table(client, runs, experiment)
+    long, earlier_notes, added = collect.add_earlier_reports(long, earlier_tables)
+    notes.extend(earlier_notes)
     collect.write_long_csv(long, out / "long.csv")
     index = collect.run_index(runs, experiment, tracking_uri)
+    if earlier:   # their run ids are in the runs.json kept beside each of those files
+        index["from_earlier_reports"] = added
     (out / "runs.json").write_text(json.dumps(index, indent=1) + "\n")
     long = collect.read_long_csv(out / "long.csv")   # every figure and table comes from the file
 
@@ -82,6 +89,7 @@ def build_report(experiment: str, tracking_uri: str, out_dir: str | Path, parent
     when = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     source = (f"Experiment `{experiment}` at `{tracking_uri}`"
               + (f", grid launch (parent run) `{parent_run_id}`" if parent_run_id else "")
+              + "".join(f"; with {len(trials)} trials from `{path}`" for path, trials in added.items())
               + f": {n_trials} trials, generations 0..{int(long['generation'].max())}. Written {when}.")
     (out / "report.md").write_text(markdown.report_md(
         source=source, figures=figure_paths, out_dir=out, table_md=table_md, paired=paired_md, onset=onset_md,
@@ -96,7 +104,7 @@ def main(args) -> None:
     """The CLI's entry: ``args`` has experiment, tracking_uri, out, parent_run, onset_fraction."""
     out = args.out or str(Path("reports") / args.experiment)
     files = build_report(args.experiment, args.tracking_uri, out, args.parent_run, args.onset_fraction,
-                         getattr(args, "claims", None))
+                         getattr(args, "claims", None), getattr(args, "earlier", None) or [])
     for note in files.notes:
         print(f"note: {note}")
     logged = f"; logged to run {args.parent_run} under report/" if args.parent_run else ""

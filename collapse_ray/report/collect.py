@@ -204,9 +204,61 @@ def write_long_csv(long: pd.DataFrame, path: Path) -> None:
 
 
 def read_long_csv(path: Path) -> pd.DataFrame:
-    long = pd.read_csv(path, dtype={"model": str, "task": str, "regime": str, "mitigation": str, "trial": str,
-                                    "metric": str})
+    """A long CSV as the report wrote it, checked: the columns, whole seeds and generations,
+    numeric values (empty for a NaN logged as such). Anything else is named in one line."""
+    try:
+        long = pd.read_csv(path, dtype={"model": str, "task": str, "regime": str, "mitigation": str, "trial": str,
+                                        "metric": str})
+    except (OSError, ValueError) as e:   # missing, unreadable, empty, not CSV, not text
+        raise ReportError(f"{path}: cannot read it as a long CSV ({type(e).__name__}: "
+                          f"{str(e).splitlines()[0] if str(e) else ''})") from None
     missing = [c for c in COLUMNS if c not in long.columns]
     if missing:
         raise ReportError(f"{path}: missing columns {', '.join(missing)}; expected {', '.join(COLUMNS)}")
+    labels = long[COLUMNS[:6] + ["metric"]]
+    for column in ("seed", "generation"):
+        numbers = pd.to_numeric(long[column], errors="coerce")
+        bad = numbers.isna() | (numbers != numbers.round()) | (numbers < 0)
+        if bad.any():
+            raise ReportError(f"{path}: column {column} must hold whole numbers >= 0; row {int(bad.idxmax()) + 2} "
+                              f"holds {long[column][bad.idxmax()]!r}")
+        long[column] = numbers.astype(int)
+    values = pd.to_numeric(long["value"], errors="coerce")
+    bad = values.isna() & long["value"].notna()
+    if bad.any():
+        raise ReportError(f"{path}: column value must hold numbers; row {int(bad.idxmax()) + 2} holds "
+                          f"{long['value'][bad.idxmax()]!r}")
+    if labels.isna().any().any():
+        row = int(labels.isna().any(axis=1).idxmax())
+        raise ReportError(f"{path}: row {row + 2} leaves a label empty ({', '.join(labels.columns)} are required)")
+    long["value"] = values.astype(float)
     return long
+
+
+def add_earlier_reports(long: pd.DataFrame, earlier: list[tuple[Path, pd.DataFrame]]
+                        ) -> tuple[pd.DataFrame, list[str], dict]:
+    """``long`` with the trials of earlier reports' long CSVs (``report --with``, each read by
+    ``read_long_csv``): a study run in parts over several sittings, whose earlier stores are gone
+    but whose long CSVs were kept. A trial is its (model, task, regime, mitigation, seed); one the
+    store also holds keeps the store's rows, and one that two files hold is refused as ambiguous.
+    Returns (long, notes, {file: the trials added from it})."""
+    key = ["model", "task", "regime", "mitigation", "seed"]
+    have = set(long.set_index(key).index)
+    came_from: dict[tuple, Path] = {}
+    frames, notes, added = [long], [], {}
+    for path, table in earlier:
+        keep = []
+        for trial_key, trial in table.groupby(key, sort=True)["trial"].first().items():
+            if trial_key in came_from:
+                raise ReportError(f"--with {path}: trial {trial} is also in --with {came_from[trial_key]}; "
+                                  f"give each trial once")
+            came_from[trial_key] = path
+            if trial_key in have:
+                notes.append(f"trial {trial} is in the store and in {path}; the store's runs are used")
+            else:
+                keep.append(trial_key)
+        rows = table[table.set_index(key).index.isin(keep)]
+        frames.append(rows[COLUMNS])
+        added[str(path)] = sorted(rows["trial"].unique())
+    merged = pd.concat(frames, ignore_index=True)
+    return merged.sort_values(COLUMNS[:8]).reset_index(drop=True), notes, added
