@@ -100,7 +100,8 @@ class TrainingConfig:
 class GeneratorConfig:
     backend: Literal["hf", "vllm"] = "hf"
     batch_size: int = 32          # hf: prompts per generate() call
-    # vllm: KV cache size; None: 1 GiB on CPU (its build refuses to guess), sized by vLLM on GPU.
+    # vllm: KV cache size; None: on CPU what 256 sequences of the model need, at most 1 GiB
+    # (generate/kv_cache.py; its build does not size it), on GPU sized by vLLM.
     kv_cache_gb: float | None = None
     # vllm: "auto" (the dtype the model was saved in: training's precision), "float32", "bfloat16", ...
     dtype: str = "auto"

@@ -83,9 +83,29 @@ def dense_param_count(config: dict) -> int:
 
 def tiny_config(tiny: TinyModelConfig) -> dict:
     """The config base_model.new_model gives the tiny model (its tokenizer has vocab_size tokens)."""
-    return _dense(tiny.hidden_size, 32 * math.ceil(tiny.hidden_size * 8 / 3 / 32), tiny.num_layers,
-                  tiny.num_heads, tiny.num_heads, tiny.hidden_size // tiny.num_heads, tiny.vocab_size,
-                  tied=True, qk_norm=tiny.architecture == "qwen3")
+    return {**_dense(tiny.hidden_size, 32 * math.ceil(tiny.hidden_size * 8 / 3 / 32), tiny.num_layers,
+                     tiny.num_heads, tiny.num_heads, tiny.hidden_size // tiny.num_heads, tiny.vocab_size,
+                     tied=True, qk_norm=tiny.architecture == "qwen3"),
+            "max_position_embeddings": tiny.context_length, "torch_dtype": "float32"}
+
+
+def decoder_config(model: ModelConfig) -> dict | None:
+    """The model's config.json fields without loading it or reaching the hub: the tiny recipe's,
+    the built-in table's, or a local directory's (its text model's); None for a mixture of
+    experts, a hub id outside the table, or an unreadable file."""
+    ref = model.name_or_path
+    if ref == TINY_MODEL:
+        return tiny_config(model.tiny)
+    if ref in HUB_DENSE:
+        return HUB_DENSE[ref]
+    if ref in HUB_MOE:
+        return None
+    try:
+        config = json.loads((Path(ref).expanduser() / "config.json").read_text())
+        config = config.get("text_config", config)
+    except (OSError, ValueError, AttributeError):
+        return None
+    return config if isinstance(config, dict) else None
 
 
 def safetensors_param_count(directory: Path) -> int | None:
@@ -106,21 +126,18 @@ def model_size(model: ModelConfig) -> ModelSize | None:
     """The model's size (module docstring); None for a hub id outside the table or a directory
     without a readable config.json."""
     ref = model.name_or_path
-    if ref == TINY_MODEL:
-        config = tiny_config(model.tiny)
-        return ModelSize(dense_param_count(config), lora_param_count(config, 1), "its recipe")
-    if ref in HUB_DENSE:
-        config = HUB_DENSE[ref]
-        return ModelSize(dense_param_count(config), lora_param_count(config, 1), "built-in table, approximate")
     if ref in HUB_MOE:
         n, active, lora = HUB_MOE[ref]
         return ModelSize(n, lora, "built-in table, approximate", active)
-    directory = Path(ref).expanduser()
-    try:   # unreadable files leave the size unknown; the pre-flight refuses them with the reason
-        config = json.loads((directory / "config.json").read_text())
-        config = config.get("text_config", config)
-        exact = safetensors_param_count(directory)
-    except (OSError, ValueError, AttributeError, struct.error):
+    config = decoder_config(model)   # unreadable files leave the size unknown; the pre-flight names them
+    if config is None:
+        return None
+    if ref == TINY_MODEL or ref in HUB_DENSE:
+        source = "its recipe" if ref == TINY_MODEL else "built-in table, approximate"
+        return ModelSize(dense_param_count(config), lora_param_count(config, 1), source)
+    try:
+        exact = safetensors_param_count(Path(ref).expanduser())
+    except (OSError, ValueError, AttributeError, TypeError, struct.error):
         return None
     try:
         lora = lora_param_count(config, 1)

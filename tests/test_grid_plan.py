@@ -61,34 +61,37 @@ def test_the_smoke_grid_still_runs_its_three_trials_at_once_on_two_cpus():
 def test_the_plan_starts_no_more_cpu_trials_than_the_memory_holds(tmp_path):
     """Ray packs by logical CPUs only; six study trials on this 24 GiB machine had Ray's memory
     monitor kill their workers. A tiny-model trial with vLLM and a Ray Train group keeps about
-    3.8 GB (grid/memory.py); 10 GB hold two, and a request for more is lowered, not obeyed."""
+    2.9 GB (grid/memory.py; vLLM's KV cache sized for the model); 8 GB hold two, and a request for
+    more is lowered, not obeyed."""
     from collapse_ray.grid.memory import trial_memory_gb
 
     trials = trials_of(tmp_path, {"name_or_path": "tiny", "resources": {"train_workers": 1, "cpus_per_worker": 0.1}},
                        resources={"driver_cpus": 0.1, "generator_cpus": 0.1},
                        base={"task": {"name": "codegen_embedded"}})
     trials = trials * 4   # the same trial's needs, four times
-    assert trial_memory_gb(trials[0]) == pytest.approx(3.8, abs=0.05)
-    p = grid.plan(trials, {"CPU": 2.0, "memory_gb": 10.0}, "test")
-    assert (p.concurrency, p.reason) == (2, "memory: 2 trial(s) x up to 3.8 GB (estimated) <= 10.0 GB")
-    assert grid.plan(trials, {"CPU": 2.0, "memory_gb": 10.0}, "test", requested=4).concurrency == 2
+    assert trial_memory_gb(trials[0]) == pytest.approx(2.9, abs=0.05)
+    p = grid.plan(trials, {"CPU": 2.0, "memory_gb": 8.0}, "test")
+    assert (p.concurrency, p.reason) == (2, "memory: 2 trial(s) x up to 2.9 GB (estimated) <= 8.0 GB")
+    assert grid.plan(trials, {"CPU": 2.0, "memory_gb": 8.0}, "test", requested=4).concurrency == 2
     assert grid.plan(trials, {"CPU": 2.0}, "test").concurrency == 4   # memory unknown: CPUs decide
-    too_small = grid.plan(trials, {"CPU": 2.0, "memory_gb": 3.0}, "test")   # the launch refuses it
-    assert re.fullmatch(r"trial \S+ needs about 3.8 GB of memory \(grid/memory.py\) but test has 3.0 GB for "
+    too_small = grid.plan(trials, {"CPU": 2.0, "memory_gb": 2.5}, "test")   # the launch refuses it
+    assert re.fullmatch(r"trial \S+ needs about 2.9 GB of memory \(grid/memory.py\) but test has 2.5 GB for "
                         r"trials; use a smaller model or a larger machine", too_small.refusal)
     assert p.refusal is None
 
 
 def test_a_smaller_kv_cache_and_no_train_group_lower_the_estimate(tmp_path):
-    from collapse_ray.grid.memory import CPU_KV_CACHE_GB, TRAIN_HELPERS_GB, TRAIN_WORKER_GB, trial_memory_gb
+    from collapse_ray.grid.memory import TRAIN_HELPERS_GB, TRAIN_WORKER_GB, trial_memory_gb
 
     def memory(base, model_resources=None):
         model = {"name_or_path": "tiny", **({"resources": model_resources} if model_resources else {})}
         return trial_memory_gb(trials_of(tmp_path, model, base={"task": {"name": "codegen_embedded"}, **base})[0])
 
     default = memory({}, {"train_workers": 1, "cpus_per_worker": 0.1})
-    small_kv = memory({"generator": {"backend": "vllm", "kv_cache_gb": 0.25}}, {"train_workers": 1, "cpus_per_worker": 0.1})
-    assert default - small_kv == pytest.approx(CPU_KV_CACHE_GB * 0.75)
+    large_kv = memory({"generator": {"backend": "vllm", "kv_cache_gb": 1.0}}, {"train_workers": 1, "cpus_per_worker": 0.1})
+    # The default: 257 sequences of the tiny model's 256-token context, 2 layers x 4 heads x 32 x
+    # 4 bytes, keys and values: 128.5 MiB instead of the 1 GiB set here.
+    assert large_kv - default == pytest.approx((2 ** 30 - 257 * 256 * 2048) / 1e9)
     in_driver = memory({"training": {"backend": "local"}})
     assert default - in_driver == pytest.approx(TRAIN_HELPERS_GB + TRAIN_WORKER_GB, abs=1e-3)
 

@@ -28,7 +28,8 @@ needs_vllm = pytest.mark.skipif(importlib.util.find_spec("vllm") is None, reason
 
 PROMPTS = ["def add(a, b):\n", "import os\n\nclass Reader:", "    return self."]
 GREEDY = Sampling(max_new_tokens=24, temperature=0.0)
-ENGINE_KWARGS = dict(kv_cache_bytes=64 << 20, max_model_len=256, dtype="float32", max_lora_rank=8, seed=0)
+# No kv_cache_bytes: every engine here has the KV cache the CPU default sizes for the model.
+ENGINE_KWARGS = dict(max_model_len=256, dtype="float32", max_lora_rank=8, seed=0)
 ACTOR_ENV = {"HF_HUB_OFFLINE": "1", "VLLM_LOGGING_LEVEL": "WARNING"}
 
 
@@ -179,6 +180,35 @@ def test_generate_returns_the_decoded_completion_without_the_prompt(generator, m
 
 @pytest.mark.slow
 @needs_vllm
+@needs_vllm
+def test_the_cpu_kv_cache_holds_vllms_256_sequences_of_the_model_and_one_more(models):
+    from collapse_ray.generate.vllm_engine import VLLMEngine
+
+    engine = VLLMEngine(**ENGINE_KWARGS)   # m0: 2 layers, 2 heads of 32, float32: 1 KiB a token, keys and values
+    assert engine._engine_args(models["m0"])["kv_cache_memory_bytes"] == 257 * 256 * 1024
+    assert VLLMEngine(**{**ENGINE_KWARGS, "max_model_len": 200})._engine_args(models["m0"])[
+        "kv_cache_memory_bytes"] == 257 * 256 * 1024   # whole 128-token blocks
+    assert VLLMEngine(**{**ENGINE_KWARGS, "kv_cache_bytes": 5 << 20})._engine_args(models["m0"])[
+        "kv_cache_memory_bytes"] == 5 << 20
+    assert VLLMEngine()._engine_args("Qwen/Qwen3-0.6B")["kv_cache_memory_bytes"] == 1 << 30   # a hub id: 1 GiB
+
+
+@pytest.mark.slow
+@needs_vllm
+def test_the_default_kv_cache_samples_a_full_batch_as_a_1_gib_one_does(generator, models):
+    """300 seeded prompts of ~200 tokens: vLLM runs 256 at once, each in two blocks, the cache
+    sized for them is full; the samples equal those of an engine with 1 GiB (nothing preempted)."""
+    from collapse_ray.generate.vllm_actor import RayVLLMGenerator
+
+    prompts = [f"# case {i}\n" + "def add(a, b):\n    return a + b\n" * 16 for i in range(300)]
+    sampling = Sampling(max_new_tokens=40, temperature=1.0, top_p=0.95, seed=3)
+    generator.load(ModelRef(models["m0"]))
+    sized = generator.generate(prompts, sampling)
+    with RayVLLMGenerator(num_cpus=1, env_vars=ACTOR_ENV, **{**ENGINE_KWARGS, "kv_cache_bytes": 1 << 30}) as large:
+        large.load(ModelRef(models["m0"]))
+        assert sized == large.generate(prompts, sampling)
+
+
 def test_seeded_sampling_is_reproducible(generator, models):
     generator.load(ModelRef(models["m0"]))
     sampling = Sampling(max_new_tokens=24, temperature=1.0, top_p=0.95, seed=7)

@@ -34,6 +34,7 @@ import numpy as np
 
 from collapse_ray.datatypes import ModelRef
 from collapse_ray.generate.base import Sampling
+from collapse_ray.generate.kv_cache import CPU_KV_CACHE_CAP_BYTES, cpu_kv_cache_bytes
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +93,8 @@ class VLLMEngine:
 
     Args:
         kv_cache_bytes: KV cache size. Required on CPU (vLLM's CPU build refuses to guess);
-            defaults there to 1 GiB. On GPU ``None`` sizes it from ``gpu_memory_utilization``.
+            defaults there to what 256 sequences of the model need, at most 1 GiB
+            (generate/kv_cache.py). On GPU ``None`` sizes it from ``gpu_memory_utilization``.
         max_model_len: context length (prompt + completion); ``None`` takes the model's.
         enable_lora, max_lora_rank, max_loras: LoRA serving (adapters up to this rank).
         tensor_parallel_size: GPUs per engine (GPU only; >1 uses vLLM's Ray executor).
@@ -170,11 +172,20 @@ class VLLMEngine:
         self._lora_request = self._adapter_request(model.adapter) if model.adapter else None
         self.model = model
 
+    def _cpu_kv_cache_bytes(self, path: str) -> int:
+        """What 256 sequences of this model need (generate/kv_cache.py); 1 GiB for a hub id."""
+        try:
+            config = json.loads((Path(path) / "config.json").read_text())
+        except (OSError, ValueError):
+            return CPU_KV_CACHE_CAP_BYTES
+        config = config.get("text_config", config) if isinstance(config, dict) else None
+        return cpu_kv_cache_bytes(config, self.max_model_len, self.dtype)
+
     def _engine_args(self, path: str) -> dict[str, Any]:
         on_cpu = _on_cpu()
         kv_bytes = self.kv_cache_bytes
         if kv_bytes is None and on_cpu:
-            kv_bytes = 1 << 30
+            kv_bytes = self._cpu_kv_cache_bytes(path)
         eager = self.enforce_eager if self.enforce_eager is not None else on_cpu
         args: dict[str, Any] = dict(
             model=path,

