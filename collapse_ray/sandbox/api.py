@@ -50,15 +50,23 @@ def run_program(source: str, *, timeout_s: float = 10.0, memory_mb: int = 1024,
     return result
 
 
+# A program's run is mostly waiting, not computing: namespaces made and torn down, hand-offs
+# between zygote, supervisor, init and worker. Beside other busy processes each wait is a turn in
+# the CPU queue, so the runs at once decide the wall time: the embedded test set's 256 programs
+# took 30-149 s two at a time and 5-7 s eight at a time beside a 4-trial grid on 2 cores
+# (docs/BENCHMARKS.md, "Sandbox concurrency").
+MIN_WORKERS = 8
+
+
 def run_many(sources: Sequence[str], *, max_workers: int | None = None,
              **limits) -> list[SandboxResult]:
     """`run_program` for each source, in order, at most `max_workers` at a time (default: the
-    CPUs this process may use)."""
+    CPUs this process may use, at least MIN_WORKERS)."""
     allow_unisolated = limits.pop("allow_unisolated", False)
     _check_limits(**limits)
     limits["allow_unisolated"] = allow_unisolated
     sources = list(sources)
-    workers = max(1, min(max_workers or _available_cpus(), len(sources) or 1))
+    workers = max(1, min(max_workers or max(MIN_WORKERS, _available_cpus()), len(sources) or 1))
     if workers == 1:
         return [run_program(s, **limits) for s in sources]
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sandbox") as pool:
