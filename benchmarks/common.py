@@ -50,19 +50,6 @@ def write_relocated(data: dict, out: Path, filename: str = "grid.yaml") -> Path:
     return path
 
 
-def compute_floor_s(trials, costs: dict, cpus: int) -> float:
-    """Every phase of every generation of every trial, from measured per-generation costs
-    (compute_floor.json's format, one core each), summed and spread over ``cpus`` cores: no grid
-    can finish faster on this machine. Generation 0's train and evaluate count once per
-    generation-0 key (trials that differ only in regime or mitigation share it:
-    collapse_ray/shared_gen0.py); its generate and drift, and later generations, once per trial.
-    The dry-run's wall time for the same trials at the same sizes is this figure."""
-    from collapse_ray.grid.estimate import with_shared_generation0
-
-    per_generation = [(t.config, {p: costs["tasks"][t.config.task.name][f"{p}_s"] for p in PHASES}) for t in trials]
-    return sum(with_shared_generation0(per_generation)) / cpus
-
-
 class TreeCpuMeter:
     """CPU-seconds of a process and all its descendants (Ray's raylet, workers and actors are
     children of the process that called ray.init), sampled every ``interval_s``: each process's

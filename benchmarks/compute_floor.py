@@ -20,7 +20,8 @@ Writes ``--out`` (read by the dry-run's wall-time estimate; keep its shape):
 {task: {"train_s", "generate_s", "evaluate_s", "drift_s"}}}``, seconds per generation. Prints
 the per-task costs and the floor of each grid config named: sum over its trials of
 (generations + 1) x the task's per-generation seconds, generation 0's train and evaluate once per
-generation-0 key, divided by this machine's cores (common.compute_floor_s).
+generation-0 key, divided by this machine's cores (collapse_ray/grid/estimate.py
+``compute_floor_seconds``, scaled by each trial's work as the dry-run does).
 """
 from __future__ import annotations
 
@@ -34,7 +35,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import PHASE_COSTS, PHASES, compute_floor_s, grid_trials, machine
+from common import PHASE_COSTS, PHASES, grid_trials, machine
 
 
 def measure_task(cfg, train_steps: int | None, workdir: Path, say) -> dict[str, float]:
@@ -156,13 +157,16 @@ def main() -> None:
     for name, c in out["tasks"].items():
         total = sum(c.values())
         print(f"{name:<20}" + "".join(f"{c[f'{p}_s']:>10.1f}" for p in PHASES) + f"{total:>10.1f}  {c['train_s'] / total:.2f}")
+    from collapse_ray.grid import estimate as est
+
+    measured = est.load_costs(compute_floor=args.out, phase_costs="")
     for path in args.floor_of:
         _, grid = grid_trials(path)
         missing = sorted({t.config.task.name for t in grid} - set(out["tasks"]))
         if missing:
             print(f"{path}: no floor (tasks not measured: {', '.join(missing)})")
             continue
-        floor = compute_floor_s(grid, out, cpus)
+        floor = est.compute_floor_seconds(grid, measured, cpus)
         print(f"{path}: {len(grid)} trials; compute floor {floor:.0f}s = {floor / 3600:.2f} h on {cpus} cores")
     print(f"wrote {args.out}")
 

@@ -81,24 +81,17 @@ def main() -> None:
         print(f"Ray Train worker-group start-ups: {startups:.0f}s = {startups / walls:.1%} of the trials' "
               f"summed wall ({walls:.0f}s)")
     if Path(args.costs).is_file():
+        from collapse_ray.grid import estimate as est
+
         machine_measured = json.loads(Path(args.costs).read_text())["machine"]
-        floor = floor_s(trials, args.costs, cores) - floor_s(ran_before, args.costs, cores)
+        costs = est.load_costs(compute_floor=args.costs, phase_costs="")
+        floor = est.compute_floor_seconds(trials, costs, cores) - est.compute_floor_seconds(ran_before, costs, cores)
         resumed = f"; {len(ran_before)} trial(s) resumed, their earlier generations left out" if ran_before else ""
         print(f"compute floor {floor:.0f}s of the generations this launch ran ({args.costs}, measured on: "
               f"{machine_measured}, scaled by each trial's work as the dry-run does{resumed}); "
               f"wall / floor = {result['wall_s'] / floor:.2f} (goal: <= 1.25)")
     Path(out, f"result-{Path(args.config).stem}.json" if args.into else "result.json").write_text(
         json.dumps(result, indent=2))
-
-
-def floor_s(trials: list, costs_path: str, cores: int) -> float:
-    """The trials' compute floor at their own sizes: the dry-run's estimate (phase costs scaled by
-    each trial's work, generation 0 once per key) over the cores."""
-    from collapse_ray.grid import estimate as est
-
-    table = est.load_costs(compute_floor=costs_path, phase_costs="")
-    phases = [(t.config, est.estimate_trial(t, table).phase_seconds) for t in trials]
-    return sum(est.with_shared_generation0(phases)) / cores
 
 
 def generations_done(trials: list) -> list:

@@ -101,18 +101,22 @@ def test_end_to_end_set_replaces_one_field_of_the_grid_yaml():
             apply_settings(data, [bad])
 
 
-def test_end_to_end_floor_is_the_dry_runs_and_follows_the_trials_sizes():
-    """At the embedded sizes the floor is compute_floor_s's (the dry-run's, tests/test_grid_estimate);
-    a four times larger pool adds generation and drift work, which the floor counts."""
+def test_the_compute_floor_at_the_measured_sizes_is_the_measured_costs_and_follows_the_trials_sizes():
+    """The floor the benchmarks divide by (estimate.compute_floor_seconds): at compute_floor.json's
+    own sizes its per-generation costs unscaled; a four times larger pool adds generation and drift
+    work, which the floor counts."""
     import dataclasses
     import json
 
-    from common import PHASE_COSTS, compute_floor_s, grid_trials
-    from end_to_end import floor_s
+    from common import PHASE_COSTS, grid_trials
 
+    from collapse_ray.grid import estimate as est
+
+    costs = est.load_costs(compute_floor=PHASE_COSTS, phase_costs="")
+    measured = json.loads(PHASE_COSTS.read_text())["tasks"]
     _, trials = grid_trials(str(REPO / "experiments" / "grid.yaml"))
-    assert floor_s(trials, str(PHASE_COSTS), 2) == pytest.approx(
-        compute_floor_s(trials, json.loads(PHASE_COSTS.read_text()), 2))
+    unscaled = [(t.config, {p: measured[t.config.task.name][f"{p}_s"] for p in est.PHASES}) for t in trials]
+    assert est.compute_floor_seconds(trials, costs, 2) == pytest.approx(sum(est.with_shared_generation0(unscaled)) / 2)
     _, small_pool = grid_trials(str(REPO / "experiments" / "study_codegen.yaml"))
     _, large_pool = grid_trials(str(REPO / "experiments" / "study_codegen_pool.yaml"))
     def synthetic_only_to_generation_10(trials):
@@ -120,4 +124,4 @@ def test_end_to_end_floor_is_the_dry_runs_and_follows_the_trials_sizes():
                 if t.labels.regime == "synthetic-only" and t.labels.seed == 0]
 
     one, four = map(synthetic_only_to_generation_10, (small_pool, large_pool))
-    assert floor_s(four, str(PHASE_COSTS), 2) > floor_s(one, str(PHASE_COSTS), 2) * 1.1
+    assert est.compute_floor_seconds(four, costs, 2) > est.compute_floor_seconds(one, costs, 2) * 1.1

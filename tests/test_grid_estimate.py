@@ -5,7 +5,6 @@ compute floor giving the same figure. No Ray, no torch."""
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,8 +16,6 @@ from collapse_ray.grid import estimate as est
 from collapse_ray.model_size import model_size
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "benchmarks"))
-from common import compute_floor_s  # noqa: E402
 
 SIZES = {"train_examples": 2000, "synthetic_pool": 256, "eval_examples": 256, "max_new_tokens": 64}
 TRAINING = {"method": "full", "epochs": 1, "max_steps": 500, "batch_size": 16, "max_length": 256}
@@ -142,6 +139,6 @@ def test_the_benchmarks_compute_floor_is_the_dry_runs_wall_time(tmp_path):
     estimates = [est.estimate_trial(t, costs) for t in trials]
     seconds = est.with_shared_generation0([(t.config, e.phase_seconds) for t, e in zip(trials, estimates)])
     wall, _ = est.grid_wall_seconds(seconds, 4, False, 2.0, estimates[0].costs)
-    assert compute_floor_s(trials, json.loads(costs_file.read_text()), 2) == pytest.approx(wall)
-    assert compute_floor_s(trials, json.loads(costs_file.read_text()), 2) == pytest.approx(
-        (4 * 8 * 94.0 - 3 * 84.0) / 2)
+    floor = est.compute_floor_seconds(trials, costs, 2)
+    assert floor == pytest.approx(wall)
+    assert floor == pytest.approx((4 * 8 * 94.0 - 3 * 84.0) / 2)

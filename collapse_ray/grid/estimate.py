@@ -237,6 +237,15 @@ def with_shared_generation0(trials: list[tuple[ExperimentConfig, dict[str, float
     return out
 
 
+def compute_floor_seconds(trials: list, costs: PhaseCosts | CostTable, cores: float) -> float:
+    """The trials' compute floor: every phase of every generation, scaled by each trial's work from
+    the measured costs (``estimate_trial``), generation 0 once per key, spread over ``cores``: no
+    grid finishes faster on that machine. The one figure the benchmarks divide wall times by; the
+    dry-run's CPU wall estimate is it when the trials at once fill the cores (grid_wall_seconds)."""
+    phases = [(t.config, estimate_trial(t, costs).phase_seconds) for t in trials]
+    return sum(with_shared_generation0(phases)) / cores
+
+
 def grid_disk(estimates: list[TrialEstimate], concurrency: int) -> tuple[int, int]:
     """(peak, final) bytes of the grid's trial directories."""
     return grid_checkpoint_bytes([e.disk for e in estimates], concurrency)
