@@ -1,12 +1,13 @@
 """The sandbox's wall time against the runs it has at once, on an idle machine and beside busy
 processes (a grid's trials training and generating), in one run.
 
-    python benchmarks/sandbox_concurrency.py [--workers 2 8 16] [--busy 0 8] [--repeats 3]
+    python benchmarks/sandbox_concurrency.py [--workers 2 8 16] [--busy 0 8] [--kind torch|python] [--repeats 3]
 
 Programs: the embedded benchmark's test set as the study evaluates it (experiments/grid.yaml's
 sizes: 256 problems, each canonical solution with its hidden tests; all must pass). For each
-number of busy processes (CPU-bound Python loops at this process's niceness, started before and
-stopped after their rows), every worker count is run in turn, ``--repeats`` times alternating,
+number of busy processes (``--kind``: torch matrix products on two threads each, as a grid's
+trials compute, or a pure-Python loop; at this process's niceness, started before and stopped
+after their rows), every worker count is run in turn, ``--repeats`` times alternating,
 and the median wall time printed with its ratio to the first worker count's.
 
 Why: a sandboxed run costs ~10 ms of CPU but hops through four processes and makes and tears down
@@ -36,9 +37,15 @@ def test_programs(config: str) -> list[str]:
     return [program_for(p, p["prompt"] + p["canonical_solution"]) for p in test]
 
 
+# What busies the CPUs: a pure-Python loop, or torch matrix products on two threads each (as a
+# grid's Train workers and vLLM engines compute: OpenMP threads that spin between products).
+BUSY = {"python": "while True: pass",
+        "torch": "import torch\ntorch.set_num_threads(2)\na = torch.randn(512, 512)\nwhile True: a @ a"}
+
+
 @contextmanager
-def busy_processes(n: int):
-    procs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(n)]
+def busy_processes(n: int, kind: str):
+    procs = [subprocess.Popen([sys.executable, "-c", BUSY[kind]]) for _ in range(n)]
     try:
         time.sleep(1.0 if n else 0.0)   # let them take the CPUs
         yield
@@ -53,6 +60,7 @@ def main() -> None:
     parser.add_argument("--config", default="experiments/grid.yaml", help="grid whose codegen_embedded test set runs")
     parser.add_argument("--workers", type=int, nargs="+", default=[os.cpu_count() or 1, 8, 16])
     parser.add_argument("--busy", type=int, nargs="+", default=[0, 8], help="busy processes beside the sandbox")
+    parser.add_argument("--kind", choices=sorted(BUSY), default="torch", help="what the busy processes run")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--timeout", type=float, default=10.0, help="per program (the evaluation's)")
     args = parser.parse_args()
@@ -63,7 +71,7 @@ def main() -> None:
     print(f"[sandbox_concurrency] {len(programs)} programs, {machine()}", flush=True)
     for busy in args.busy:
         seconds: dict[int, list[float]] = {w: [] for w in args.workers}
-        with busy_processes(busy):
+        with busy_processes(busy, args.kind):
             for _ in range(args.repeats):
                 for workers in args.workers:
                     t0 = time.monotonic()
@@ -77,7 +85,7 @@ def main() -> None:
         for workers in args.workers:
             median = statistics.median(seconds[workers])
             runs = ", ".join(f"{s:.1f}" for s in seconds[workers])
-            print(f"busy {busy:2d}  workers {workers:2d}: {median:6.1f} s median ({runs}); "
+            print(f"busy {busy:2d} ({args.kind})  workers {workers:2d}: {median:6.1f} s median ({runs}); "
                   f"{first / median:5.2f}x the speed of {args.workers[0]} workers", flush=True)
 
 
