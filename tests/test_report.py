@@ -188,9 +188,11 @@ def test_a_later_part_reported_with_an_earlier_reports_long_csv(report, tmp_path
     paired = {(r["regime"], r["metric"]): r for r in read_csv(tmp_path / "out" / "paired.csv")}
     diffs = [HYBRID[s][2] - VALUES[("real-only", s)]["pass_at_1"][2] for s in (0, 1)]
     assert float(paired[("hybrid0.5", "pass_at_1")]["mean_diff"]) == pytest.approx(statistics.mean(diffs))
-    # The claim pairs hybrid (this store) with synthetic-only (the file): 0.42-0.3, 0.47-0.4.
+    # The claim pairs hybrid (this store) with synthetic-only (the file) at generation 1, the last
+    # all its cells reached (synthetic-only's seed 2 stopped there): 0.45-0.4, 0.5-0.46.
     claim = read_csv(tmp_path / "out" / "claims.csv")[0]
-    assert float(claim["mean"]) == pytest.approx(statistics.mean([0.42 - 0.3, 0.47 - 0.4]))
+    assert claim["generation"] == "1"
+    assert float(claim["mean"]) == pytest.approx(statistics.mean([0.45 - 0.4, 0.5 - 0.46]))
     index = json.loads((tmp_path / "out" / "runs.json").read_text())
     assert set(index["trials"]) == {f"tiny_codegen_hybrid0.5_s{s}_none" for s in HYBRID}
     assert index["from_earlier_reports"] == {
