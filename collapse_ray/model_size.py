@@ -100,8 +100,13 @@ def decoder_config(model: ModelConfig) -> dict | None:
         return HUB_DENSE[ref]
     if ref in HUB_MOE:
         return None
+    return local_config(Path(ref).expanduser())
+
+
+def local_config(directory: Path) -> dict | None:
+    """A model directory's config.json (its text model's, for a multimodal one); None if unreadable."""
     try:
-        config = json.loads((Path(ref).expanduser() / "config.json").read_text())
+        config = json.loads((directory / "config.json").read_text())
         config = config.get("text_config", config)
     except (OSError, ValueError, AttributeError):
         return None

@@ -34,7 +34,8 @@ import numpy as np
 
 from collapse_ray.datatypes import ModelRef
 from collapse_ray.generate.base import Sampling
-from collapse_ray.generate.kv_cache import CPU_KV_CACHE_CAP_BYTES, cpu_kv_cache_bytes
+from collapse_ray.generate.kv_cache import cpu_kv_cache_bytes
+from collapse_ray.model_size import local_config
 
 log = logging.getLogger(__name__)
 
@@ -174,12 +175,7 @@ class VLLMEngine:
 
     def _cpu_kv_cache_bytes(self, path: str) -> int:
         """What 256 sequences of this model need (generate/kv_cache.py); 1 GiB for a hub id."""
-        try:
-            config = json.loads((Path(path) / "config.json").read_text())
-        except (OSError, ValueError):
-            return CPU_KV_CACHE_CAP_BYTES
-        config = config.get("text_config", config) if isinstance(config, dict) else None
-        return cpu_kv_cache_bytes(config, self.max_model_len, self.dtype)
+        return cpu_kv_cache_bytes(local_config(Path(path)), self.max_model_len, self.dtype)
 
     def _engine_args(self, path: str) -> dict[str, Any]:
         on_cpu = _on_cpu()

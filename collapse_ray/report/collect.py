@@ -239,10 +239,10 @@ def add_earlier_reports(long: pd.DataFrame, earlier: list[tuple[Path, pd.DataFra
                         ) -> tuple[pd.DataFrame, list[str], dict]:
     """``long`` with the trials of earlier reports' long CSVs (``report --with``, each read by
     ``read_long_csv``): a study run in parts over several sittings, whose earlier stores are gone
-    but whose long CSVs were kept. A trial is its (model, task, regime, mitigation, seed); one the
+    but whose long CSVs were kept. A trial is its TRIAL_TAGS (model, task, regime, seed, mitigation); one the
     store also holds keeps the store's rows, and one that two files hold is refused as ambiguous.
     Returns (long, notes, {file: the trials added from it})."""
-    key = ["model", "task", "regime", "mitigation", "seed"]
+    key = list(TRIAL_TAGS)
     have = set(long.set_index(key).index)
     came_from: dict[tuple, Path] = {}
     frames, notes, added = [long], [], {}
