@@ -75,7 +75,9 @@ def local_ray():
     """A local two-CPU Ray for the module, yielded as the ``ray`` module."""
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    from collapse_ray.ray_here import init_ray
+
+    init_ray(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
     yield ray
     ray.shutdown()
 

@@ -32,6 +32,18 @@ def assert_same_weights(a: str, b: str) -> None:
 
 # ---------------------------------------------------------------- issue 8: ZeRO stage 0
 
+def ray_actor_classes() -> set[str]:
+    """The classes of this machine's Ray actor processes (Ray titles them ray::Class[.method])."""
+    import psutil
+
+    titles = set()
+    for proc in psutil.process_iter(["cmdline"]):
+        first = (proc.info["cmdline"] or [""])[0]
+        if first.startswith("ray::"):
+            titles.add(first[len("ray::"):].split(".")[0].split()[0])
+    return titles
+
+
 def test_zero_stage_0_means_zero_stage_0_not_the_size_rule():
     # Before: deepspeed_config refused 0, and the worker's `job.zero_stage or ...` turned it into 2.
     assert resolve_zero_stage(0, n_params=10**6, use_gpu=False) == 0
@@ -62,6 +74,8 @@ def test_a_job_on_a_used_group_gives_the_weights_of_a_fresh_group_and_of_the_in_
         used.train(first.model, TEXTS[:16], str(tmp_path / "job2"), seed=12)
         third = used.train(base, TEXTS, str(tmp_path / "job3"), seed=3)
         assert (used.starts, used.group.info()["starts"]) == (1, 1)   # one fit, its workers started once
+        actors = ray_actor_classes()   # Ray started here: Train's preemption watcher is not started
+        assert "TrainController" in actors and "PreemptionWatcher" not in actors, actors
         assert used.startup_s is not None and used.startup_s > 0
     with RayTrainer(cfg, num_workers=1, resources_per_worker={"CPU": 1}) as fresh:
         alone = fresh.train(base, TEXTS, str(tmp_path / "fresh"), seed=3)

@@ -38,6 +38,7 @@ from collapse_ray.backends import build_generator, build_trainer
 from collapse_ray.console import output_to, quiet_libraries, ray_init_options
 from collapse_ray.errors import ConfigError, GridError
 from collapse_ray.interrupts import sigterm_as_sigint
+from collapse_ray.ray_here import init_ray
 from collapse_ray.grid.console import GRID_LOG, GridConsole, logs_dir, trial_log
 from collapse_ray.grid.expand import Trial, with_driver_ip
 from collapse_ray.grid.launch import GridLaunch, grid_state_dir
@@ -171,7 +172,7 @@ def _launch(grid: GridConfig, trials: list[Trial], storage: str, resume: bool, v
     launch.start(resume)
     started_here = not ray.is_initialized()
     if started_here:   # workers' output reaches this process, whose output is the grid's log
-        ray.init(**ray_init_options(verbose, log_to_driver=True))
+        init_ray(**ray_init_options(verbose, log_to_driver=True))
     try:
         with sigterm_as_sigint():   # again: ray.init put its own SIGTERM handler (log, then abort) in place
             outcome = _fit(grid, trials, storage, resume, verbose, console, launch.run_id)

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from collapse_ray.errors import TrialError
+from collapse_ray.ray_here import init_ray
 
 POLL_S = 1.0             # how long one wait for an acknowledgement blocks before checking the fit
 CLOSE_TIMEOUT_S = 120.0  # how long close() waits for the workers to finish and the fit to return
@@ -215,7 +216,7 @@ class TrainWorkerGroup:
 
         self.close()
         if not ray.is_initialized():   # as TorchTrainer.fit would: join RAY_ADDRESS's cluster, or start one
-            ray.init()
+            init_ray()
         here = ray.get_runtime_context().get_node_id()
         board = ray.remote(JobBoard).options(
             num_cpus=0, scheduling_strategy=NodeAffinitySchedulingStrategy(here, soft=True)).remote()

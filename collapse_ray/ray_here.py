@@ -1,0 +1,24 @@
+"""Starting or joining Ray (the grid's launch, or a trainer that finds no Ray running).
+
+Ray that this process starts is a cluster of this one machine: no autoscaler drains its node,
+so Ray Train's preemption watcher has nothing to watch. It is still one more Ray actor per
+trial, and an idle Ray worker is not free: its core worker wakes every 10 ms to check for
+signals, about 0.8% of a core each on this project's 2-core machine (docs/BENCHMARKS.md, "Idle
+Ray workers"). The watcher is turned off in this process's environment before Ray starts, so
+every worker inherits that (Train also propagates it from a trial driver to its controller); a
+user's own setting wins. A cluster named by RAY_ADDRESS or ``address`` keeps Train's default.
+"""
+from __future__ import annotations
+
+import os
+
+PREEMPTION_WATCHER_ENV = "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"
+
+
+def init_ray(**init_options):
+    """``ray.init(**init_options)``, without Train's preemption watcher unless a cluster is named."""
+    import ray
+
+    if not (init_options.get("address") or os.environ.get("RAY_ADDRESS")):
+        os.environ.setdefault(PREEMPTION_WATCHER_ENV, "0")
+    return ray.init(**init_options)
