@@ -6,7 +6,8 @@ trial, and an idle Ray worker is not free: its core worker wakes every 10 ms to 
 signals, about 0.8% of a core each on this project's 2-core machine (docs/BENCHMARKS.md, "Idle
 Ray workers"). The watcher is turned off in this process's environment before Ray starts, so
 every worker inherits that (Train also propagates it from a trial driver to its controller); a
-user's own setting wins. A cluster named by RAY_ADDRESS or ``address`` keeps Train's default.
+user's own setting wins. A cluster named by RAY_ADDRESS or ``address`` (other than "local")
+keeps Train's default.
 """
 from __future__ import annotations
 
@@ -19,6 +20,13 @@ def init_ray(**init_options):
     """``ray.init(**init_options)``, without Train's preemption watcher unless a cluster is named."""
     import ray
 
-    if not (init_options.get("address") or os.environ.get("RAY_ADDRESS")):
+    if starts_local_ray(init_options.get("address") or os.environ.get("RAY_ADDRESS")):
         os.environ.setdefault(PREEMPTION_WATCHER_ENV, "0")
     return ray.init(**init_options)
+
+
+def starts_local_ray(address: str | None) -> bool:
+    """Whether ``ray.init(address)`` starts a Ray of this machine rather than joining a cluster
+    (None may also join a ``ray start`` cluster of this machine, whose workers do not inherit
+    this process's environment: no effect there)."""
+    return not address or address == "local"

@@ -164,3 +164,11 @@ def test_deepspeed_with_zero_stage_0_trains_at_stage_0(train_llama, local_ray, t
         result = trainer.train(ModelRef(train_llama), TEXTS, str(tmp_path / "model"), seed=0)
         assert trainer.last_metrics["zero_stage"] == 0   # before: 0 became "auto", i.e. 2
     assert mean_loss(result.model) < mean_loss(ModelRef(train_llama)) - 0.5
+
+
+@pytest.mark.parametrize("address, local", [(None, True), ("", True), ("local", True), ("auto", False),
+                                            ("ray://head:10001", False), ("10.0.0.5:6379", False)])
+def test_only_a_ray_started_here_goes_without_trains_preemption_watcher(address, local):
+    from collapse_ray.ray_here import starts_local_ray
+
+    assert starts_local_ray(address) is local
