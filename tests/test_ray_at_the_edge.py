@@ -17,7 +17,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 # The Tune runner, the Ray trainer with its worker group and worker side, the vLLM actor.
 RAY_EDGE = {"collapse_ray.grid.tune_runner", "collapse_ray.train.worker_group", "collapse_ray.train.ray_worker",
-            "collapse_ray.generate.vllm_actor"}
+            "collapse_ray.generate.vllm_actor", "collapse_ray.ray_here"}
 
 
 @pytest.fixture
