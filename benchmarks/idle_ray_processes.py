@@ -23,7 +23,8 @@ import subprocess
 import sys
 import time
 
-SIDES = {"train default": {"RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "1"}, "this project": {}}
+WATCHER_ENV = "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"
+SIDES = {"train default": "1", "this project": None}   # the watcher's env value; None: unset
 
 
 def measure_side(config: str, seconds: float) -> dict:
@@ -85,10 +86,10 @@ def main() -> None:
 
     print(f"machine: {machine()}; {args.seconds:.0f} s idle per side", flush=True)
     results = {}
-    for side, env in SIDES.items():
-        env = {**os.environ, **env}
-        if not SIDES[side]:
-            env.pop("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", None)
+    for side, watcher in SIDES.items():
+        env = {k: v for k, v in os.environ.items() if k != WATCHER_ENV}
+        if watcher is not None:
+            env[WATCHER_ENV] = watcher
         done = subprocess.run([sys.executable, __file__, "--side", side, "--seconds", str(args.seconds),
                                "--config", args.config], env=env, capture_output=True, text=True)
         if done.returncode:

@@ -30,8 +30,6 @@ def assert_same_weights(a: str, b: str) -> None:
     assert not different, f"weights differ in {different[:5]} ({len(different)} tensors)"
 
 
-# ---------------------------------------------------------------- issue 8: ZeRO stage 0
-
 def ray_actor_classes() -> set[str]:
     """The classes of this machine's Ray actor processes (Ray titles them ray::Class[.method])."""
     import psutil
@@ -43,6 +41,8 @@ def ray_actor_classes() -> set[str]:
             titles.add(first[len("ray::"):].split(".")[0].split()[0])
     return titles
 
+
+# ---------------------------------------------------------------- issue 8: ZeRO stage 0
 
 def test_zero_stage_0_means_zero_stage_0_not_the_size_rule():
     # Before: deepspeed_config refused 0, and the worker's `job.zero_stage or ...` turned it into 2.
