@@ -24,10 +24,11 @@ REGIMES = [{"name": "real-only"}, {"name": "synthetic-only"}, {"name": "hybrid",
 
 
 def trials_of(tmp_path: Path, sizes: dict | None = None, training: dict | None = None,
-              regimes: list | None = None, task: str = "codegen", seeds: tuple = (0,)) -> list[grid.Trial]:
+              regimes: list | None = None, task: str = "codegen", seeds: tuple = (0,),
+              generations: int = 7) -> list[grid.Trial]:
     """CPU trials of the tiny model (0.4 CPU each), at the compute floor's sizes unless told."""
     data = {"name": "g",
-            "base": {"generations": 7, "sizes": {**SIZES, **(sizes or {})},
+            "base": {"generations": generations, "sizes": {**SIZES, **(sizes or {})},
                      "training": {**TRAINING, **(training or {}), "backend": "ray"}, "generator": {"backend": "vllm"}},
             "grid": {"models": [{"name_or_path": "tiny", "resources": {"cpus_per_worker": 0.2}}], "tasks": [task],
                      "regimes": regimes or REGIMES[:1], "seeds": list(seeds)},
@@ -116,14 +117,19 @@ def test_trials_that_differ_only_in_regime_share_generation_0(tmp_path):
     assert all(e.seconds(7) == pytest.approx(per_trial) for e in estimates)
     seconds = est.with_shared_generation0([(t.config, e.phase_seconds) for t, e in zip(trials, estimates)])
     assert sum(seconds) == pytest.approx(4 * per_trial - 3 * (80.0 + 4.0))
-    # One core a trial: on 2 CPUs, 2 of the 4 concurrent trials at full speed.
-    wall, parallel = est.grid_wall_seconds(seconds, 4, False, 2.0, estimates[0].costs)
-    assert (wall, parallel) == (pytest.approx(sum(seconds) / 2), 2.0)
+    # One core a trial, 4 at once on 2 CPUs: three wait while the first computes generation 0
+    # (94 s: one core idle), then all four share the cores.
+    works = [(t.config, e.phase_seconds) for t, e in zip(trials, estimates)]
+    schedule = est.cpu_grid_schedule(works, 4, 2.0, estimates[0].costs)
+    assert schedule.wall_s == pytest.approx(94.0 + (sum(seconds) - 94.0) / 2)
+    assert schedule.waiting_s == pytest.approx(3 * 94.0)
 
     p = grid.plan(trials, {"CPU": 2.0, "GPU": 0.0}, "test", None, None)
     out = grid.describe(grid.load_grid(tmp_path / "grid.yaml"), trials, p, [], None, costs)
     assert f"~{est.fmt_seconds(per_trial)} per trial of generations 0..7 (approximate; compute_floor.json" in out
-    assert f"grid wall time ~ {est.fmt_seconds(wall)} (approximate; from compute_floor.json;" in out
+    assert f"grid wall time ~ {est.fmt_seconds(schedule.wall_s)} (approximate; from compute_floor.json;" in out
+    assert (f"the compute floor {est.fmt_seconds(sum(seconds) / 2)} and {schedule.idle_share:.0%} of the cores idle"
+            in out)
 
     # Each seed trains its own generation 0.
     seeded = trials_of(tmp_path, regimes=REGIMES[:2], seeds=(0, 1))
@@ -132,13 +138,25 @@ def test_trials_that_differ_only_in_regime_share_generation_0(tmp_path):
     assert sum(seconds) == pytest.approx(4 * per_trial - 2 * (80.0 + 4.0))
 
 
-def test_the_benchmarks_compute_floor_is_the_dry_runs_wall_time(tmp_path):
+def test_the_benchmarks_compute_floor_is_the_dry_runs_wall_time_when_no_trial_waits(tmp_path):
     costs_file = compute_floor_file(tmp_path)
     costs = est.load_costs(costs_file, tmp_path / "none.json")
-    trials = trials_of(tmp_path, regimes=REGIMES)
-    estimates = [est.estimate_trial(t, costs) for t in trials]
-    seconds = est.with_shared_generation0([(t.config, e.phase_seconds) for t, e in zip(trials, estimates)])
-    wall, _ = est.grid_wall_seconds(seconds, 4, False, 2.0, estimates[0].costs)
+    trials = trials_of(tmp_path, seeds=(0, 1, 2, 3))   # four generation-0 keys: nobody waits
+    works = [(t.config, est.estimate_trial(t, costs).phase_seconds) for t in trials]
+    schedule = est.cpu_grid_schedule(works, 4, 2.0, costs.for_task("codegen"))
     floor = est.compute_floor_seconds(trials, costs, 2)
-    assert floor == pytest.approx(wall)
-    assert floor == pytest.approx((4 * 8 * 94.0 - 3 * 84.0) / 2)
+    assert floor == pytest.approx(schedule.wall_s) and schedule.idle_share == pytest.approx(0.0)
+    assert floor == pytest.approx(4 * 8 * 94.0 / 2)
+
+
+def test_the_dry_run_says_when_one_more_trial_at_once_would_keep_the_cores_busy(tmp_path):
+    costs = est.load_costs(compute_floor_file(tmp_path), tmp_path / "none.json")
+    # make grid's shape: 3 trials of one generation-0 key, twice, generations 0..3. Three at once:
+    # two wait while one computes each generation 0 (a core idle); four: two compute while two wait.
+    trials = trials_of(tmp_path, regimes=REGIMES[:3], seeds=(0, 1), generations=3)
+    out_of = {}
+    for at_once in (3, 4):
+        p = grid.plan(trials, {"CPU": 2.0, "GPU": 0.0}, "test", at_once, None)
+        out_of[at_once] = grid.describe(grid.load_grid(tmp_path / "grid.yaml"), trials, p, [], None, costs)
+    assert "4 trials at once would take ~" in out_of[3]
+    assert "trials at once would take" not in out_of[4]

@@ -8,7 +8,7 @@ from collapse_ray.backends import add_resources
 from collapse_ray.config import ConfigError
 import collapse_ray.grid.estimate as est   # the module, not the package (whose __init__ imports this one)
 from collapse_ray.grid.expand import Trial
-from collapse_ray.grid.plan import Plan, fmt_resources, plan
+from collapse_ray.grid.plan import Plan, fmt_resources, memory_bound, plan
 from collapse_ray.grid.spec import GridConfig
 
 
@@ -117,7 +117,7 @@ def estimates(grid: GridConfig, trials: list[Trial], p: Plan, gpus_per_node: flo
                      f"{est.SYNC_BYTES_PER_S / 1e9:g} GB/s)")
     if not timed:
         return lines
-    lines.append(_wall_line(timed, p, on_gpu))
+    lines += _wall_lines(timed, p, on_gpu)
     if on_gpu:
         lines += _gpu_hours(trials, timed, p, gpus_per_node)
     return lines
@@ -127,26 +127,39 @@ def _source(e: est.TrialEstimate) -> str:
     return "GPU throughput model" if e.on_gpu else f"{e.costs.source}, scaled by the trial's work"
 
 
-def _wall_line(timed: list[tuple[Trial, est.TrialEstimate]], p: Plan, on_gpu: bool) -> str:
-    """The grid's wall time. CPU trials' generation 0 counts once per generation-0 key; GPU trials
-    waiting for it hold their GPUs, so theirs counts in full."""
+def _wall_lines(timed: list[tuple[Trial, est.TrialEstimate]], p: Plan, on_gpu: bool) -> list[str]:
+    """The grid's wall time. CPU trials' generation 0 counts once per generation-0 key, and their
+    schedule leaves cores idle while trials wait for it; GPU trials waiting for it hold their GPUs,
+    so theirs counts in full."""
     alone = [e.seconds(t.config.generations) for t, e in timed]
     cpus = p.cluster.get("CPU", 0.0)
     if on_gpu:
-        wall, parallel = est.grid_wall_seconds(alone, p.concurrency, True, cpus, None)
-        return (f"  grid wall time ~ {est.fmt_seconds(wall)} (approximate; GPU throughput model; {len(timed)} trials, "
-                f"{est.fmt_seconds(sum(alone))} summed, {parallel:.3g} at once)")
-    seconds = est.with_shared_generation0([(t.config, e.phase_seconds) for t, e in timed])
-    # Mixed measurements: the one with the most cores per trial bounds how many run at once.
+        wall = est.gpu_grid_wall_seconds(alone, p.concurrency)
+        return [f"  grid wall time ~ {est.fmt_seconds(wall)} (approximate; GPU throughput model; {len(timed)} trials, "
+                f"{est.fmt_seconds(sum(alone))} summed, {p.concurrency} at once)"]
+    works = [(t.config, e.phase_seconds) for t, e in timed]
+    seconds = est.with_shared_generation0(works)
+    # Mixed measurements: the one with the most cores per trial bounds how many run at full speed.
     widest = max((e.costs for _, e in timed), key=lambda c: c.cores)
-    wall, parallel = est.grid_wall_seconds(seconds, p.concurrency, False, cpus, widest)
+    schedule = est.cpu_grid_schedule(works, p.concurrency, cpus, widest)
+    floor = sum(seconds) * widest.cores / cpus
     keys = len({est.generation0_key_of(t.config) for t, _ in timed})
     sources = ", ".join(dict.fromkeys(e.costs.source.split(" (")[0] for _, e in timed))
-    return (f"  grid wall time ~ {est.fmt_seconds(wall)} (approximate; from {sources}; {len(timed)} trials, "
-            f"{est.fmt_seconds(sum(seconds))} summed, generation 0 trained and evaluated once for each of its "
-            f"{keys} key(s) ({est.fmt_seconds(sum(alone) - sum(seconds))} less); {parallel:.3g} at full speed at "
-            f"once: max_concurrent_trials {p.concurrency}, {cpus:g} CPUs / {widest.cores:g} core(s) a trial); "
-            f"this is the compute floor: Ray, start-ups and idle cores come on top (measured ratios: docs/BENCHMARKS.md)")
+    lines = [f"  grid wall time ~ {est.fmt_seconds(schedule.wall_s)} (approximate; from {sources}; {len(timed)} "
+            f"trials, {est.fmt_seconds(sum(seconds))} summed, generation 0 trained and evaluated once for each of "
+            f"its {keys} key(s) ({est.fmt_seconds(sum(alone) - sum(seconds))} less); started in the grid's order, "
+            f"{p.concurrency} at once on {cpus:g} CPUs, {widest.cores:g} core(s) a trial: the compute floor "
+            f"{est.fmt_seconds(floor)} and {schedule.idle_share:.0%} of the cores idle while trials wait for a "
+            f"shared generation 0 or too few are left); Ray and start-ups come on top (measured ratios: "
+            f"docs/BENCHMARKS.md)"]
+    more = est.cpu_grid_schedule(works, p.concurrency + 1, cpus, widest)
+    memory = memory_bound([t for t, _ in timed], p.cluster, p.cluster_source)[0]
+    fits = memory is None or memory[0] > p.concurrency
+    if p.concurrency < len(timed) and fits and more.wall_s < 0.95 * schedule.wall_s:
+        lines.append(f"  {p.concurrency + 1} trials at once would take ~{est.fmt_seconds(more.wall_s)} "
+                     f"({more.idle_share:.0%} idle; tune.max_concurrent_trials {p.concurrency + 1}, with resources "
+                     f"that let {p.concurrency + 1} trials fit)")
+    return lines
 
 
 def _gpu_hours(trials: list[Trial], timed: list[tuple[Trial, est.TrialEstimate]], p: Plan,

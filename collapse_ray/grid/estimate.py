@@ -10,9 +10,11 @@ Time per generation, per phase (train, generate, evaluate, drift):
   evaluate: eval_examples x max_new_tokens). The measurement: the task's entry in
   benchmarks/compute_floor.json (per task, at its sizes, one core each) when it has one, else
   benchmarks/phase_costs.json (one reference codegen trial measured with ``cores`` cores).
-  Trials share the cluster's CPUs: at most cluster CPUs / the measurement's cores run at full
-  speed at once (and at most max_concurrent_trials). Trials with one generation-0 key
-  (shared_gen0.py) train and evaluate generation 0 once: the grid counts it once per key.
+  Trials with one generation-0 key (shared_gen0.py) train and evaluate generation 0 once: the
+  grid counts it once per key. The grid's wall time is a schedule (grid/schedule.py): Tune starts
+  the trials in the grid's order, max_concurrent_trials at once, the running ones share the
+  cluster's CPUs (each on at most the measurement's cores), and a trial waiting for a shared
+  generation 0 computes nothing.
 * GPU trials (Train workers with GPUs): a throughput model, not a measurement (none can be made
   here): training 6 (LoRA 4) x parameters x tokens at TRAIN_MFU of PEAK_FLOPS per training GPU;
   generation and evaluation 2 x parameters x generated tokens at GENERATE_MFU per serving GPU
@@ -36,6 +38,7 @@ from collapse_ray.checkpoint_estimate import CheckpointEstimate, estimate_checkp
 from collapse_ray.config import ConfigError, ExperimentConfig, ModelConfig, TinyModelConfig
 from collapse_ray.loop import fingerprint_data
 from collapse_ray.model_size import ModelSize, model_size
+from collapse_ray.grid.schedule import Schedule, TrialWork, simulate
 from collapse_ray.shared_gen0 import generation0_key
 from collapse_ray.train.base import total_steps
 
@@ -218,30 +221,36 @@ def generation0_key_of(cfg: ExperimentConfig) -> str:
     return generation0_key(fingerprint_data(cfg))
 
 
-def with_shared_generation0(trials: list[tuple[ExperimentConfig, dict[str, float]]]) -> list[float]:
-    """Each trial's seconds (``phase seconds`` per generation, generations 0..G) once generation 0
-    is shared: the first trial of each generation-0 key trains and evaluates it, the others reuse
-    it and only generate and measure drift in generation 0."""
+def shared_generation0_work(trials: list[tuple[ExperimentConfig, dict[str, float]]]) -> list[TrialWork]:
+    """Each trial's seconds (``phase seconds`` per generation) in generation 0 and in generations
+    1..G once generation 0 is shared: the first trial of each generation-0 key trains and evaluates
+    it, the others reuse it and only generate and measure drift in generation 0."""
     seen: set[str] = set()
     out = []
     for cfg, phases in trials:
         key = generation0_key_of(cfg)
+        per_generation = sum(phases.values())
         # Generation 0 against a later one: its own training work (gen0_max_steps) when this
         # trial computes it, no training or evaluation when it reuses it.
         if key in seen:
-            gen0 = -(phases["train"] + phases["evaluate"])
+            gen0 = per_generation - phases["train"] - phases["evaluate"]
         else:
-            gen0 = (gen0_train_scale(cfg) - 1.0) * phases["train"]
+            gen0 = per_generation + (gen0_train_scale(cfg) - 1.0) * phases["train"]
         seen.add(key)
-        out.append((cfg.generations + 1) * sum(phases.values()) + gen0)
+        out.append(TrialWork(key, gen0, cfg.generations * per_generation))
     return out
+
+
+def with_shared_generation0(trials: list[tuple[ExperimentConfig, dict[str, float]]]) -> list[float]:
+    """Each trial's seconds, generations 0..G, once generation 0 is shared (shared_generation0_work)."""
+    return [w.gen0_s + w.later_s for w in shared_generation0_work(trials)]
 
 
 def compute_floor_seconds(trials: list, costs: PhaseCosts | CostTable, cores: float) -> float:
     """The trials' compute floor: every phase of every generation, scaled by each trial's work from
     the measured costs (``estimate_trial``), generation 0 once per key, spread over ``cores``: no
     grid finishes faster on that machine. The one figure the benchmarks divide wall times by; the
-    dry-run's CPU wall estimate is it when the trials at once fill the cores (grid_wall_seconds)."""
+    dry-run's CPU wall estimate (cpu_grid_schedule) is it when the trials at once fill the cores."""
     phases = [(t.config, estimate_trial(t, costs).phase_seconds) for t in trials]
     return sum(with_shared_generation0(phases)) / cores
 
@@ -251,15 +260,17 @@ def grid_disk(estimates: list[TrialEstimate], concurrency: int) -> tuple[int, in
     return grid_checkpoint_bytes([e.disk for e in estimates], concurrency)
 
 
-def grid_wall_seconds(trial_seconds: list[float], concurrency: int, on_gpu: bool, cluster_cpus: float,
-                      costs: PhaseCosts | None) -> tuple[float, float]:
-    """(wall seconds, trials effectively at full speed at once): GPU trials each own their GPUs;
-    CPU trials share the cluster's CPUs, of which the measurement used ``costs.cores`` per trial
-    (compute_floor.json: 1). ``trial_seconds``: each trial's (with_shared_generation0 for CPU trials)."""
-    parallel = float(concurrency)
-    if not on_gpu and costs is not None:
-        parallel = min(parallel, max(cluster_cpus / costs.cores, 1.0))
-    return sum(trial_seconds) / parallel, parallel
+def gpu_grid_wall_seconds(trial_seconds: list[float], concurrency: int) -> float:
+    """GPU trials each own their GPUs: the trials' summed seconds over how many run at once."""
+    return sum(trial_seconds) / max(1, concurrency)
+
+
+def cpu_grid_schedule(trials: list[tuple[ExperimentConfig, dict[str, float]]], concurrency: int,
+                      cluster_cpus: float, costs: PhaseCosts) -> Schedule:
+    """CPU trials (in Tune's start order) on the cluster's CPUs, each on the ``costs.cores`` its
+    phases were measured with: the compute floor plus the cores left idle while trials wait for a
+    shared generation 0 or too few are left (grid/schedule.py)."""
+    return simulate(shared_generation0_work(trials), concurrency, cluster_cpus, costs.cores)
 
 
 def fmt_bytes(n: float) -> str:

@@ -1,0 +1,72 @@
+"""How a CPU grid's trials share the cores over time: the dry-run's wall-time estimate. Pure.
+
+Tune starts the trials in the grid's order, at most ``concurrency`` at once, each as soon as one
+ends. A trial whose generation 0 another trial is computing (shared_gen0.py) waits on its lock,
+holding its slot while it computes nothing. Running trials share the cores evenly, each using at
+most ``cores_per_trial`` (its phases run on that many threads). So the grid finishes later than
+its compute floor (every trial's work over the cores) when too few trials compute at once: while
+some wait for a shared generation 0, and in the tail, when fewer trials are left than cores.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+EPS = 1e-9
+
+
+@dataclass(frozen=True)
+class TrialWork:
+    """A trial's seconds at full speed (``cores_per_trial`` cores): its generation 0 (what it
+    computes of it: all of it for the trial that computes the shared one, sampling and drift for
+    the others) and its later generations; ``gen0_key`` names the generation 0 it shares."""
+    gen0_key: str
+    gen0_s: float
+    later_s: float
+
+
+@dataclass(frozen=True)
+class Schedule:
+    wall_s: float
+    idle_share: float    # of the cores x wall: cores no trial could use
+    waiting_s: float     # trial-seconds spent waiting for a shared generation 0
+
+
+@dataclass
+class _Running:
+    work: TrialWork
+    parts: list[float]   # seconds left of its generation 0, then of its later generations
+    computes_gen0: bool  # it computes the shared generation 0 (and publishes it after its first part)
+    waiting: bool
+
+
+def simulate(trials: list[TrialWork], concurrency: int, cores: float, cores_per_trial: float = 1.0) -> Schedule:
+    """The grid's schedule with trials started in the given order (module docstring); ``cores``:
+    the cluster's CPUs."""
+    pending = list(trials)
+    running: list[_Running] = []
+    claimed: set[str] = set()   # generation-0 keys a trial computes or has computed
+    shared: set[str] = set()    # generation-0 keys computed
+    now = idle = waiting = 0.0
+    while pending or running:
+        while pending and len(running) < max(1, concurrency):
+            work = pending.pop(0)
+            first = work.gen0_key not in claimed
+            claimed.add(work.gen0_key)
+            running.append(_Running(work, [work.gen0_s, work.later_s], first, not first and work.gen0_key not in shared))
+        active = [r for r in running if not r.waiting]
+        # Each active trial's speed against its full one (a waiter's key is computed by an active trial).
+        speed = min(1.0, cores / (len(active) * cores_per_trial))
+        step = min(r.parts[0] for r in active) / speed
+        now += step
+        idle += (cores - speed * cores_per_trial * len(active)) * step
+        waiting += step * (len(running) - len(active))
+        for r in active:
+            r.parts[0] -= speed * step
+            while r.parts and r.parts[0] <= EPS:
+                r.parts.pop(0)
+                if r.computes_gen0 and len(r.parts) == 1:
+                    shared.add(r.work.gen0_key)
+        for r in running:
+            r.waiting = r.waiting and r.work.gen0_key not in shared
+        running = [r for r in running if r.parts]
+    return Schedule(now, idle / (cores * now) if now else 0.0, waiting)
