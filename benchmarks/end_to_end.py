@@ -2,10 +2,11 @@
 and the wall time against the compute floor.
 
     python benchmarks/end_to_end.py [--config experiments/grid.yaml] [--generations N] [--max-steps N]
-                                    [--set grid.regimes='[real-only, synthetic-only]'] [--into DIR]
+                                    [--set grid.regimes='[real-only, synthetic-only]'] [--into DIR | --out DIR]
 
 Runs ``collapse-ray grid CONFIG`` as a child process on a fresh local Ray, with its trial state,
-Tune state and MLflow store in a new folder (it never resumes an earlier run). Measured: wall
+Tune state and MLflow store in a new folder (``--out``, or a temporary one; it never resumes an
+earlier run). Measured: wall
 time; the child's process tree's CPU-seconds (sampled; Ray's processes are its children) over
 wall x cores; each phase's seconds summed over trials and generations (MLflow ``time/*_s``) and
 its share; the Ray Train worker-group start-ups against the trials' wall. The compute floor is
@@ -43,6 +44,7 @@ def main() -> None:
     parser.add_argument("--max-steps", type=int, help="training.max_steps (default: the config's)")
     parser.add_argument("--costs", default=str(PHASE_COSTS), help="phase costs for the floor (compute_floor.py)")
     parser.add_argument("--into", type=Path, help="an earlier run's folder to add this grid's trials to")
+    parser.add_argument("--out", type=Path, help="a new folder to run in (default: a new temporary one)")
     parser.add_argument("--set", action="append", default=[], metavar="PATH=VALUE", dest="settings",
                         help="set a field of the grid YAML, e.g. --set grid.regimes='[real-only]'")
     args = parser.parse_args()
@@ -55,7 +57,11 @@ def main() -> None:
     apply_settings(data, args.settings)
     if args.into is not None and not (args.into / "mlflow.db").is_file():
         raise SystemExit(f"--into {args.into}: no earlier run there (no mlflow.db)")
-    out = args.into or Path(tempfile.mkdtemp(prefix="end-to-end-"))
+    if args.out is not None and (args.into is not None or (args.out.exists() and any(args.out.iterdir()))):
+        raise SystemExit(f"--out {args.out}: must be a new or empty folder, and not given with --into")
+    if args.out is not None:
+        args.out.mkdir(parents=True, exist_ok=True)
+    out = (args.into or args.out or Path(tempfile.mkdtemp(prefix="end-to-end-"))).resolve()
     stem = f"grid-{Path(args.config).stem}" if args.into else "grid"
     grid_path = write_relocated(data, out, f"{stem}.yaml")
     env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
