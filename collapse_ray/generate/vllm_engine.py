@@ -10,9 +10,10 @@ How ``load`` treats a new model:
 * same base ``path``, new ``adapter``: the engine stays; the adapter is served through a
   ``LoRARequest`` with a fresh integer id (requires ``enable_lora=True``).
 * new ``path`` with the same architecture config and the same tokenizer files as the one being
-  served, and untied embeddings: the weights are reloaded in place (vLLM's ``reload_weights``
-  worker RPC) and the prefix cache is reset; no engine rebuild. A model with tied embeddings is
-  rebuilt: vLLM 0.32's reload leaves its output layer on the old weights.
+  served: the weights are reloaded in place (vLLM's ``reload_weights``, through this project's
+  worker extension, vllm_worker.py, which ties tied embeddings again: vLLM 0.32's reload alone
+  leaves the output layer on the old weights) and the prefix cache is reset; no engine rebuild.
+  A tied model whose layout the extension does not know is rebuilt.
 * anything else (first load, another architecture, another tokenizer): the engine is rebuilt.
 
 A path is treated as immutable while it is loaded: ``load`` of the ``ModelRef`` already being
@@ -35,6 +36,8 @@ import numpy as np
 from collapse_ray.datatypes import ModelRef
 from collapse_ray.generate.base import Sampling
 from collapse_ray.generate.kv_cache import cpu_kv_cache_bytes
+from collapse_ray.generate.vllm_worker import QUALNAME as WORKER_EXTENSION
+from collapse_ray.generate.vllm_worker import RELOAD_METHOD
 from collapse_ray.model_size import local_config
 
 log = logging.getLogger(__name__)
@@ -161,13 +164,10 @@ class VLLMEngine:
             self._wake(refill=model.path == self.model.path)
         if self.llm is None or model.path != self.model.path:
             fingerprint = model_fingerprint(model.path)
-            # vLLM 0.32 reloads tied embeddings without re-tying them: the output layer keeps the
-            # old weights (the weight probe measured a mean log-prob error of 1.17). Rebuild instead.
-            compatible = (fingerprint is not None and fingerprint == self._fingerprint
-                          and not ties_word_embeddings(model.path))
-            if self.llm is not None and self.reload_in_place and compatible:
-                self._reload_weights(model.path)
-            else:
+            compatible = fingerprint is not None and fingerprint == self._fingerprint
+            reloaded = (self.llm is not None and self.reload_in_place and compatible
+                        and self._reload_weights(model.path))
+            if not reloaded:
                 self._build(model.path)
             self._fingerprint = fingerprint
         self._lora_request = self._adapter_request(model.adapter) if model.adapter else None
@@ -207,6 +207,10 @@ class VLLMEngine:
             # Inside a Ray actor, vLLM's Ray executor places its workers in the actor's placement group.
             args.setdefault("distributed_executor_backend", "ray")
         args.update(self.llm_kwargs)
+        if args.get("worker_extension_cls", WORKER_EXTENSION) != WORKER_EXTENSION:
+            raise ValueError(f"worker_extension_cls is this project's ({WORKER_EXTENSION}): in-place weight reloads "
+                             f"call it")
+        args["worker_extension_cls"] = WORKER_EXTENSION
         return args
 
     def _build(self, path: str) -> None:
@@ -218,11 +222,17 @@ class VLLMEngine:
         self.builds += 1
         log.info("vLLM engine for %s built in %.1f s", path, time.perf_counter() - start)
 
-    def _reload_weights(self, path: str) -> None:
-        self.llm.collective_rpc("reload_weights", kwargs={"weights_path": path})
+    def _reload_weights(self, path: str) -> bool:
+        """Whether the weights at ``path`` are now served (vllm_worker.py re-ties tied embeddings);
+        False: the engine must be rebuilt."""
+        tied = ties_word_embeddings(path)
+        if not all(self.llm.collective_rpc(RELOAD_METHOD, kwargs={"weights_path": path, "tied": tied})):
+            log.info("vLLM cannot re-tie this model's embeddings after a reload: rebuilding")
+            return False
         self.llm.reset_prefix_cache()  # cached KV blocks were computed with the old weights
         self.reloads += 1
         log.info("vLLM weights reloaded in place from %s", path)
+        return True
 
     def _adapter_request(self, adapter: str):
         from vllm.lora.request import LoRARequest
