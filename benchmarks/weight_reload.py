@@ -6,10 +6,10 @@ The trial's generator serves a new model every generation. The tiny model ties i
 (as Qwen3-0.6B and Llama-3.2-1B/3B do); vLLM 0.32's in-place reload left such a model's output
 layer on the old weights, so the engine was rebuilt each generation; the worker extension
 (collapse_ray/generate/vllm_worker.py) now ties it again after the reload. Both sides serve the
-same three perturbed copies of the config's tiny base model in turn (saved the same way, as
-a trial's trainer saves each generation's model, so vLLM sees one architecture) (vLLM's CPU build in a Ray actor,
-float32, the grid's KV cache), and after every load the weight probe compares the engine's
-log-probs with the model's own (as every trial does; it must pass on both sides). Printed per
+same three perturbed copies of the config's tiny base model in turn (saved alike, as a trial's
+trainer saves each generation's model), through the generator a trial of the config builds
+(`backends.generator_spec`: vLLM's CPU build in a Ray actor, its dtype, KV cache and context, and
+the weight probe after every load, which must pass on both sides), given one CPU. Printed per
 side: median seconds per load, probe included, and the ratio. The first load (the engine's
 build) is timed apart.
 """
@@ -53,12 +53,11 @@ def main() -> None:
     import ray
     import yaml
 
+    from collapse_ray.backends import generator_spec
     from collapse_ray.base_model import resolve_model_path
     from collapse_ray.config import config_from_dict
-    from collapse_ray.datatypes import ModelRef
-    from collapse_ray.generate.vllm_actor import RayVLLMGenerator
-    from collapse_ray.generate.weight_probe import ProbedGenerator
     from collapse_ray.console import quiet_libraries
+    from collapse_ray.datatypes import ModelRef
     from common import machine
 
     quiet_libraries()
@@ -67,15 +66,14 @@ def main() -> None:
     cfg = config_from_dict({**data.get("base", data), "name": "bench"})
     base = resolve_model_path(cfg.model)
     models = perturbed_copies(base, Path(tempfile.mkdtemp(prefix="weight-reload-")), n=3)
+    spec = generator_spec(cfg)
     ray.init(num_cpus=os.cpu_count(), include_dashboard=False, logging_level="ERROR", log_to_driver=False)
     print(f"machine: {machine()}; {base}; {args.loads} timed loads a side", flush=True)
     results = {}
     for side, in_place in (("rebuild", False), ("reload in place", True)):
-        kv = int(cfg.generator.kv_cache_gb * 2**30) if cfg.generator.kv_cache_gb else None   # None: sized to the model
-        with RayVLLMGenerator(num_cpus=1, kv_cache_bytes=kv, dtype="float32", enable_lora=False,
-                              max_model_len=cfg.model.tiny.context_length, reload_in_place=in_place,
-                              env_vars={"HF_HUB_OFFLINE": "1", "VLLM_LOGGING_LEVEL": "ERROR"}) as vllm:
-            probed = ProbedGenerator(vllm)
+        probed = spec.build(num_cpus=1, reload_in_place=in_place,
+                            env_vars={"HF_HUB_OFFLINE": "1", "VLLM_LOGGING_LEVEL": "ERROR"})
+        try:
             start = time.perf_counter()
             probed.load(ModelRef(models[0]))
             build = time.perf_counter() - start
@@ -85,7 +83,9 @@ def main() -> None:
                 probed.load(ModelRef(models[1 + i % (len(models) - 1)]))
                 seconds.append(time.perf_counter() - start)
                 worst = max(worst, probed.last_difference)
-            stats = vllm.stats()
+            stats = probed.stats()
+        finally:
+            probed.close()
         results[side] = statistics.median(seconds)
         print(f"{side:<16} first load (engine build) {build:6.1f} s; a later load {results[side]:6.2f} s "
               f"(median of {args.loads}); engine builds {stats['builds']}, in-place reloads {stats['reloads']}; "
