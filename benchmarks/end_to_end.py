@@ -16,6 +16,11 @@ for the generations this launch ran (an ``--into`` launch's resumed trials' earl
 out); ``--generations`` / ``--max-steps`` shrink the run (the floor follows);
 ``--set PATH=VALUE`` sets any field of the grid YAML (VALUE is YAML), e.g. a part's controls only.
 
+``--floor-steps N`` measures the floor in the same run instead: ``compute_floor.py --train-steps N``
+on the grid as run, once before the grid and once after it (this machine's speed drifts by up to
+1.6x within a day, so a floor from another hour can be off by that much); the wall is compared with
+each and with their mean, and the two floors' spread is printed beside it.
+
 ``--into DIR`` runs the grid in an earlier run's folder instead (its trial state and MLflow store):
 a study in parts, e.g. the quality filter after experiments/study_codegen.yaml, whose trials share
 part 1's generation 0 and land in one store for ``collapse-ray report``. Everything measured is
@@ -43,6 +48,9 @@ def main() -> None:
     parser.add_argument("--generations", type=int, help="last generation (default: the config's)")
     parser.add_argument("--max-steps", type=int, help="training.max_steps (default: the config's)")
     parser.add_argument("--costs", default=str(PHASE_COSTS), help="phase costs for the floor (compute_floor.py)")
+    parser.add_argument("--floor-steps", type=int, metavar="N",
+                        help="measure the floor before and after the grid (compute_floor.py --train-steps N) "
+                             "instead of reading --costs")
     parser.add_argument("--into", type=Path, help="an earlier run's folder to add this grid's trials to")
     parser.add_argument("--out", type=Path, help="a new folder to run in (default: a new temporary one)")
     parser.add_argument("--set", action="append", default=[], metavar="PATH=VALUE", dest="settings",
@@ -70,7 +78,10 @@ def main() -> None:
     log = out / f"{stem}.log"
     _, trials = grid_trials(str(grid_path))
     ran_before = generations_done(trials)   # --into: what an earlier launch computed is not this one's work
+    floors = [measure_floor(grid_path, args.floor_steps, out / f"{stem}-floor-before", env)] if args.floor_steps else []
     result = run_metered([sys.executable, "-m", "collapse_ray.cli", "grid", str(grid_path)], env, log)
+    if args.floor_steps:
+        floors.append(measure_floor(grid_path, args.floor_steps, out / f"{stem}-floor-after", env))
     result.update(mlflow_phases(f"sqlite:///{out / 'mlflow.db'}", "bench", {t.config.name for t in trials}))
 
     cores = os.cpu_count() or 1
@@ -86,18 +97,49 @@ def main() -> None:
     if walls:
         print(f"Ray Train worker-group start-ups: {startups:.0f}s = {startups / walls:.1%} of the trials' "
               f"summed wall ({walls:.0f}s)")
-    if Path(args.costs).is_file():
-        from collapse_ray.grid import estimate as est
-
+    resumed = f"; {len(ran_before)} trial(s) resumed, their earlier generations left out" if ran_before else ""
+    if floors:
+        result["floor_s"] = {which: floor_seconds(path, trials, ran_before, cores)
+                             for which, path in zip(("before", "after"), floors)}
+        before, after = result["floor_s"]["before"], result["floor_s"]["after"]
+        mean = (before + after) / 2
+        print(f"compute floor of the generations this launch ran, measured in this run (compute_floor.py "
+              f"--train-steps {args.floor_steps}{resumed}): {before:.0f}s before the grid, {after:.0f}s after "
+              f"(after / before {after / before:.2f}); wall / floor = {result['wall_s'] / before:.2f} before, "
+              f"{result['wall_s'] / after:.2f} after, {result['wall_s'] / mean:.2f} against their mean (goal: <= 1.25)")
+    elif Path(args.costs).is_file():
         machine_measured = json.loads(Path(args.costs).read_text())["machine"]
-        costs = est.load_costs(compute_floor=args.costs, phase_costs="")
-        floor = est.compute_floor_seconds(trials, costs, cores) - est.compute_floor_seconds(ran_before, costs, cores)
-        resumed = f"; {len(ran_before)} trial(s) resumed, their earlier generations left out" if ran_before else ""
+        floor = floor_seconds(Path(args.costs), trials, ran_before, cores)
         print(f"compute floor {floor:.0f}s of the generations this launch ran ({args.costs}, measured on: "
               f"{machine_measured}, scaled by each trial's work as the dry-run does{resumed}); "
               f"wall / floor = {result['wall_s'] / floor:.2f} (goal: <= 1.25)")
     Path(out, f"result-{Path(args.config).stem}.json" if args.into else "result.json").write_text(
         json.dumps(result, indent=2))
+
+
+def measure_floor(grid_path: Path, train_steps: int, stem: Path, env: dict) -> Path:
+    """compute_floor.py's phase costs for this grid, measured now (its output beside the run)."""
+    import subprocess
+
+    costs = stem.with_suffix(".json")
+    print(f"[end_to_end] measuring the compute floor ({stem.name}, --train-steps {train_steps})",
+          file=sys.stderr, flush=True)
+    with open(stem.with_suffix(".log"), "w") as log:
+        rc = subprocess.call([sys.executable, str(Path(__file__).with_name("compute_floor.py")), "--config",
+                              str(grid_path), "--train-steps", str(train_steps), "--floor-of", str(grid_path),
+                              "--out", str(costs)], env=env, stdout=log, stderr=subprocess.STDOUT)
+    if rc != 0:
+        raise SystemExit(f"compute_floor.py failed (exit {rc}); its output: {stem.with_suffix('.log')}")
+    return costs
+
+
+def floor_seconds(costs_path: Path, trials: list, ran_before: list, cores: int) -> float:
+    """The floor of the generations this launch ran, from a compute_floor.py JSON, scaled by each
+    trial's work as the dry-run does."""
+    from collapse_ray.grid import estimate as est
+
+    costs = est.load_costs(compute_floor=str(costs_path), phase_costs="")
+    return est.compute_floor_seconds(trials, costs, cores) - est.compute_floor_seconds(ran_before, costs, cores)
 
 
 def generations_done(trials: list) -> list:
