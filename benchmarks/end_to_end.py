@@ -56,6 +56,8 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], metavar="PATH=VALUE", dest="settings",
                         help="set a field of the grid YAML, e.g. --set grid.regimes='[real-only]'")
     args = parser.parse_args()
+    if args.floor_steps is not None and args.floor_steps < 1:
+        parser.error(f"--floor-steps {args.floor_steps}: must be at least 1")
 
     data = yaml.safe_load(Path(args.config).read_text())
     if args.generations is not None:
@@ -118,18 +120,20 @@ def main() -> None:
 
 
 def measure_floor(grid_path: Path, train_steps: int, stem: Path, env: dict) -> Path:
-    """compute_floor.py's phase costs for this grid, measured now (its output beside the run)."""
+    """compute_floor.py's phase costs for this grid, measured now (``stem``.json and .log beside
+    the run)."""
     import subprocess
 
-    costs = stem.with_suffix(".json")
+    # Appended, not with_suffix: a config stem may hold a dot, and before/after must not collide.
+    costs, log_path = (stem.parent / f"{stem.name}{ext}" for ext in (".json", ".log"))
     print(f"[end_to_end] measuring the compute floor ({stem.name}, --train-steps {train_steps})",
           file=sys.stderr, flush=True)
-    with open(stem.with_suffix(".log"), "w") as log:
+    with open(log_path, "w") as log:
         rc = subprocess.call([sys.executable, str(Path(__file__).with_name("compute_floor.py")), "--config",
                               str(grid_path), "--train-steps", str(train_steps), "--floor-of", str(grid_path),
                               "--out", str(costs)], env=env, stdout=log, stderr=subprocess.STDOUT)
     if rc != 0:
-        raise SystemExit(f"compute_floor.py failed (exit {rc}); its output: {stem.with_suffix('.log')}")
+        raise SystemExit(f"compute_floor.py failed (exit {rc}); its output: {log_path}")
     return costs
 
 
