@@ -26,6 +26,9 @@ TRAIN_WORKER_GB = 0.63        # a Ray Train worker (torch, the training loop)
 TRAIN_HELPERS_GB = 0.93       # Train's controller and four helper actors, and our JobBoard
 # Per parameter (float32): the drift scorer holds generation 0's model and the writer's; training
 # holds weights, gradients and Adam's two moments; vLLM one copy.
+# CPU training keeps its freed heap for the next step (train/cpu_allocator.py): peak RSS of a
+# vulnerability job 1.10 GB vs 0.93 with glibc's defaults (benchmarks/cpu_allocator.py).
+TRAIN_KEPT_HEAP_GB = 0.18
 DRIVER_BYTES_PER_PARAM = 8
 TRAIN_BYTES_PER_PARAM = 16
 VLLM_BYTES_PER_PARAM = 4
@@ -49,7 +52,7 @@ def trial_memory_gb(trial: Trial) -> float | None:
     total = DRIVER_GB + params * DRIVER_BYTES_PER_PARAM / GB
     if r.generator is not None:   # the vLLM actor; else HF generate uses the driver's copy
         total += VLLM_RUNTIME_GB + vllm_kv_cache_gb(cfg) + params * VLLM_BYTES_PER_PARAM / GB
-    train = params * TRAIN_BYTES_PER_PARAM / GB
+    train = TRAIN_KEPT_HEAP_GB + params * TRAIN_BYTES_PER_PARAM / GB
     if r.train_workers:
         total += TRAIN_HELPERS_GB + r.train_workers * (TRAIN_WORKER_GB + train)
     else:

@@ -10,6 +10,7 @@ import torch
 from collapse_ray.config import TrainingConfig
 from collapse_ray.datatypes import ModelRef
 from collapse_ray.train.base import TrainResult, total_steps
+from collapse_ray.train.cpu_allocator import keep_freed_memory
 from collapse_ray.train.core import (AdamWStep, load_tokenizer, load_trainable_model, run_steps, save_trained,
                                      tokenize)
 
@@ -25,6 +26,7 @@ class LocalTrainer:
     def train(self, init: ModelRef, texts: Sequence[str], out_dir: str, seed: int,
               cfg: TrainingConfig | None = None) -> TrainResult:
         cfg = cfg or self.cfg
+        keep_freed_memory()   # this trainer runs on CPU
         torch.manual_seed(seed)
         start = time.monotonic()
         tokenizer = load_tokenizer(init.path)

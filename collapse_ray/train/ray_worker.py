@@ -35,6 +35,7 @@ import torch
 from collapse_ray.config import TrainingConfig
 from collapse_ray.datatypes import ModelRef
 from collapse_ray.train.base import total_steps
+from collapse_ray.train.cpu_allocator import keep_freed_memory
 from collapse_ray.train.core import (AdamWStep, load_tokenizer, load_trainable_model, lr_schedule, run_steps,
                                      save_trained, tokenize)
 from collapse_ray.train.deepspeed_config import count_parameters, deepspeed_config, resolve_zero_stage
@@ -85,6 +86,8 @@ def run_job(job: Job, rank: int, world: int) -> dict:
     """Train, save (rank 0, atomically), and return the job's metrics (the same on every rank)."""
     started_at = time.time()
     cfg = job.cfg
+    if not job.use_gpu:
+        keep_freed_memory()
     texts = json.loads(Path(job.texts_path).read_text())
     torch.manual_seed(job.seed)
     micro = max(1, cfg.batch_size // world)   # global batch = micro * world = cfg.batch_size when divisible
