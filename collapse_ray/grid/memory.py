@@ -24,11 +24,11 @@ DRIVER_GB = 0.56              # the trial driver: torch, transformers, MLflow, t
 VLLM_RUNTIME_GB = 0.60        # a vLLM-CPU actor without its KV cache
 TRAIN_WORKER_GB = 0.63        # a Ray Train worker (torch, the training loop)
 TRAIN_HELPERS_GB = 0.93       # Train's controller and four helper actors, and our JobBoard
-# Per parameter (float32): the drift scorer holds generation 0's model and the writer's; training
-# holds weights, gradients and Adam's two moments; vLLM one copy.
 # CPU training keeps its freed heap for the next step (train/cpu_allocator.py): peak RSS of a
 # vulnerability job 1.10 GB vs 0.93 with glibc's defaults (benchmarks/cpu_allocator.py).
 TRAIN_KEPT_HEAP_GB = 0.18
+# Per parameter (float32): the drift scorer holds generation 0's model and the writer's; training
+# holds weights, gradients and Adam's two moments; vLLM one copy.
 DRIVER_BYTES_PER_PARAM = 8
 TRAIN_BYTES_PER_PARAM = 16
 VLLM_BYTES_PER_PARAM = 4
