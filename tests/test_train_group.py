@@ -8,6 +8,7 @@ import os
 import signal
 import threading
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -77,6 +78,10 @@ def test_a_job_on_a_used_group_gives_the_weights_of_a_fresh_group_and_of_the_in_
         actors = ray_actor_classes()   # Ray started here: Train's preemption watcher is not started
         assert "TrainController" in actors and "PreemptionWatcher" not in actors, actors
         assert used.startup_s is not None and used.startup_s > 0
+        # A CPU worker starts on glibc's main arena (worker_group.CPU_WORKER_ENV): the environment it
+        # was started with, which is what glibc reads.
+        worker_pid = used.group.info()["pids"][0]
+        assert "MALLOC_ARENA_MAX=1" in Path(f"/proc/{worker_pid}/environ").read_text().split("\0")
     with RayTrainer(cfg, num_workers=1, resources_per_worker={"CPU": 1}) as fresh:
         alone = fresh.train(base, TEXTS, str(tmp_path / "fresh"), seed=3)
     local = LocalTrainer(cfg).train(base, TEXTS, str(tmp_path / "local"), seed=3)

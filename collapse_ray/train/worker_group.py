@@ -36,6 +36,12 @@ from typing import Any, Callable
 from collapse_ray.errors import TrialError
 from collapse_ray.ray_here import init_ray
 
+# Train runs the training function in a thread of the worker; glibc gives such a thread an arena
+# whose heaps hold at most 64 MiB, so a CPU step's larger tensors (the embedded model's logits)
+# were mapped and zeroed afresh every step whatever cpu_allocator.py set: 1.15x the time in a
+# second thread, 8x the page faults (docs/BENCHMARKS.md). One arena puts the thread on the main
+# heap. glibc reads the variable when the process starts, hence the worker's runtime env.
+CPU_WORKER_ENV = {"env_vars": {"MALLOC_ARENA_MAX": "1"}}
 POLL_S = 1.0             # how long one wait for an acknowledgement blocks before checking the fit
 CLOSE_TIMEOUT_S = 120.0  # how long close() waits for the workers to finish and the fit to return
 
@@ -228,7 +234,8 @@ class TrainWorkerGroup:
             train_loop_config={"board": board, "cpu_threads": cpu_threads(self.resources_per_worker)},
             scaling_config=ray.train.ScalingConfig(num_workers=self.num_workers, use_gpu=self.use_gpu,
                                                    resources_per_worker=self.resources_per_worker),
-            run_config=ray.train.RunConfig(name=running.run_name, storage_path=storage),
+            run_config=ray.train.RunConfig(name=running.run_name, storage_path=storage,
+                                           worker_runtime_env={} if self.use_gpu else CPU_WORKER_ENV),
             torch_config=TorchConfig(backend="nccl" if self.use_gpu else "gloo"),
         )
         running.thread = threading.Thread(target=running.fit, args=(trainer,), daemon=True,
