@@ -11,7 +11,9 @@ the memory in the heap, where the next step reuses it: 0.78-0.88 of the wall tim
 is bounded by the trim threshold (measured: peak RSS up to 0.18 GB higher, grid/memory.py).
 
 Only for CPU training: on GPU the tensors live in CUDA's caching allocator already. A libc
-without ``mallopt`` (musl, macOS) is left as it is.
+without ``mallopt`` (musl, macOS) is left as it is. The thresholds only help a thread on glibc's
+main arena: another thread's arena has heaps of at most 64 MiB, so Ray Train's workers, which
+train in a thread, are started on one arena (train/worker_group.py, CPU_WORKER_ENV).
 """
 from __future__ import annotations
 
