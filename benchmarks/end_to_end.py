@@ -103,6 +103,8 @@ def main() -> None:
     if floors:
         result["floor_s"] = {which: floor_seconds(path, trials, ran_before, cores)
                              for which, path in zip(("before", "after"), floors)}
+        by_phase = [floor_by_phase(path, trials, ran_before) for path in floors]
+        result["floor_cpu_by_phase_s"] = {p: sum(f[p] for f in by_phase) / len(by_phase) for p in by_phase[0]}
         before, after = result["floor_s"]["before"], result["floor_s"]["after"]
         mean = (before + after) / 2
         print(f"compute floor of the generations this launch ran, measured in this run (compute_floor.py "
@@ -112,9 +114,13 @@ def main() -> None:
     elif Path(args.costs).is_file():
         machine_measured = json.loads(Path(args.costs).read_text())["machine"]
         floor = floor_seconds(Path(args.costs), trials, ran_before, cores)
+        result["floor_cpu_by_phase_s"] = floor_by_phase(Path(args.costs), trials, ran_before)
         print(f"compute floor {floor:.0f}s of the generations this launch ran ({args.costs}, measured on: "
               f"{machine_measured}, scaled by each trial's work as the dry-run does{resumed}); "
               f"wall / floor = {result['wall_s'] / floor:.2f} (goal: <= 1.25)")
+    if "floor_cpu_by_phase_s" in result:
+        print_against_floor(result["cpu_by_kind_s"], result["floor_cpu_by_phase_s"], result["cpu_s"],
+                            result["wall_s"] * cores)
     Path(out, f"result-{Path(args.config).stem}.json" if args.into else "result.json").write_text(
         json.dumps(result, indent=2))
 
@@ -144,6 +150,40 @@ def floor_seconds(costs_path: Path, trials: list, ran_before: list, cores: int) 
 
     costs = est.load_costs(compute_floor=str(costs_path), phase_costs="")
     return est.compute_floor_seconds(trials, costs, cores) - est.compute_floor_seconds(ran_before, costs, cores)
+
+
+def floor_by_phase(costs_path: Path, trials: list, ran_before: list) -> dict[str, float]:
+    """The CPU-seconds of each phase in the floor of the generations this launch ran."""
+    from collapse_ray.grid import estimate as est
+
+    costs = est.load_costs(compute_floor=str(costs_path), phase_costs="")
+    done = est.floor_phase_seconds(ran_before, costs)
+    return {p: cpu - done[p] for p, cpu in est.floor_phase_seconds(trials, costs).items()}
+
+
+# Which processes do which phase's work on the grid. Trial drivers train too where there are no
+# Train workers (training.backend local).
+WORKERS_OF_PHASES = (("Train workers", "ray::RayTrainWorker", ("train",)),
+                     ("vLLM actors", "ray::VLLMActor", ("generate",)),
+                     ("trial drivers", "ray::ImplicitFunc", ("evaluate", "drift")))
+
+
+def print_against_floor(cpu_by_kind: dict[str, float], floor_by_phase: dict[str, float], cpu_s: float,
+                        core_seconds: float) -> None:
+    """Each kind of process's CPU-seconds against the floor's for the phases it computes; what is
+    left is orchestration (Ray's and Ray Train's other processes, the grid's driver) and idle cores."""
+    parts, counted = [], 0.0
+    for label, kind, phases in WORKERS_OF_PHASES:
+        if kind == "ray::ImplicitFunc" and not cpu_by_kind.get("ray::RayTrainWorker"):
+            phases = ("train", *phases)
+        cpu, floor = cpu_by_kind.get(kind, 0.0), sum(floor_by_phase[p] for p in phases)
+        counted += cpu
+        parts.append(f"{label} {cpu:.0f} vs {'+'.join(phases)} {floor:.0f}"
+                     + (f" (x{cpu / floor:.2f})" if floor else ""))
+    parts.append(f"every other process {cpu_s - counted:.0f}")
+    parts.append(f"idle cores {core_seconds - cpu_s:.0f}")
+    print(f"  CPU-seconds against the floor's phases (floor {sum(floor_by_phase.values()):.0f} CPU-s): "
+          + "; ".join(parts))
 
 
 def generations_done(trials: list) -> list:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -125,3 +124,39 @@ def test_the_compute_floor_at_the_measured_sizes_is_the_measured_costs_and_follo
 
     one, four = map(synthetic_only_to_generation_10, (small_pool, large_pool))
     assert est.compute_floor_seconds(four, costs, 2) > est.compute_floor_seconds(one, costs, 2) * 1.1
+
+
+def test_the_floor_by_phase_adds_up_to_the_floor_and_counts_a_shared_generation_0_once():
+    """estimate.floor_phase_seconds (end_to_end.py sets each kind of process against it): make
+    grid's 9 trials x generations 0..3, one generation 0 per task: each task trains and evaluates
+    1 + 3 x 3 times and generates and measures drift 3 x 4 times."""
+    import json
+
+    from common import PHASE_COSTS, grid_trials
+
+    from collapse_ray.grid import estimate as est
+
+    costs = est.load_costs(compute_floor=PHASE_COSTS, phase_costs="")
+    measured = json.loads(PHASE_COSTS.read_text())["tasks"]
+    _, trials = grid_trials(str(REPO / "experiments" / "grid.yaml"))
+    by_phase = est.floor_phase_seconds(trials, costs)
+    assert sum(by_phase.values()) / 2 == pytest.approx(est.compute_floor_seconds(trials, costs, 2))
+    tasks = {t.config.task.name for t in trials}
+    assert {t.config.generations for t in trials} == {3} and len(trials) == 3 * len(tasks)
+    runs = {"train": 10, "evaluate": 10, "generate": 12, "drift": 12}
+    assert by_phase == pytest.approx({p: runs[p] * sum(measured[task][f"{p}_s"] for task in tasks) for p in est.PHASES})
+
+
+def test_each_kind_of_process_is_set_against_the_floor_of_the_phases_it_computes(capsys):
+    from end_to_end import print_against_floor
+
+    floor = {"train": 100.0, "generate": 10.0, "evaluate": 3.0, "drift": 2.0}
+    on_ray = {"ray::RayTrainWorker": 120.0, "ray::VLLMActor": 20.0, "ray::ImplicitFunc": 10.0, "raylet": 5.0}
+    print_against_floor(on_ray, floor, cpu_s=155.0, core_seconds=200.0)
+    out = capsys.readouterr().out
+    assert "Train workers 120 vs train 100 (x1.20)" in out and "vLLM actors 20 vs generate 10 (x2.00)" in out
+    assert "trial drivers 10 vs evaluate+drift 5 (x2.00)" in out
+    assert "every other process 5" in out and "idle cores 45" in out
+    # training.backend local: the trial drivers train
+    print_against_floor({"ray::ImplicitFunc": 110.0}, floor, cpu_s=110.0, core_seconds=200.0)
+    assert "trial drivers 110 vs train+evaluate+drift 105" in capsys.readouterr().out

@@ -225,20 +225,23 @@ def shared_generation0_work(trials: list[tuple[ExperimentConfig, dict[str, float
     """Each trial's seconds (``phase seconds`` per generation) in generation 0 and in generations
     1..G once generation 0 is shared: the first trial of each generation-0 key trains and evaluates
     it, the others reuse it and only generate and measure drift in generation 0."""
+    return [TrialWork(key, sum(gen0.values()), cfg.generations * sum(phases.values()))
+            for cfg, phases, key, gen0 in _generation0_phases(trials)]
+
+
+def _generation0_phases(trials: list[tuple[ExperimentConfig, dict[str, float]]]):
+    """(config, phase seconds per generation, generation-0 key, generation 0's phase seconds) of
+    each trial: generation 0 against a later one has its own training work (gen0_max_steps) when
+    the trial computes it, no training or evaluation when it reuses another's."""
     seen: set[str] = set()
-    out = []
     for cfg, phases in trials:
         key = generation0_key_of(cfg)
-        per_generation = sum(phases.values())
-        # Generation 0 against a later one: its own training work (gen0_max_steps) when this
-        # trial computes it, no training or evaluation when it reuses it.
         if key in seen:
-            gen0 = per_generation - phases["train"] - phases["evaluate"]
+            gen0 = {**phases, "train": 0.0, "evaluate": 0.0}
         else:
-            gen0 = per_generation + (gen0_train_scale(cfg) - 1.0) * phases["train"]
+            gen0 = {**phases, "train": gen0_train_scale(cfg) * phases["train"]}
         seen.add(key)
-        out.append(TrialWork(key, gen0, cfg.generations * per_generation))
-    return out
+        yield cfg, phases, key, gen0
 
 
 def with_shared_generation0(trials: list[tuple[ExperimentConfig, dict[str, float]]]) -> list[float]:
@@ -253,6 +256,17 @@ def compute_floor_seconds(trials: list, costs: PhaseCosts | CostTable, cores: fl
     dry-run's CPU wall estimate (cpu_grid_schedule) is it when the trials at once fill the cores."""
     phases = [(t.config, estimate_trial(t, costs).phase_seconds) for t in trials]
     return sum(with_shared_generation0(phases)) / cores
+
+
+def floor_phase_seconds(trials: list, costs: PhaseCosts | CostTable) -> dict[str, float]:
+    """compute_floor_seconds's work by phase, in CPU-seconds (not spread over cores): what each
+    kind of process of a grid would spend if it ran as in process, to set against what it did."""
+    phases = [(t.config, estimate_trial(t, costs).phase_seconds) for t in trials]
+    totals = dict.fromkeys(PHASES, 0.0)
+    for cfg, per_generation, _, gen0 in _generation0_phases(phases):
+        for phase in PHASES:
+            totals[phase] += gen0[phase] + cfg.generations * per_generation[phase]
+    return totals
 
 
 def grid_disk(estimates: list[TrialEstimate], concurrency: int) -> tuple[int, int]:
