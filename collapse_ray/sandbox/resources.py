@@ -10,6 +10,7 @@ import shutil
 import socket
 import sys
 import tempfile
+import time
 from contextlib import contextmanager
 from typing import Iterator
 
@@ -48,13 +49,53 @@ def pick_uid() -> int:
     return UID_BASE + secrets.randbelow(UID_SPAN)
 
 
+# A working directory left behind by a parent that died (SIGKILL, OOM) is removed by the next
+# process that runs programs, once its owner is gone and it is older than any run could be.
+STALE_AFTER_S = 3600
+
+
 @contextmanager
 def workdir() -> Iterator[str]:
-    path = tempfile.mkdtemp(prefix=TMP_PREFIX)
+    remove_stale_workdirs_once()
+    path = tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{os.getpid()}_")
     try:
         yield path
     finally:
         shutil.rmtree(path, ignore_errors=True)
+
+
+@functools.cache
+def remove_stale_workdirs_once() -> None:
+    remove_stale_workdirs(tempfile.gettempdir())
+
+
+def remove_stale_workdirs(folder: str, older_than_s: float = STALE_AFTER_S) -> list[str]:
+    """Remove run directories in ``folder`` whose creating process has exited and that are older
+    than ``older_than_s`` (the age guards against a live owner in another pid namespace sharing
+    the folder). Returns what was removed."""
+    removed = []
+    now = time.time()
+    for name in os.listdir(folder):
+        owner = name[len(TMP_PREFIX):].split("_", 1)[0] if name.startswith(TMP_PREFIX) else ""
+        path = os.path.join(folder, name)
+        try:
+            if not owner.isdigit() or _alive(int(owner)) or now - os.stat(path).st_mtime < older_than_s:
+                continue
+        except OSError:
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        removed.append(path)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 class Pipes:

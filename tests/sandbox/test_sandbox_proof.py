@@ -3,14 +3,16 @@ completions and refused operations fail; HumanEval's canonical solutions pass; t
 config's sandbox.allow_unisolated."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 
 from collapse_ray import sandbox
-from collapse_ray.sandbox import SandboxResult, SandboxUnisolated, api, run_many, run_program
+from collapse_ray.sandbox import SandboxResult, SandboxUnisolated, api, resources, run_many, run_program
 
 FAST = dict(timeout_s=5)
 
@@ -274,3 +276,33 @@ def test_a_parent_that_dies_mid_request_leaves_no_traceback_on_its_console():
     ended = subprocess.run([sys.executable, "-c", parent], capture_output=True, text=True, timeout=60)
     assert ended.returncode == 0, ended.stderr
     assert ended.stderr == ""
+
+
+def test_a_run_directory_left_by_a_killed_parent_is_removed_by_the_next_process(tmp_path):
+    # The parent is SIGKILLed mid-run (as Ray's memory monitor kills a trial's driver): its run
+    # directory stays. The next process to run a program removes it once its owner is gone and
+    # it is older than any run (a live owner's, or a young one, stays).
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    killed = subprocess.Popen([sys.executable, "-c", program("""
+        from collapse_ray.sandbox import run_program
+        run_program("import time; time.sleep(30)", timeout_s=60)
+    """)], env=env)
+    deadline = time.monotonic() + 60
+    while not list(tmp_path.glob(f"{sandbox.TMP_PREFIX}{killed.pid}_*")) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    killed.kill()
+    killed.wait()
+    [left] = tmp_path.glob(f"{sandbox.TMP_PREFIX}{killed.pid}_*")
+    young = tmp_path / f"{sandbox.TMP_PREFIX}{killed.pid}_young"
+    live = tmp_path / f"{sandbox.TMP_PREFIX}{os.getpid()}_live"
+    unrelated = tmp_path / f"{sandbox.TMP_PREFIX}notapid"
+    for folder in (young, live, unrelated):
+        folder.mkdir()
+    an_hour_ago = time.time() - resources.STALE_AFTER_S - 60
+    for folder in (left, live, unrelated):
+        os.utime(folder, (an_hour_ago, an_hour_ago))
+
+    subprocess.run([sys.executable, "-c", "from collapse_ray.sandbox import run_program; run_program('pass')"],
+                   env=env, check=True, timeout=120)
+    assert not left.exists()
+    assert young.exists() and live.exists() and unrelated.exists()
