@@ -257,7 +257,7 @@ def test_code_evaluation_refuses_before_generating_unless_unisolated_runs_are_al
     assert (generator.calls, metrics["pass_at_1"]) == (1, 0.0)
 
 
-def test_a_parent_that_dies_mid_request_leaves_no_traceback_on_its_console():
+def test_a_parent_that_dies_mid_request_leaves_no_traceback_on_its_console(tmp_path):
     # SIGTERM while the evaluation threads wait on the zygote: the parent exits with the zygote's
     # reply unread, the zygote's next read fails with ECONNRESET. The zygote shares the parent's
     # stderr, the user's console: it must exit quietly.
@@ -273,7 +273,9 @@ def test_a_parent_that_dies_mid_request_leaves_no_traceback_on_its_console():
         launcher.Zygote.spawn = send_and_die
         api.run_program("import time; time.sleep(0.5)", timeout_s=5)
     """)
-    ended = subprocess.run([sys.executable, "-c", parent], capture_output=True, text=True, timeout=60)
+    # Its run directory stays behind (removed an hour later by a later process): not in /tmp.
+    ended = subprocess.run([sys.executable, "-c", parent], capture_output=True, text=True, timeout=60,
+                           env={**os.environ, "TMPDIR": str(tmp_path)})
     assert ended.returncode == 0, ended.stderr
     assert ended.stderr == ""
 
