@@ -101,9 +101,8 @@ def main() -> None:
               f"summed wall ({walls:.0f}s)")
     resumed = f"; {len(ran_before)} trial(s) resumed, their earlier generations left out" if ran_before else ""
     if floors:
-        result["floor_s"] = {which: floor_seconds(path, trials, ran_before, cores)
-                             for which, path in zip(("before", "after"), floors)}
         by_phase = [floor_by_phase(path, trials, ran_before) for path in floors]
+        result["floor_s"] = {which: sum(f.values()) / cores for which, f in zip(("before", "after"), by_phase)}
         result["floor_cpu_by_phase_s"] = {p: sum(f[p] for f in by_phase) / len(by_phase) for p in by_phase[0]}
         before, after = result["floor_s"]["before"], result["floor_s"]["after"]
         mean = (before + after) / 2
@@ -113,8 +112,8 @@ def main() -> None:
               f"{result['wall_s'] / after:.2f} after, {result['wall_s'] / mean:.2f} against their mean (goal: <= 1.25)")
     elif Path(args.costs).is_file():
         machine_measured = json.loads(Path(args.costs).read_text())["machine"]
-        floor = floor_seconds(Path(args.costs), trials, ran_before, cores)
         result["floor_cpu_by_phase_s"] = floor_by_phase(Path(args.costs), trials, ran_before)
+        floor = sum(result["floor_cpu_by_phase_s"].values()) / cores
         print(f"compute floor {floor:.0f}s of the generations this launch ran ({args.costs}, measured on: "
               f"{machine_measured}, scaled by each trial's work as the dry-run does{resumed}); "
               f"wall / floor = {result['wall_s'] / floor:.2f} (goal: <= 1.25)")
@@ -143,17 +142,10 @@ def measure_floor(grid_path: Path, train_steps: int, stem: Path, env: dict) -> P
     return costs
 
 
-def floor_seconds(costs_path: Path, trials: list, ran_before: list, cores: int) -> float:
-    """The floor of the generations this launch ran, from a compute_floor.py JSON, scaled by each
-    trial's work as the dry-run does."""
-    from collapse_ray.grid import estimate as est
-
-    costs = est.load_costs(compute_floor=str(costs_path), phase_costs="")
-    return est.compute_floor_seconds(trials, costs, cores) - est.compute_floor_seconds(ran_before, costs, cores)
-
-
 def floor_by_phase(costs_path: Path, trials: list, ran_before: list) -> dict[str, float]:
-    """The CPU-seconds of each phase in the floor of the generations this launch ran."""
+    """The CPU-seconds of each phase in the floor of the generations this launch ran, from a
+    compute_floor.py JSON, scaled by each trial's work as the dry-run does; over the cores they
+    are the floor (estimate.compute_floor_seconds)."""
     from collapse_ray.grid import estimate as est
 
     costs = est.load_costs(compute_floor=str(costs_path), phase_costs="")
