@@ -69,11 +69,10 @@ def remove_stale_workdirs_once() -> None:
     remove_stale_workdirs(tempfile.gettempdir())
 
 
-def remove_stale_workdirs(folder: str, older_than_s: float = STALE_AFTER_S) -> list[str]:
+def remove_stale_workdirs(folder: str, older_than_s: float = STALE_AFTER_S) -> None:
     """Remove run directories in ``folder`` whose creating process has exited and that are older
     than ``older_than_s`` (the age guards against a live owner in another pid namespace sharing
-    the folder). Returns what was removed."""
-    removed = []
+    the folder)."""
     now = time.time()
     for name in os.listdir(folder):
         owner = name[len(TMP_PREFIX):].split("_", 1)[0] if name.startswith(TMP_PREFIX) else ""
@@ -84,8 +83,6 @@ def remove_stale_workdirs(folder: str, older_than_s: float = STALE_AFTER_S) -> l
         except OSError:
             continue
         shutil.rmtree(path, ignore_errors=True)
-        removed.append(path)
-    return removed
 
 
 def _alive(pid: int) -> bool:
@@ -93,8 +90,8 @@ def _alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:
-        return True
+    except PermissionError:   # alive, another user's
+        pass
     return True
 
 
