@@ -56,6 +56,9 @@ def fingerprint_data(cfg: ExperimentConfig) -> dict:
     data = dataclasses.asdict(cfg)
     for name in _RESUMABLE_FIELDS:
         data.pop(name)
+    # Where the base model is kept, not what it is (its recipe is): a grid expands it to an absolute
+    # path, so with it a trial would not resume from another directory or clone.
+    data["model"]["tiny"].pop("cache_dir")
     data["regime"] = {"alpha": 0.5, **data["regime"]}
     if data["model"]["tiny"]["train_steps"] is None:   # added later; unpinned trials keep their identity
         data["model"]["tiny"].pop("train_steps")
@@ -73,7 +76,19 @@ def fingerprint_data(cfg: ExperimentConfig) -> dict:
 
 def config_fingerprint(cfg: ExperimentConfig) -> str:
     """The trial directory's identity: a rerun resumes only a trial of the same fingerprint."""
-    return hashlib.sha256(json.dumps(fingerprint_data(cfg), sort_keys=True).encode()).hexdigest()[:16]
+    return _hashed(fingerprint_data(cfg))
+
+
+def earlier_fingerprints(cfg: ExperimentConfig) -> tuple[str, ...]:
+    """What earlier versions fingerprinted the same config as (trials they started resume, and take
+    the current fingerprint): with the base model's cache directory in it."""
+    data = fingerprint_data(cfg)
+    data["model"]["tiny"]["cache_dir"] = cfg.model.tiny.cache_dir
+    return (_hashed(data),)
+
+
+def _hashed(data: dict) -> str:
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def check_model_loadable(name_or_path: str) -> None:
@@ -110,7 +125,7 @@ def _run_locked(cfg: ExperimentConfig, task, data, progress: Progress, trainer: 
     from collapse_ray.base_model import resolve_model_path
     from collapse_ray.synthetic_drift import DriftProbe   # imports torch: after the checks, not before
 
-    state = TrialState(trial_dir(cfg.output_dir, cfg.name), config_fingerprint(cfg))
+    state = TrialState(trial_dir(cfg.output_dir, cfg.name), config_fingerprint(cfg), earlier_fingerprints(cfg))
     progress.note(f"opening the MLflow store {cfg.tracking.uri} ...")
     tracker = TrialTracker(cfg.tracking.uri, cfg.tracking.experiment, retry_minutes=cfg.tracking.retry_minutes)
     state.set_mlflow_run_id(tracker.start(cfg.name, labels.tags(), run_id=state.mlflow_run_id,

@@ -64,7 +64,7 @@ def load_task_data(cfg: ExperimentConfig):
 
 
 def check_output_dir(cfg: ExperimentConfig) -> None:
-    from collapse_ray.loop import config_fingerprint
+    from collapse_ray.loop import config_fingerprint, earlier_fingerprints
     from collapse_ray.trial_state import TrialState
 
     require(bool(cfg.output_dir.strip()), "output_dir", "must not be empty; e.g. runs")
@@ -74,7 +74,7 @@ def check_output_dir(cfg: ExperimentConfig) -> None:
     require(not trial.exists() or trial.is_dir(), "output_dir",
              f"{trial} (the trial's directory) is a file; move it away or choose another name")
     if trial.is_dir():
-        TrialState.check_owner(trial, config_fingerprint(cfg))
+        TrialState.check_owner(trial, config_fingerprint(cfg), earlier_fingerprints(cfg))
 
 
 def check_tracking_store(uri: str) -> None:

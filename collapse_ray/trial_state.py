@@ -63,11 +63,13 @@ def trial_dir(output_dir: str | os.PathLike, trial_name: str) -> Path:
 
 
 class TrialState:
-    def __init__(self, root: str | os.PathLike, fingerprint: str):
+    def __init__(self, root: str | os.PathLike, fingerprint: str, earlier: tuple[str, ...] = ()):
+        """``earlier``: fingerprints an earlier version gave the same config; a trial saved with
+        one of them is this config's and takes ``fingerprint``."""
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self._meta_path = self.root / "trial.json"
-        meta = self.check_owner(self.root, fingerprint)
+        meta = self.check_owner(self.root, fingerprint, earlier)
         self._meta = {**meta, "fingerprint": fingerprint}
         write_json_atomic(self._meta_path, self._meta)
 
@@ -86,14 +88,15 @@ class TrialState:
         return len(self.finished()) > generations
 
     @staticmethod
-    def check_owner(root: Path, fingerprint: str) -> dict:
-        """The trial's saved metadata; a ConfigError when ``root`` holds another config's trial."""
+    def check_owner(root: Path, fingerprint: str, earlier: tuple[str, ...] = ()) -> dict:
+        """The trial's saved metadata; a ConfigError when ``root`` holds another config's trial
+        (one saved with neither ``fingerprint`` nor one of the ``earlier``)."""
         path = Path(root) / "trial.json"
         try:
             meta = json.loads(path.read_text()) if path.exists() else {}
         except (OSError, ValueError) as e:
             raise ConfigError(f"{path}: cannot be read ({e}); delete {root} to start that trial over") from None
-        if not isinstance(meta, dict) or meta.get("fingerprint", fingerprint) != fingerprint:
+        if not isinstance(meta, dict) or meta.get("fingerprint", fingerprint) not in (fingerprint, *earlier):
             raise ConfigError(
                 f"{root} holds a trial run with a different config; choose another "
                 f"output_dir or experiment name, or delete that directory to start over")

@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from collapse_ray.config import config_from_dict, load_config, read_yaml_mapping
-from collapse_ray.loop import config_fingerprint
+from collapse_ray.config import load_config, read_yaml_mapping
+from collapse_ray.loop import config_fingerprint, earlier_fingerprints
 from collapse_ray.tasks import task_class
+from collapse_ray.trial_state import TrialState
 
 REPO = Path(__file__).resolve().parents[1]
 GOLDEN = json.loads((REPO / "tests" / "data" / "experiments_golden.json").read_text())["configs"]
@@ -37,8 +38,23 @@ def test_every_pinned_config_still_exists():
 
 
 @pytest.mark.parametrize("key", sorted(GOLDEN))
-def test_fingerprint_is_unchanged(key):
-    assert config_fingerprint(CURRENT[key]) == GOLDEN[key]["fingerprint"]
+def test_a_trial_saved_with_the_pinned_fingerprint_still_resumes(key, tmp_path):
+    """Since the pin the base model's cache directory left the fingerprint (earlier_fingerprints);
+    a trial saved then is still this config's, and takes the current fingerprint."""
+    cfg = CURRENT[key]
+    assert GOLDEN[key]["fingerprint"] in earlier_fingerprints(cfg)
+    (tmp_path / "trial.json").write_text(json.dumps({"fingerprint": GOLDEN[key]["fingerprint"]}))
+    TrialState(tmp_path, config_fingerprint(cfg), earlier_fingerprints(cfg))
+    assert json.loads((tmp_path / "trial.json").read_text())["fingerprint"] == config_fingerprint(cfg)
+
+
+def test_a_grids_fingerprints_do_not_depend_on_the_directory_it_is_run_from():
+    from collapse_ray.grid import expand, load_grid
+
+    grid = load_grid(REPO / "experiments" / "grid.yaml")
+    here, there = expand(grid, cwd="/golden"), expand(grid, cwd="/elsewhere/clone")
+    assert here[0].config.model.tiny.cache_dir != there[0].config.model.tiny.cache_dir
+    assert [config_fingerprint(t.config) for t in here] == [config_fingerprint(t.config) for t in there]
 
 
 # Config fields added since the pin, with their defaults (README, "Upgrading").
