@@ -29,7 +29,6 @@ this config's trials only; its files are ``DIR/grid-<config name>.*``.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import sys
@@ -79,7 +78,9 @@ def main() -> None:
     print(f"[end_to_end] {args.config} in {out} ({machine()})", file=sys.stderr, flush=True)
     log = out / f"{stem}.log"
     _, trials = grid_trials(str(grid_path))
-    ran_before = generations_done(trials)   # --into: what an earlier launch computed is not this one's work
+    from collapse_ray.grid.dry_run import finished_on_disk
+
+    ran_before = finished_on_disk(trials)   # --into: what an earlier launch computed is not this one's work
     floors = [measure_floor(grid_path, args.floor_steps, out / f"{stem}-floor-before", env)] if args.floor_steps else []
     result = run_metered([sys.executable, "-m", "collapse_ray.cli", "grid", str(grid_path)], env, log)
     if args.floor_steps:
@@ -176,18 +177,6 @@ def print_against_floor(cpu_by_kind: dict[str, float], floor_by_phase: dict[str,
     parts.append(f"idle cores {core_seconds - cpu_s:.0f}")
     print(f"  CPU-seconds against the floor's phases (floor {sum(floor_by_phase.values()):.0f} CPU-s): "
           + "; ".join(parts))
-
-
-def generations_done(trials: list) -> list:
-    """The trials that have finished generations on disk, each cut to those (generations 0..n-1)."""
-    from collapse_ray.trial_state import TrialState, trial_dir
-
-    done = []
-    for t in trials:
-        n = len(TrialState.read(trial_dir(t.config.output_dir, t.config.name)).finished())
-        if n:
-            done.append(dataclasses.replace(t, config=dataclasses.replace(t.config, generations=n - 1)))
-    return done
 
 
 def apply_settings(data: dict, settings: list[str]) -> None:

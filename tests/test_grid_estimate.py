@@ -160,3 +160,32 @@ def test_the_dry_run_says_when_one_more_trial_at_once_would_keep_the_cores_busy(
         out_of[at_once] = grid.describe(grid.load_grid(tmp_path / "grid.yaml"), trials, p, [], None, costs)
     assert "4 trials at once would take ~" in out_of[3]
     assert "trials at once would take" not in out_of[4]
+
+
+def test_the_dry_run_shows_where_each_trial_resumes_and_what_is_left_to_compute(tmp_path):
+    from collapse_ray.grid.dry_run import finished_on_disk
+    from collapse_ray.trial_state import TrialState, trial_dir
+    from tests.small_trials import finish
+
+    costs = est.load_costs(compute_floor_file(tmp_path), tmp_path / "none.json")
+    trials_of(tmp_path, regimes=REGIMES)   # four trials of one generation-0 key, generations 0..7
+    trials = grid.expand(grid.load_grid(tmp_path / "grid.yaml"), cwd=str(tmp_path))
+    for trial, finished in ((trials[0], 8), (trials[1], 3)):   # all eight generations; 0..2
+        state = TrialState(trial_dir(trial.config.output_dir, trial.name), "fp")
+        for g in range(finished):
+            finish(state, g)
+    done = finished_on_disk(trials)
+    assert [(t.name, t.config.generations) for t in done] == [(trials[0].name, 7), (trials[1].name, 2)]
+
+    p = grid.plan(trials, {"CPU": 2.0, "GPU": 0.0}, "test", None, None)
+    out = grid.describe(grid.load_grid(tmp_path / "grid.yaml"), trials, p, [], None, costs, done)
+    rows = {line.split()[0]: line for line in out.splitlines() if line.startswith(tuple(t.name for t in trials))}
+    assert "0..7 done" in rows[trials[0].name] and "0..7, resumes at 3" in rows[trials[1].name]
+    assert "0..7  " in rows[trials[2].name]
+    assert "on disk: 1 trial(s) finished, 1 resume at a later generation" in out
+    # The whole grid's floor less what is on disk, generation 0 once on both sides: 94 s a
+    # generation, 84 s of it generation 0's training and evaluation, shared by all four.
+    whole, on_disk = (4 * 8 * 94.0 - 3 * 84.0) / 2, (8 * 94.0 + 3 * 94.0 - 84.0) / 2
+    assert (f"left to compute: ~{est.fmt_seconds(whole - on_disk)} of the whole grid's compute floor "
+            f"{est.fmt_seconds(whole)}") in out
+    assert "on disk" not in grid.describe(grid.load_grid(tmp_path / "grid.yaml"), trials, p, [], None, costs)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collapse_ray.backends import TrialResources
 from collapse_ray.errors import ConfigError
 from collapse_ray.grid.expand import DRIVER_IP, Trial, TrialLabels, expand, regime_label
-from collapse_ray.grid.dry_run import describe
+from collapse_ray.grid.dry_run import describe, finished_on_disk
 from collapse_ray.grid.estimate import load_costs
 from collapse_ray.grid.plan import Plan, configured_cluster, local_resources, plan
 from collapse_ray.grid.preflight import preflight_grid
@@ -44,7 +44,7 @@ def dry_run(grid: GridConfig, trials: list[Trial]) -> None:
     # Without a configured cluster, this machine is the one node.
     per_node = grid.cluster.gpus_per_node if grid.cluster else (cluster["GPU"] or None)
     p = plan(trials, cluster, source, grid.tune.max_concurrent_trials, per_node)
-    print(describe(grid, trials, p, missing, per_node, load_costs()))
+    print(describe(grid, trials, p, missing, per_node, load_costs(), finished_on_disk(trials)))
     elsewhere = _checked_where_it_runs(grid, trials)
     if elsewhere:
         print(f"\npre-flight: not run here; {elsewhere}: the launch checks every trial before any starts")

@@ -1,5 +1,6 @@
 """The dry-run's report: every trial with what it keeps, the totals, the plan, and the estimates
-of disk, wall time and GPU-hours (grid/estimate.py). Pure: no Ray."""
+of disk, wall time and GPU-hours (grid/estimate.py), with what earlier launches finished on disk.
+No Ray."""
 from __future__ import annotations
 
 import dataclasses
@@ -17,10 +18,25 @@ def _one_or_each(values: list[str]) -> str:
     return distinct[0] if len(distinct) == 1 else "per trial: " + ", ".join(distinct)
 
 
+def finished_on_disk(trials: list[Trial]) -> list[Trial]:
+    """The trials with generations finished on disk (a launch resumes them), each cut to those:
+    generations 0..n-1."""
+    from collapse_ray.trial_state import TrialState, trial_dir
+
+    done = []
+    for t in trials:
+        n = len(TrialState.read(trial_dir(t.config.output_dir, t.config.name)).finished())
+        if n:
+            done.append(dataclasses.replace(t, config=dataclasses.replace(t.config, generations=n - 1)))
+    return done
+
+
 def describe(grid: GridConfig, trials: list[Trial], p: Plan, missing_tasks: list[str],
-             gpus_per_node: float | None = None, costs: est.PhaseCosts | est.CostTable | None = None) -> str:
+             gpus_per_node: float | None = None, costs: est.PhaseCosts | est.CostTable | None = None,
+             done: list[Trial] = ()) -> str:
     """The dry-run's report. ``costs``: measured phase costs for CPU trials (est.load_costs; None:
-    no time estimate for them)."""
+    no time estimate for them). ``done``: finished_on_disk(trials)."""
+    finished = {t.name: t.config.generations for t in done}
     generations = sorted({t.config.generations for t in trials})
     each = (f"{generations[0] + 1} generations each (0..{generations[0]})" if len(generations) == 1 else
             f"{generations[0]}..{generations[-1]} generations after generation 0, per trial below")
@@ -47,7 +63,7 @@ def describe(grid: GridConfig, trials: list[Trial], p: Plan, missing_tasks: list
             train = f"Ray Train {r.train_workers} x ({fmt_resources(r.per_worker)}) {r.strategy}{zero}"
         else:
             train = "in the driver process"
-        rows.append((t.name, f"0..{t.config.generations}", fmt_resources(r.driver), gen, train))
+        rows.append((t.name, _generations(t, finished.get(t.name)), fmt_resources(r.driver), gen, train))
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
     lines += [""] + ["  ".join(f"{c:<{w}}" for c, w in zip(row, widths)) + f"  {row[-1]}" for row in rows]
 
@@ -69,11 +85,23 @@ def describe(grid: GridConfig, trials: list[Trial], p: Plan, missing_tasks: list
         f"cluster ({p.cluster_source}): {p.cluster.get('CPU', 0):g} CPUs, {p.cluster.get('GPU', 0):g} GPUs "
         f"-> max_concurrent_trials = {p.concurrency} ({p.reason})",
     ]
-    return "\n".join(lines + [""] + estimates(grid, trials, p, gpus_per_node, costs))
+    if done:
+        complete = sum(finished.get(t.name, -1) >= t.config.generations for t in trials)
+        lines.append(f"on disk: {complete} trial(s) finished, {len(done) - complete} resume at a later generation "
+                     f"(the launch resumes each at its first unfinished generation)")
+    return "\n".join(lines + [""] + estimates(grid, trials, p, gpus_per_node, costs, done))
+
+
+def _generations(t: Trial, finished: int | None) -> str:
+    if finished is None:
+        return f"0..{t.config.generations}"
+    if finished >= t.config.generations:
+        return f"0..{t.config.generations} done"
+    return f"0..{t.config.generations}, resumes at {finished + 1}"
 
 
 def estimates(grid: GridConfig, trials: list[Trial], p: Plan, gpus_per_node: float | None,
-              costs: est.PhaseCosts | est.CostTable | None) -> list[str]:
+              costs: est.PhaseCosts | est.CostTable | None, done: list[Trial] = ()) -> list[str]:
     """Disk, wall time and GPU-hours (grid/estimate.py), per model and task and for the grid."""
     lines = ["estimates (approximate; docs/grid.md, \"Estimates\"):"]
     known = [(t, e) for t in trials if (e := est.estimate_trial(t, costs)) is not None]
@@ -118,6 +146,8 @@ def estimates(grid: GridConfig, trials: list[Trial], p: Plan, gpus_per_node: flo
     if not timed:
         return lines
     lines += _wall_lines(timed, p, on_gpu)
+    if done and not on_gpu:
+        lines.append(_left_line(timed, done, p, costs))
     if on_gpu:
         lines += _gpu_hours(trials, timed, p, gpus_per_node)
     return lines
@@ -160,6 +190,20 @@ def _wall_lines(timed: list[tuple[Trial, est.TrialEstimate]], p: Plan, on_gpu: b
                      f"({more.idle_share:.0%} idle; tune.max_concurrent_trials {p.concurrency + 1}, with resources "
                      f"that let {p.concurrency + 1} trials fit)")
     return lines
+
+
+def _left_line(timed: list[tuple[Trial, est.TrialEstimate]], done: list[Trial], p: Plan,
+               costs: est.PhaseCosts | est.CostTable) -> str:
+    """The compute floor of what the launch has left: the whole grid's less what is on disk
+    (generation 0 counted once per key on both sides, so a shared one on disk is not counted)."""
+    trials = [t for t, _ in timed]
+    names = {t.name for t in trials}
+    cpus = p.cluster.get("CPU", 0.0)
+    cores = max(e.costs.cores for _, e in timed)
+    whole = est.compute_floor_seconds(trials, costs, cpus / cores)
+    left = whole - est.compute_floor_seconds([t for t in done if t.name in names], costs, cpus / cores)
+    return (f"  left to compute: ~{est.fmt_seconds(left)} of the whole grid's compute floor {est.fmt_seconds(whole)} "
+            f"(generations finished on disk are not run again)")
 
 
 def _gpu_hours(trials: list[Trial], timed: list[tuple[Trial, est.TrialEstimate]], p: Plan,
