@@ -76,11 +76,12 @@ class TrialState:
     @classmethod
     def read(cls, root: str | os.PathLike) -> "TrialState":
         """A trial's state as it is on disk, read only: nothing is created or written, and no
-        fingerprint is checked (a directory that holds no trial reads as one with nothing finished)."""
+        fingerprint is checked (a directory that holds no trial, or an unreadable trial.json, which
+        check_owner refuses, reads as one with nothing recorded)."""
         state = cls.__new__(cls)
         state.root = Path(root)
         state._meta_path = state.root / "trial.json"
-        state._meta = json.loads(state._meta_path.read_text()) if state._meta_path.is_file() else {}
+        state._meta = _json_object(state._meta_path) or {}
         return state
 
     def is_finished(self, generations: int) -> bool:
@@ -167,16 +168,26 @@ class TrialState:
 
     def _load_valid(self, generation: int) -> dict | None:
         d = self.gen_dir(generation)
-        try:
-            record = json.loads((d / "COMPLETE.json").read_text())
-        except (OSError, json.JSONDecodeError):
+        record = _json_object(d / "COMPLETE.json")
+        model = record.get("model") if record is not None else None
+        if not (isinstance(model, dict) and isinstance(model.get("path"), str)
+                and isinstance(model.get("adapter"), (str, type(None))) and isinstance(record.get("metrics"), dict)):
             return None
         try:
-            if file_checksums(d, tuple(record.get("pruned", ()))) != record["checksums"]:
+            if file_checksums(d, tuple(record.get("pruned", ()))) != record.get("checksums"):
                 return None
-        except (OSError, KeyError):
+        except (OSError, TypeError):
             return None
         return record
+
+
+def _json_object(path: Path) -> dict | None:
+    """The JSON object in ``path``; None where it is missing, unreadable or not an object."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):   # ValueError: bad JSON or bytes that are not UTF-8
+        return None
+    return data if isinstance(data, dict) else None
 
 
 def _relative(path: str | None, root: Path) -> str | None:

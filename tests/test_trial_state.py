@@ -56,3 +56,22 @@ def test_reading_a_trial_writes_nothing_and_tells_whether_it_finished(tmp_path):
     (tmp_path / "t" / "gen_01" / "model" / "weights.bin").write_text("corrupt")
     assert not TrialState.read(tmp_path / "t").is_finished(1)
     assert set((tmp_path / "t").rglob("*")) == before
+
+
+@pytest.mark.parametrize("record", ['[]', '{"checksums": {}}', '{"model": "gen_00/model", "metrics": {}, "checksums": {}}',
+                                    '{"model": {}, "metrics": {}, "checksums": {}}'])
+def test_a_completion_record_of_the_wrong_shape_is_an_unfinished_generation(tmp_path, record):
+    state = TrialState(tmp_path, "fp")
+    finish(state, 0)
+    finish(state, 1)
+    (state.gen_dir(1) / "COMPLETE.json").write_text(record)
+    assert [d.generation for d in state.finished()] == [0]
+
+
+def test_reading_a_trial_whose_records_are_not_json_text_finds_nothing_rather_than_failing(tmp_path):
+    state = TrialState(tmp_path, "fp")
+    finish(state, 0)
+    (tmp_path / "trial.json").write_bytes(b"\xff\xfe not text")
+    (state.gen_dir(0) / "COMPLETE.json").write_bytes(b"\xff\xfe not text")
+    read = TrialState.read(tmp_path)
+    assert read.mlflow_run_id is None and read.finished() == []
