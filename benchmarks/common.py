@@ -50,6 +50,19 @@ def write_relocated(data: dict, out: Path, filename: str = "grid.yaml") -> Path:
     return path
 
 
+def process_start(p) -> float:
+    """When ``p`` started, to tell a process from a later one with its pid: on Linux its start in
+    clock ticks since boot (/proc/<pid>/stat), which a wall-clock step cannot change. psutil's
+    create_time adds the boot time, which the kernel derives from the wall clock: on a VM whose
+    clock was being corrected it moved during a run, each move made every process a new one, and
+    the meter counted each process's CPU-seconds again (study part 12: utilisation 1.53 of 2 cores)."""
+    try:
+        stat = Path(f"/proc/{p.pid}/stat").read_text()
+    except OSError:
+        return p.create_time()
+    return float(stat.rsplit(")", 1)[1].split()[19])   # field 22; the command name may hold ")" or spaces
+
+
 class TreeCpuMeter:
     """CPU-seconds of a process and all its descendants (Ray's raylet, workers and actors are
     children of the process that called ray.init), sampled every ``interval_s``: each process's
@@ -78,7 +91,7 @@ class TreeCpuMeter:
                 procs = []
             for p in procs:
                 try:
-                    key = (p.pid, p.create_time())
+                    key = (p.pid, process_start(p))
                     t = p.cpu_times()
                     self.remember_kind(key, process_kind(p.cmdline()))
                     self.seen[key] = t.user + t.system

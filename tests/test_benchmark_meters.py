@@ -47,6 +47,23 @@ def test_tree_cpu_meter_counts_a_grandchild_that_exits_under_its_kind(tmp_path):
     assert total == pytest.approx(sum(kinds.values()))
 
 
+def test_tree_cpu_meter_counts_each_process_once_when_the_wall_clock_moves(tmp_path, monkeypatch):
+    """psutil's create_time follows the wall clock (boot time + ticks since boot); a clock being
+    corrected made each process look new at every move and counted it again."""
+    import itertools
+
+    import psutil
+
+    clock = itertools.count(1_800_000_000, 1.0)   # a create_time that moves at every read
+    monkeypatch.setattr(psutil.Process, "create_time", lambda self: next(clock))
+    busy = subprocess.Popen([sys.executable, "-c",
+                             "import time\nt = time.process_time()\nwhile time.process_time() - t < 1.0: pass\n"])
+    meter = TreeCpuMeter(busy.pid, interval_s=0.05)
+    busy.wait(timeout=60)
+    total = meter.stop()
+    assert 0.8 <= total <= 1.5, meter.by_kind()
+
+
 def test_mlflow_phases_sum_one_part_s_trials_and_their_train_start_ups(tmp_path):
     from mlflow.tracking import MlflowClient
 
