@@ -8,20 +8,33 @@ Ray workers"). The watcher is turned off in this process's environment before Ra
 every worker inherits that (Train also propagates it from a trial driver to its controller); a
 user's own setting wins. A cluster named by RAY_ADDRESS or ``address`` (other than "local")
 keeps Train's default.
+
+The same goes for Ray's log monitor, which sends workers' output to the driver (the grid's log):
+below 1,000 files it lists the session's log folder and checks every file in it on each 0.1 s
+poll, 72 CPU-seconds of a whole `make grid` here. A Ray started here lists it every
+LOG_FOLDER_LISTING_S instead (a new worker's first line reaches the driver up to that much later;
+lines of a worker it already follows are still read on every poll: benchmarks/log_monitor.py).
 """
 from __future__ import annotations
 
 import os
 
 PREEMPTION_WATCHER_ENV = "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"
+LOG_FOLDER_LISTING_S = 2.0
+# Read by Ray's log monitor process at its start: list the folder every LOG_NAME_UPDATE_INTERVAL_S
+# whatever the number of files in it.
+LOG_MONITOR_ENV = {"RAY_LOG_MONITOR_MANY_FILES_THRESHOLD": "0", "LOG_NAME_UPDATE_INTERVAL_S": str(LOG_FOLDER_LISTING_S)}
 
 
 def init_ray(**init_options):
-    """``ray.init(**init_options)``, without Train's preemption watcher unless a cluster is named."""
+    """``ray.init(**init_options)``; unless a cluster is named, without Train's preemption watcher
+    and with a log monitor that lists its folder less often."""
     import ray
 
     if starts_local_ray(init_options.get("address") or os.environ.get("RAY_ADDRESS")):
         os.environ.setdefault(PREEMPTION_WATCHER_ENV, "0")
+        for name, value in LOG_MONITOR_ENV.items():
+            os.environ.setdefault(name, value)
     return ray.init(**init_options)
 
 

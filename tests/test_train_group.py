@@ -177,3 +177,15 @@ def test_only_a_ray_started_here_goes_without_trains_preemption_watcher(address,
     from collapse_ray.ray_here import starts_local_ray
 
     assert starts_local_ray(address) is local
+
+
+def test_a_ray_started_here_has_a_log_monitor_that_lists_its_folder_every_few_seconds(local_ray):
+    import psutil
+
+    from collapse_ray.ray_here import LOG_MONITOR_ENV
+
+    monitors = [p for p in psutil.Process().children(recursive=True)
+                if any("log_monitor.py" in part for part in p.cmdline())]
+    assert len(monitors) == 1, monitors
+    environ = monitors[0].environ()   # what the monitor read its settings from when it started
+    assert {name: environ.get(name) for name in LOG_MONITOR_ENV} == LOG_MONITOR_ENV
