@@ -54,7 +54,7 @@ def measure_side(seconds: float, workers: int) -> dict:
     ray.get([a.hello.remote() for a in alive])
     # This side's own (another Ray on the machine has one too).
     monitor = next(p for p in psutil.Process().children(recursive=True)
-                   if any("log_monitor.py" in part for part in p.cmdline()))
+                   if any("log_monitor.py" in part for part in _command(p)))
     log_dir = ray._private.worker.global_worker.node.get_logs_dir_path()
     time.sleep(5)   # let the churn's last lines be published
     files = len(os.listdir(log_dir))
@@ -67,6 +67,15 @@ def measure_side(seconds: float, workers: int) -> dict:
         ray.get(Worker.remote().hello.remote(f"PROBE-LINE {i}"))
         time.sleep(8)
     return {"files": files, "monitor_pct_core": cpu_pct}
+
+
+def _command(p) -> list[str]:
+    import psutil
+
+    try:
+        return p.cmdline()
+    except psutil.Error:   # a worker that just exited
+        return []
 
 
 def run_side(side: str, env_values: dict | None, seconds: float, workers: int) -> dict:

@@ -184,8 +184,13 @@ def test_a_ray_started_here_has_a_log_monitor_that_lists_its_folder_every_few_se
 
     from collapse_ray.ray_here import LOG_MONITOR_ENV
 
-    monitors = [p for p in psutil.Process().children(recursive=True)
-                if any("log_monitor.py" in part for part in p.cmdline())]
+    def command(p: psutil.Process) -> list[str]:
+        try:
+            return p.cmdline()
+        except psutil.Error:   # an earlier test's child that exited (a zombie) or is exiting
+            return []
+
+    monitors = [p for p in psutil.Process().children(recursive=True) if any("log_monitor.py" in part for part in command(p))]
     assert len(monitors) == 1, monitors
     environ = monitors[0].environ()   # what the monitor read its settings from when it started
     assert {name: environ.get(name) for name in LOG_MONITOR_ENV} == LOG_MONITOR_ENV
