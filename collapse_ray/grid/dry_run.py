@@ -145,9 +145,7 @@ def estimates(grid: GridConfig, trials: list[Trial], p: Plan, gpus_per_node: flo
                      f"{est.SYNC_BYTES_PER_S / 1e9:g} GB/s)")
     if not timed:
         return lines
-    lines += _wall_lines(timed, p, on_gpu)
-    if done and not on_gpu:
-        lines.append(_left_line(timed, done, p, costs))
+    lines += _wall_lines(timed, p, on_gpu, done)
     if on_gpu:
         lines += _gpu_hours(trials, timed, p, gpus_per_node)
     return lines
@@ -157,10 +155,11 @@ def _source(e: est.TrialEstimate) -> str:
     return "GPU throughput model" if e.on_gpu else f"{e.costs.source}, scaled by the trial's work"
 
 
-def _wall_lines(timed: list[tuple[Trial, est.TrialEstimate]], p: Plan, on_gpu: bool) -> list[str]:
+def _wall_lines(timed: list[tuple[Trial, est.TrialEstimate]], p: Plan, on_gpu: bool,
+                done: list[Trial] = ()) -> list[str]:
     """The grid's wall time. CPU trials' generation 0 counts once per generation-0 key, and their
     schedule leaves cores idle while trials wait for it; GPU trials waiting for it hold their GPUs,
-    so theirs counts in full."""
+    so theirs counts in full. With ``done`` (finished_on_disk), CPU trials' floor of what is left."""
     alone = [e.seconds(t.config.generations) for t, e in timed]
     cpus = p.cluster.get("CPU", 0.0)
     if on_gpu:
@@ -189,21 +188,14 @@ def _wall_lines(timed: list[tuple[Trial, est.TrialEstimate]], p: Plan, on_gpu: b
         lines.append(f"  {p.concurrency + 1} trials at once would take ~{est.fmt_seconds(more.wall_s)} "
                      f"({more.idle_share:.0%} idle; tune.max_concurrent_trials {p.concurrency + 1}, with resources "
                      f"that let {p.concurrency + 1} trials fit)")
+    if done:   # the floor less what is on disk, generation 0 once per key on both sides
+        per_generation = {t.name: e.phase_seconds for t, e in timed}
+        on_disk = est.with_shared_generation0([(d.config, per_generation[d.name]) for d in done
+                                               if d.name in per_generation])
+        left = floor - sum(on_disk) * widest.cores / cpus
+        lines.append(f"  left to compute: ~{est.fmt_seconds(left)} of the whole grid's compute floor "
+                     f"{est.fmt_seconds(floor)} (generations finished on disk are not run again)")
     return lines
-
-
-def _left_line(timed: list[tuple[Trial, est.TrialEstimate]], done: list[Trial], p: Plan,
-               costs: est.PhaseCosts | est.CostTable) -> str:
-    """The compute floor of what the launch has left: the whole grid's less what is on disk
-    (generation 0 counted once per key on both sides, so a shared one on disk is not counted)."""
-    trials = [t for t, _ in timed]
-    names = {t.name for t in trials}
-    cpus = p.cluster.get("CPU", 0.0)
-    cores = max(e.costs.cores for _, e in timed)
-    whole = est.compute_floor_seconds(trials, costs, cpus / cores)
-    left = whole - est.compute_floor_seconds([t for t in done if t.name in names], costs, cpus / cores)
-    return (f"  left to compute: ~{est.fmt_seconds(left)} of the whole grid's compute floor {est.fmt_seconds(whole)} "
-            f"(generations finished on disk are not run again)")
 
 
 def _gpu_hours(trials: list[Trial], timed: list[tuple[Trial, est.TrialEstimate]], p: Plan,
