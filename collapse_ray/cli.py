@@ -15,6 +15,7 @@ import sys
 import yaml
 
 from collapse_ray.errors import EXIT_CODE, CollapseRayError, ConfigError
+from collapse_ray.path_rules import os_error_line
 
 DEBUG_ENV = "COLLAPSE_RAY_DEBUG"
 
@@ -184,6 +185,11 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(e.code, str) and not debug:
             return _fail(" ".join(e.code.split()))
         raise
+    except OSError as e:   # the OS refused a path no check foresaw (path_rules.py): the user's to fix
+        line = os_error_line(e)
+        if line is None or debug:
+            raise
+        return _fail(line)
     return 0
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from collapse_ray.errors import ConfigError  # noqa: F401 - importable from here, as before
+from collapse_ray.path_rules import check_path_text
 from collapse_ray.regimes import Regime, default_regime
 from collapse_ray.typed import build, require
 from collapse_ray.yaml_io import read_yaml_mapping  # noqa: F401 - the grid spec reuses it from here
@@ -232,7 +233,8 @@ def _check_values(cfg: ExperimentConfig) -> None:
     require(NAME_PATTERN.fullmatch(cfg.name) is not None, "name",
             f"{cfg.name!r} cannot name the trial's directory; use {NAME_RULE}")
     require(0 <= cfg.generations <= 100, "generations", f"must be between 0 and 100, got {cfg.generations}")
-    require(cfg.seed >= 0, "seed", f"must be a non-negative integer, got {cfg.seed}")
+    check_seed(cfg.seed, "seed")
+    check_path_text(cfg.output_dir, "output_dir")
     cfg.task = check_task(cfg.task, "task")
     for name in ("train_examples", "synthetic_pool", "eval_examples", "max_new_tokens"):
         value = getattr(cfg.sizes, name)
@@ -307,6 +309,7 @@ def check_data_path(task: str, data_path: str | None, where: str = "task.data_pa
         require(re.fullmatch(r"hf:[\w.-]+(/[\w.-]+)?", data_path) is not None, where,
                  f"{data_path!r} is not a dataset id; write hf:<owner>/<name>")
         return
+    check_path_text(data_path, where)
     path = Path(data_path)
     require(path.exists(), where, f"{data_path} does not exist; task {task} reads {kinds}")
     kind = "dir" if path.is_dir() else "file"
@@ -324,6 +327,7 @@ def check_tracking_uri(uri: str, where: str = "tracking.uri") -> None:
     require(bool(uri.strip()), where, "must not be empty; e.g. sqlite:///mlflow.db, ./mlruns or http://host:5000")
     scheme = urlparse(uri).scheme.split("+")[0] if "://" in uri or uri.startswith("file:") else ""
     if scheme == "" or (len(scheme) == 1 and uri[1:3] in (":/", ":\\")):   # a plain path (file store)
+        check_path_text(uri, where)
         return
     plugins = {ep.name for ep in entry_points(group="mlflow.tracking_store")}
     require(scheme in MLFLOW_SCHEMES or scheme in plugins, where,
@@ -340,6 +344,9 @@ def check_tracking_uri(uri: str, where: str = "tracking.uri") -> None:
         db = sqlite_path(uri)
         require(db is not None and db.name != "", where,
                 f"{uri!r} names no database file; write sqlite:///relative/path.db or sqlite:////absolute/path.db")
+        check_path_text(str(db), where)
+    if scheme == "file":
+        check_path_text(parsed.path, where)
 
 
 SQLITE_SCHEME = "sqlite:///"
@@ -352,6 +359,24 @@ def sqlite_path(uri: str) -> Path | None:
     return Path(uri[len(SQLITE_SCHEME):].split("?", 1)[0])
 
 
+# Seeds reach numpy (vLLM seeds it: below 2**32) and torch after ``seed * 1000 + generation``.
+MAX_SEED = 2**31 - 1
+# The tiny model is pre-trained on this machine: bounds that keep a recipe buildable (a typo such
+# as an extra zero would otherwise end as an allocation failure minutes into the build).
+MAX_TINY_PARAMS = 10**9
+MAX_TINY_CONTEXT = 32_768
+
+
+def check_seed(seed: int, where: str) -> None:
+    require(0 <= seed <= MAX_SEED, where, f"must be an integer from 0 to {MAX_SEED} (2**31 - 1), got {seed}")
+
+
+def tiny_param_count(tiny: TinyModelConfig) -> int:
+    from collapse_ray.model_size import dense_param_count, tiny_config
+
+    return dense_param_count(tiny_config(tiny))
+
+
 def check_model(model: ModelConfig) -> None:
     ref = model.name_or_path
     if ref == TINY_MODEL:
@@ -360,8 +385,9 @@ def check_model(model: ModelConfig) -> None:
         require(tiny.num_layers >= 1, f"{w}.num_layers", f"must be at least 1, got {tiny.num_layers}")
         require(tiny.num_heads >= 1, f"{w}.num_heads", f"must be at least 1, got {tiny.num_heads}")
         require(tiny.hidden_size >= 1, f"{w}.hidden_size", f"must be positive, got {tiny.hidden_size}")
-        require(tiny.context_length >= 16, f"{w}.context_length", f"must be at least 16, got {tiny.context_length}")
-        require(tiny.seed >= 0, f"{w}.seed", f"must be a non-negative integer, got {tiny.seed}")
+        require(16 <= tiny.context_length <= MAX_TINY_CONTEXT, f"{w}.context_length",
+                f"must be from 16 to {MAX_TINY_CONTEXT:,} tokens, got {tiny.context_length}")
+        check_seed(tiny.seed, f"{w}.seed")
         require(tiny.hidden_size % tiny.num_heads == 0, "model.tiny.hidden_size",
                  f"must be divisible by model.tiny.num_heads ({tiny.num_heads}), got {tiny.hidden_size}")
         head = tiny.hidden_size // tiny.num_heads
@@ -372,8 +398,14 @@ def check_model(model: ModelConfig) -> None:
                  f"must be positive and at most a week (10080), got {tiny.train_minutes}")
         require(tiny.train_steps is None or 1 <= tiny.train_steps <= 10_000_000, "model.tiny.train_steps",
                  f"must be null or a step count from 1 to 10,000,000, got {tiny.train_steps}")
+        n_params = tiny_param_count(tiny)
+        require(n_params <= MAX_TINY_PARAMS, w,
+                f"this recipe has {n_params:.3g} parameters; the tiny model is built and trained here from "
+                f"scratch, so at most {MAX_TINY_PARAMS:.0e}: give a hub id or a local directory for a larger model")
         require(bool(tiny.cache_dir.strip()), "model.tiny.cache_dir", "must not be empty")
+        check_path_text(tiny.cache_dir, "model.tiny.cache_dir")
         return
+    check_path_text(ref, "model.name_or_path")
     looks_local = ref.startswith((".", "/", "~")) or Path(ref).exists()
     if looks_local:
         path = Path(ref).expanduser()

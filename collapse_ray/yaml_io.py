@@ -8,6 +8,7 @@ from pathlib import Path
 import yaml
 
 from collapse_ray.errors import ConfigError
+from collapse_ray.path_rules import check_path_text
 
 
 class _StrictLoader(yaml.SafeLoader):
@@ -37,6 +38,7 @@ class _DuplicateKey(Exception):
 def read_yaml_mapping(path: str | os.PathLike, what: str = "config file") -> dict:
     """The YAML mapping in ``path``; a missing, unreadable, empty or malformed file, or a key
     written twice, is a ConfigError naming the file (and the line)."""
+    check_path_text(str(path), what)
     path = Path(path)
     if not path.is_file():
         kind = "is a directory" if path.is_dir() else "does not exist"

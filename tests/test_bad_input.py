@@ -1,5 +1,6 @@
 """Bad input fails before any compute, as one line naming what is wrong, and `validate` refuses
 exactly what `run` refuses (docs/bad_input.md lists each class with the test row here)."""
+import errno
 import gzip
 import http.server
 import os
@@ -12,7 +13,7 @@ import yaml
 from collapse_ray.cli import main as cli
 from collapse_ray.config import config_from_dict
 from collapse_ray.data import DataError
-from collapse_ray.errors import EXIT_CODE, CollapseRayError, ModelError
+from collapse_ray.errors import EXIT_CODE, CollapseRayError, ConfigError, ModelError
 from collapse_ray.loop import run_trial
 from collapse_ray.tracking import TrackingError, TrialTracker
 
@@ -103,7 +104,7 @@ ROWS = {
     "odd head size": (field("model.tiny.hidden_size", 12), "model.tiny.hidden_size: hidden_size / num_heads must be even"),
     "negative LoRA alpha": (field("training.lora_alpha", -16), "training.lora_alpha: must be positive"),
     "negative build time": (field("model.tiny.train_minutes", -1), "model.tiny.train_minutes: must be positive"),
-    "negative seed": (field("seed", -1), "seed: must be a non-negative integer"),
+    "negative seed": (field("seed", -1), "seed: must be an integer from 0 to 2147483647 (2**31 - 1), got -1"),
     "unknown vLLM dtype": (field("generator.dtype", "fp8x"), "generator.dtype: 'fp8x' is not allowed"),
     "model id of the wrong shape": (field("model.name_or_path", "not a model id"), "model.name_or_path: 'not a model id'"),
     "hub model not available": (field("model.name_or_path", "no-such-org/no-such-model"),
@@ -137,6 +138,16 @@ ROWS = {
     "other compression": (data_file(b"BZh91AY&SY" + RECORD, "d.jsonl"), "d.jsonl: is a bzip2-compressed file"),
     "record lacks a field": (data_file(b'{"docstring": "Return one."}\n', "d.jsonl"), "d.jsonl: line 1: record lacks field 'code'"),
     "too little data for the sizes": (field("sizes.train_examples", 5000), "need 5016"),
+    "path with a name over 255 bytes": (field("output_dir", "é" * 130), "output_dir: 'éééé"),
+    "config file name over 255 bytes": (lambda t, d: (t / ("x" * 300 + ".yaml"), []),
+                                        "x.yaml' has a name of 305 bytes ('xxxxxxxx"),
+    "control character in a path": (field("task.data_path", "data\n.jsonl"), "task.data_path: 'data\\n.jsonl' holds a control"),
+    "NUL in the model path": (field("model.name_or_path", "./m\0"), "model.name_or_path: './m\\x00' holds a control"),
+    "sqlite store name over 255 bytes": (field("tracking.uri", "sqlite:///" + "d" * 300 + ".db"), "tracking.uri: 'ddd"),
+    "seed beyond numpy's range": (field("seed", 2**32), "seed: must be an integer from 0 to 2147483647"),
+    "tiny recipe too large to build here": (field("model.tiny.hidden_size", 1 << 16),
+                                            "model.tiny: this recipe has 1.03e+11 parameters"),
+    "tiny context too long": (field("model.tiny.context_length", 10**6), "model.tiny.context_length: must be from 16"),
     "--set without '='": (lambda t, d: (write(t, d)[0], ["--set", "training.lr"]), "--set training.lr: expected FIELD=VALUE"),
     "--set into a value": (lambda t, d: (write(t, d)[0], ["--set", "name.x=1"]), "name: is a str, not a section"),
 }
@@ -237,3 +248,52 @@ def test_mitigations_that_remove_every_sample_stop_the_trial_at_that_generation(
                                                 "mitigation.quality_filter": True})
     with pytest.raises(RuntimeError, match="generation 0: the mitigations removed all 8 synthetic samples"):
         run_trial(cfg)
+
+
+def test_an_os_refusal_no_check_foresaw_is_one_line_and_a_bug_keeps_its_traceback(monkeypatch, capsys):
+    """The CLI's last resort (path_rules.os_error_line): an OS refusal about a named file is the
+    user's to fix; an OSError of another kind, or about no file, may be a bug and stays loud."""
+    import collapse_ray.cli as cli_module
+
+    def refuse(error):
+        def command(args):
+            raise error
+        return command
+
+    monkeypatch.setattr(cli_module, "cmd_validate", refuse(PermissionError(errno.EACCES, "Permission denied", "/srv/x")))
+    assert cli(["validate", "any.yaml"]) == EXIT_CODE
+    assert capsys.readouterr().err.splitlines() == [
+        "error: '/srv/x': Permission denied; choose a path this user can use (--debug shows where it was reached)"]
+    with pytest.raises(PermissionError):
+        cli(["validate", "any.yaml", "--debug"])
+    for bug in (FileNotFoundError(errno.ENOENT, "No such file or directory", "/srv/x"), OSError(errno.EACCES, "no file")):
+        monkeypatch.setattr(cli_module, "cmd_validate", refuse(bug))
+        with pytest.raises(OSError):
+            cli(["validate", "any.yaml"])
+
+
+@pytest.mark.parametrize("text", ["a" * 255, "a" * 256, "d/" + "é" * 127, "d/" + "é" * 128,
+                                  "/".join(["d" * 200] * 20) + "/" + "x" * 75, "/".join(["d" * 200] * 20) + "/" + "x" * 76])
+def test_path_text_is_refused_exactly_where_the_os_refuses_to_look_it_up(tmp_path, monkeypatch, text):
+    """Byte limits, not characters ('é' is two bytes in UTF-8), at the OS's own boundary: where the
+    check passes a path, looking it up says 'missing'; where it refuses, the lookup raises."""
+    from collapse_ray.path_rules import check_path_text
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "d").mkdir()   # the OS answers 'missing' at the first missing directory, before a longer name
+    try:
+        os.stat(text)
+    except FileNotFoundError:
+        check_path_text(text, "f")
+    except OSError as e:
+        assert e.errno == errno.ENAMETOOLONG
+        with pytest.raises(ConfigError, match="^f: "):
+            check_path_text(text, "f")
+
+
+@pytest.mark.parametrize("text", ["tab\there", "line\nbreak", "del\x7f", "nul\x00"])
+def test_a_path_with_a_control_character_is_refused(text):
+    from collapse_ray.path_rules import check_path_text
+
+    with pytest.raises(ConfigError, match="holds a control character"):
+        check_path_text(text, "f")

@@ -85,6 +85,8 @@ def test_trials_are_named_from_their_axes_and_share_output_dir_and_mlflow_experi
     ("cluster", {"cpus": 8, "gpus": 8, "gpus_per_node": 16}, "cluster.gpus_per_node"),
     ("tune.max_concurent_trials", 2, "tune.max_concurent_trials"),
     ("tune.max_failures", -1, "tune.max_failures"),
+    ("tune.storage_path", "s" * 300, "tune.storage_path"),
+    ("base.output_dir", "runs\n", "base.output_dir"),
     ("name", "two words", "name"),
 ])
 def test_grid_config_errors_name_the_field(tmp_path, capsys, dotted, value, field):

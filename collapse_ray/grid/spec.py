@@ -25,9 +25,10 @@ from typing import Any, Literal
 
 
 from collapse_ray.config import (TINY_MODEL, ConfigError, ExperimentConfig, MitigationConfig, ModelConfig,
-                                 TaskConfig, build_dataclass, check_data_path, check_model, config_from_dict,
-                                 read_yaml_mapping, require)
+                                 TaskConfig, build_dataclass, check_data_path, check_model, check_seed,
+                                 config_from_dict, read_yaml_mapping, require)
 from collapse_ray.labels import short_model_name
+from collapse_ray.path_rules import check_path_text
 from collapse_ray.regimes import Regime, parse_regime
 
 
@@ -148,6 +149,8 @@ def load_grid(path: str | os.PathLike, missing_tasks_ok: bool = False) -> GridCo
     require(t.max_concurrent_trials is None or t.max_concurrent_trials >= 1, "tune.max_concurrent_trials",
             f"must be at least 1, got {t.max_concurrent_trials}")
     require(t.max_failures >= 0, "tune.max_failures", f"must be >= 0, got {t.max_failures}")
+    if t.storage_path is not None and "://" not in t.storage_path:
+        check_path_text(t.storage_path, "tune.storage_path")
     if grid.cluster is not None:
         require(grid.cluster.cpus > 0, "cluster.cpus", f"must be positive, got {grid.cluster.cpus}")
         require(grid.cluster.gpus >= 0, "cluster.gpus", f"must be >= 0, got {grid.cluster.gpus}")
@@ -261,8 +264,8 @@ def _regime(value: Any, where: str) -> Regime:
 
 
 def _seed(value: Any, where: str) -> int:
-    require(isinstance(value, int) and not isinstance(value, bool) and value >= 0, where,
-            f"must be a non-negative integer, got {value!r}")
+    require(isinstance(value, int) and not isinstance(value, bool), where, f"must be an integer, got {value!r}")
+    check_seed(value, where)
     return value
 
 

@@ -33,6 +33,7 @@ def open_client(tracking_uri: str):
 def check_store(tracking_uri: str) -> None:
     """The store answers (a server) or is a readable SQLite file, named in one line if not."""
     from collapse_ray.config import sqlite_path
+    from collapse_ray.path_rules import check_path_text
     from collapse_ray.preflight import is_sqlite_file
     from collapse_ray.tracking import TrackingError, check_reachable
 
@@ -43,6 +44,7 @@ def check_store(tracking_uri: str) -> None:
     db = sqlite_path(tracking_uri)
     if db is None:
         return
+    check_path_text(str(db), "--tracking-uri")
     if not db.is_file():   # MLflow would silently create an empty store here
         raise ReportError(f"--tracking-uri {tracking_uri}: no such database file")
     if not os.access(db, os.R_OK) or not is_sqlite_file(db):
