@@ -80,6 +80,8 @@ def coerce(tp: Any, value: Any, where: str) -> Any:
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        if not -2**63 <= value < 2**63:   # torch, numpy and vLLM overflow past it, far into a run
+            raise ConfigError(f"{where}: {value} does not fit a 64-bit integer; every integer field is far below that")
         return value
     if tp is bool:
         if not isinstance(value, bool):

@@ -144,6 +144,8 @@ ROWS = {
     "control character in a path": (field("task.data_path", "data\n.jsonl"), "task.data_path: 'data\\n.jsonl' holds a control"),
     "NUL in the model path": (field("model.name_or_path", "./m\0"), "model.name_or_path: './m\\x00' holds a control"),
     "sqlite store name over 255 bytes": (field("tracking.uri", "sqlite:///" + "d" * 300 + ".db"), "tracking.uri: 'ddd"),
+    "integer beyond 64 bits (every integer field)": (field("sizes.max_new_tokens", 2**64),
+                                                     "sizes.max_new_tokens: 18446744073709551616 does not fit a 64-bit integer"),
     "seed beyond numpy's range": (field("seed", 2**32), "seed: must be an integer from 0 to 2147483647"),
     "tiny recipe too large to build here": (field("model.tiny.hidden_size", 1 << 16),
                                             "model.tiny: this recipe has 1.03e+11 parameters"),
