@@ -229,6 +229,19 @@ MLFLOW_SCHEMES = ("sqlite", "file", "http", "https", "postgresql", "mysql", "mss
 VLLM_DTYPES = ("auto", "float32", "float", "bfloat16", "float16", "half")
 
 
+# The upper ends of ranges whose lower ends _check_values states beside the field: far past what
+# any study uses, short of what would overflow or run for years (tests/test_config.py checks that
+# every numeric field refuses a huge value).
+UPPER_BOUNDS = {
+    "sizes.train_examples": 10**8, "sizes.synthetic_pool": 10**8, "sizes.eval_examples": 10**8,
+    "sizes.max_new_tokens": 131_072, "sampling.temperature": 100,
+    "training.epochs": 10_000, "training.max_steps": 10**7, "training.gen0_max_steps": 10**7,
+    "training.batch_size": 65_536, "training.max_length": 131_072, "training.lora_rank": 65_536,
+    "training.lora_alpha": 10**6, "generator.batch_size": 65_536, "generator.kv_cache_gb": 10**4,
+    "tracking.retry_minutes": 7 * 24 * 60,
+}
+
+
 def _check_values(cfg: ExperimentConfig) -> None:
     require(NAME_PATTERN.fullmatch(cfg.name) is not None, "name",
             f"{cfg.name!r} cannot name the trial's directory; use {NAME_RULE}")
@@ -256,6 +269,10 @@ def _check_values(cfg: ExperimentConfig) -> None:
     require(g.batch_size > 0, "generator.batch_size", f"must be positive, got {g.batch_size}")
     require(g.kv_cache_gb is None or g.kv_cache_gb > 0, "generator.kv_cache_gb", f"must be positive, got {g.kv_cache_gb}")
     require(g.dtype in VLLM_DTYPES, "generator.dtype", f"{g.dtype!r} is not allowed; choose one of {', '.join(VLLM_DTYPES)}")
+    for dotted, most in UPPER_BOUNDS.items():
+        section, name = dotted.split(".")
+        value = getattr(getattr(cfg, section), name)
+        require(value is None or value <= most, dotted, f"must be at most {most:,}, got {value}")
     m = cfg.mitigation
     require(0 < m.minhash_threshold <= 1, "mitigation.minhash_threshold", f"must be in (0, 1], got {m.minhash_threshold}")
     require(1 <= m.oversample <= 100, "mitigation.oversample", f"must be in [1, 100], got {m.oversample}")

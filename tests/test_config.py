@@ -144,3 +144,31 @@ def test_a_regime_parameter_changes_the_fingerprint():
 def test_vllm_backend_rejects_a_tiny_model_head_size_its_cpu_kernels_lack():
     with pytest.raises(ConfigError, match="model.tiny.hidden_size: vLLM's CPU attention"):
         config_from_dict({"generator": {"backend": "vllm"}, "model": {"tiny": {"hidden_size": 64, "num_heads": 4}}})
+
+
+def _numeric_fields(cls, prefix=""):
+    import dataclasses
+    import typing
+
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        tp = hints[f.name]
+        args = [a for a in typing.get_args(tp) if a is not type(None)] or [tp]
+        if dataclasses.is_dataclass(args[0]):
+            yield from _numeric_fields(args[0], f"{prefix}{f.name}.")
+        elif args[0] in (int, float) and len(args) == 1:
+            yield f"{prefix}{f.name}", args[0]
+
+
+@pytest.mark.parametrize("dotted, kind", list(_numeric_fields(ExperimentConfig)))
+def test_every_numeric_field_refuses_a_huge_value_naming_the_field(dotted, kind):
+    """Every range has an upper end too: a typo of extra zeros fails here, not hours into a run."""
+    data: dict = {}
+    *parents, leaf = dotted.split(".")
+    node = data
+    for p in parents:
+        node = node.setdefault(p, {})
+    node[leaf] = 10**15 if kind is int else 1e300
+    with pytest.raises(ConfigError) as refused:
+        config_from_dict(data)
+    assert str(refused.value).startswith(dotted.rsplit(".", 1)[0] if dotted.startswith("model.tiny.") else dotted)
