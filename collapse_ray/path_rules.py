@@ -49,9 +49,9 @@ def check_path_text(text: str, where: str) -> None:
             f"each part of a path is at most {NAME_MAX}")
 
 
-def os_error_line(exc: BaseException) -> str | None:
+def os_error_line(exc: OSError) -> str | None:
     """One line for an OS refusal about a named file (errno in USER_FIXABLE_ERRNOS), else None."""
-    if not isinstance(exc, OSError) or exc.errno not in USER_FIXABLE_ERRNOS or exc.filename is None:
+    if exc.errno not in USER_FIXABLE_ERRNOS or exc.filename is None:
         return None
     name = exc.filename if isinstance(exc.filename, str) else os.fsdecode(exc.filename)
     return (f"{shown(name, 120)}: {exc.strerror or errno.errorcode.get(exc.errno, 'OS error')}; "

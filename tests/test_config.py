@@ -1,6 +1,6 @@
 import pytest
 
-from collapse_ray.config import ConfigError, ExperimentConfig, config_from_dict, load_config
+from collapse_ray.config import ConfigError, ExperimentConfig, config_from_dict, load_config, set_dotted
 
 REPO_EXPERIMENTS = __import__("pathlib").Path(__file__).resolve().parents[1] / "experiments"
 
@@ -164,11 +164,7 @@ def _numeric_fields(cls, prefix=""):
 def test_every_numeric_field_refuses_a_huge_value_naming_the_field(dotted, kind):
     """Every range has an upper end too: a typo of extra zeros fails here, not hours into a run."""
     data: dict = {}
-    *parents, leaf = dotted.split(".")
-    node = data
-    for p in parents:
-        node = node.setdefault(p, {})
-    node[leaf] = 10**15 if kind is int else 1e300
+    set_dotted(data, dotted, 10**15 if kind is int else 1e300)
     with pytest.raises(ConfigError) as refused:
         config_from_dict(data)
     assert str(refused.value).startswith(dotted.rsplit(".", 1)[0] if dotted.startswith("model.tiny.") else dotted)
