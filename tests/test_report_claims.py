@@ -59,6 +59,38 @@ def test_a_term_can_name_generation_0_and_a_difference_of_differences_spans_mode
     assert dd["reproduces"] == "yes"
 
 
+def test_over_last_averages_each_seed_over_the_last_generations_before_pairing():
+    syn = {0: [0.5, 0.30, 0.20, 0.25, 0.10], 1: [0.5, 0.35, 0.30, 0.20, 0.30], 2: [0.6, 0.40, 0.35, 0.30, 0.45]}
+    real = {0: [0.5, 0.60, 0.70, 0.65, 0.60], 1: [0.5, 0.55, 0.60, 0.62], 2: [0.6, 0.60, 0.65, 0.70, 0.72]}
+    long = long_table({("m", "syn", "none", s): v for s, v in syn.items()}
+                      | {("m", "real", "none", s): v for s, v in real.items()})
+    terms = [{"regime": "syn"}, {"regime": "real", "sign": -1}]
+    late = claims.Claim("x", "", tuple(claims.Term(**t) for t in terms), "below", "pass_at_1", over_last=3)
+    row = claims.evaluate_claim(long, late)
+    # generation 3 is the last every seed of both reached (real's seed 1 stops there): the window is 1..3
+    hand = [statistics.mean(syn[s][1:4]) - statistics.mean(real[s][1:4]) for s in range(3)]
+    assert (row["first_generation"], row["generation"], row["n"]) == (1, 3, 3)
+    assert row["mean"] == pytest.approx(statistics.mean(hand))
+    assert row["sd"] == pytest.approx(statistics.stdev(hand))
+    assert "| 1..3 |" in claims.claims_md(pd.DataFrame([row]))
+    # a term naming its generation keeps it; a window longer than the run stops at generation 1
+    own = claims.evaluate_claim(long, claims.Claim("y", "", (claims.Term("syn"), claims.Term("syn", generation=0, sign=-1)),
+                                                   "below", "pass_at_1", over_last=10))
+    assert (own["first_generation"], own["generation"]) == (1, 4)     # synthetic-only alone reaches 4
+    assert own["mean"] == pytest.approx(statistics.mean(statistics.mean(syn[s][1:]) - syn[s][0] for s in range(3)))
+    only_gen0 = claims.evaluate_claim(long[long["generation"] == 0], late)
+    assert (only_gen0["first_generation"], only_gen0["generation"]) == (0, 0)
+
+
+def test_a_seed_missing_a_generation_of_the_window_drops_out():
+    long = long_table({("m", "syn", "none", s): [0.5, 0.3, 0.2] for s in range(3)}
+                      | {("m", "real", "none", s): [0.5, 0.6, 0.7] for s in range(3)})
+    long = long[~((long["seed"] == 1) & (long["generation"] == 1) & (long["regime"] == "real"))]
+    late = claims.Claim("x", "", (claims.Term("syn"), claims.Term("real", sign=-1)), "below", "pass_at_1", over_last=2)
+    row = claims.evaluate_claim(long, late)
+    assert (row["n"], row["seeds"]) == (2, "0,2")
+
+
 def test_missing_cells_and_one_seed_leave_a_claim_undecided():
     long = long_table({("m", "syn", "none", 0): [0.5, 0.3], ("m", "real", "none", 0): [0.5, 0.6]})
     one = claims.evaluate_claim(long, claim([{"regime": "syn"}, {"regime": "real", "sign": -1}]))
@@ -80,6 +112,10 @@ def test_a_regime_with_several_models_must_name_one():
     ("task: t\nclaims: [{id: a, terms: [{regime: r}], expect: below}]\n", "metric"),
     ("claims: [{id: a, terms: [{regime: r}], expect: below}]\nmetric: m\n", "task"),
     ("task: t\nclaims: {a: 1}\n", "needs a list `claims`"),
+    ("task: t\nmetric: m\nclaims: [{id: a, over_last: 0, terms: [{regime: r}], expect: below}]\n", "claims[0].over_last"),
+    ("task: t\nmetric: m\nover_last: 2.5\nclaims: [{id: a, terms: [{regime: r}], expect: below}]\n", "claims[0].over_last"),
+    ("task: t\nmetric: m\nclaims: [{id: a, over_last: true, terms: [{regime: r}], expect: below}]\n", "over_last"),
+    ("task: t\nmetric: m\nclaims: [{id: a, over_last: 100000, terms: [{regime: r}], expect: below}]\n", "over_last"),
     ("task: t\nmetric: m\nclaims: [{id: a, terms: [{regime: r}], expect: below},\n"
      "         {id: a, terms: [{regime: s}], expect: above}]\n", "claims[1].id"),
 ])

@@ -15,10 +15,18 @@ The claims are data, not code (e.g. ``experiments/claims/study.yaml``)::
         metric: rougeL
         terms: [{regime: synthetic-only}, {regime: real-only, sign: -1}]
         expect: below
+      - id: d-late
+        over_last: 3           # each seed's mean over the last 3 generations every term reached
+        terms: [{regime: accumulate}, {regime: synthetic-only, sign: -1}]
+        expect: above
 
 A term selects one cell per seed: ``model`` (optional when the table has one), ``regime``,
 ``mitigation`` (default ``none``) and ``generation`` (default: the last generation every term's
-cells reached, the same for all terms). A claim reproduces when its 95% interval lies where
+cells reached, the same for all terms). ``over_last: k`` (on a claim, or at the top for every
+claim; default 1) replaces that one generation by the mean of the last k, per seed, for the terms
+that name no generation: a claim about where a regime *ends* then rests on its last k generations,
+not on one seed's one-generation dip. The window never reaches back to generation 0 (where every
+regime starts) unless that is all there is; a seed missing any of its generations drops out. A claim reproduces when its 95% interval lies where
 ``expect`` says: ``below`` 0 (high < 0), ``above`` (low > 0), ``not_below`` (high >= 0),
 ``not_above`` (low <= 0); with fewer than two seeds it is undecided.
 """
@@ -42,6 +50,7 @@ EXPECTATIONS = {
     "not_above": lambda low, high: low <= 0,
 }
 _TERM_KEYS = {"model", "regime", "mitigation", "generation", "sign"}
+MAX_OVER_LAST = 1000   # far past any study's generations; a typo of extra digits fails here
 
 
 @dataclass(frozen=True)
@@ -61,6 +70,7 @@ class Claim:
     expect: str
     metric: str
     task: str | None = None   # None: the table holds one task's rows already
+    over_last: int = 1        # generations averaged per seed, ending at the last every term reached
 
 
 def load_claims(path: str | Path) -> list[Claim]:
@@ -90,8 +100,12 @@ def load_claims(path: str | Path) -> list[Claim]:
         for field, value in (("metric", metric), ("task", task)):
             if not value:
                 raise ConfigError(f"{at}.{field}: no {field} (set it on the claim or at the top)")
+        over_last = item.get("over_last", data.get("over_last", 1))
+        if isinstance(over_last, bool) or not isinstance(over_last, int) or not 1 <= over_last <= MAX_OVER_LAST:
+            raise ConfigError(f"{at}.over_last: a whole number of generations from 1 to {MAX_OVER_LAST}, "
+                              f"got {over_last!r}")
         claims.append(Claim(str(item["id"]), str(item.get("claim", "")), tuple(terms), item["expect"], metric,
-                            str(task)))
+                            str(task), over_last))
     return claims
 
 
@@ -115,16 +129,21 @@ def evaluate_claim(long: pd.DataFrame, claim: Claim, confidence: float = 0.95) -
         last = None
     else:
         last = int(min(r.min() for r in reached))
+    # a window stops at generation 1: generation 0 is where every regime starts, not where one ends
+    first = None if last is None else min(last, max(last - claim.over_last + 1, 1))
+    ending = [] if last is None else list(range(first, last + 1))
     per_seed = None
     for term, rows in zip(claim.terms, cells):
-        g = term.generation if term.generation is not None else last
-        at = rows[rows["generation"] == g].set_index("seed")["value"] * term.sign
+        window = ending if term.generation is None else [term.generation]
+        by_seed = rows[rows["generation"].isin(window)].groupby("seed")["value"]
+        complete = by_seed.count() == len(window)    # a seed missing a generation of the window drops out
+        at = by_seed.mean()[complete] * term.sign
         per_seed = at if per_seed is None else per_seed + at   # seeds missing from any term drop out (NaN)
     diffs = per_seed.dropna() if per_seed is not None else pd.Series(dtype=float)
     mean, sd, low, high = t_interval(diffs.tolist(), confidence)
     decided = not math.isnan(low)
     return {"id": claim.id, "claim": claim.claim, "task": claim.task, "metric": claim.metric, "generation": last,
-            "n": int(diffs.size), "mean": mean, "sd": sd, "ci_low": low, "ci_high": high, "expect": claim.expect,
+            "first_generation": first, "n": int(diffs.size), "mean": mean, "sd": sd, "ci_low": low, "ci_high": high, "expect": claim.expect,
             "reproduces": ("yes" if EXPECTATIONS[claim.expect](low, high) else "no") if decided else "undecided",
             "seeds": ",".join(str(s) for s in sorted(diffs.index))}
 
@@ -139,6 +158,14 @@ def claims_table(long: pd.DataFrame, claims: list[Claim]) -> pd.DataFrame:
 
 def claims_md(table: pd.DataFrame) -> str:
     header = ["claim", "what", "task", "metric", "gen", "n seeds", "mean", "95% CI", "expected", "reproduces"]
-    body = [[r.id, r.claim, r.task, r.metric, "–" if pd.isna(r.generation) else str(int(r.generation)), str(r.n), fmt(r.mean), f"[{fmt(r.ci_low)}, {fmt(r.ci_high)}]",
-             f"CI {r.expect.replace('_', ' ')} 0", r.reproduces] for r in table.itertuples()]
+    body = [[r.id, r.claim, r.task, r.metric, _generations(r.first_generation, r.generation), str(r.n), fmt(r.mean),
+             f"[{fmt(r.ci_low)}, {fmt(r.ci_high)}]", f"CI {r.expect.replace('_', ' ')} 0", r.reproduces]
+            for r in table.itertuples()]
     return markdown_table(header, body)
+
+
+def _generations(first, last) -> str:
+    """"7", or "8..10" for a claim averaged over its last generations, or "–" when no cell exists."""
+    if pd.isna(last):
+        return "–"
+    return str(int(last)) if int(first) == int(last) else f"{int(first)}..{int(last)}"
