@@ -35,7 +35,8 @@ def shown(text: str, limit: int = 60) -> str:
 
 def check_path_text(text: str, where: str) -> None:
     """``text`` is a path this OS can be asked about: no control characters, encodable, no component
-    over NAME_MAX bytes, under PATH_MAX bytes in all."""
+    over NAME_MAX bytes, under PATH_MAX bytes in all; not empty (which would mean the working directory)."""
+    require(text.strip() != "", where, "is empty; write a path, or leave the field out for its default")
     require(not any(ord(c) < 32 or ord(c) == 127 for c in text), where,
             f"{shown(text)} holds a control character (e.g. a newline or NUL); write a plain path")
     try:

@@ -71,6 +71,10 @@ def coerce(tp: Any, value: Any, where: str) -> Any:
             return None
         (inner,) = [a for a in args if a is not type(None)]
         return coerce(inner, value, where)
+    if tp is dict or origin is dict:
+        if not isinstance(value, dict):   # not `value or {}`: a 0, '' or [] is a mistake, not an empty section
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return value
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{where}: expected a number, got {value!r}")

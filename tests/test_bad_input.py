@@ -139,6 +139,7 @@ ROWS = {
     "record lacks a field": (data_file(b'{"docstring": "Return one."}\n', "d.jsonl"), "d.jsonl: line 1: record lacks field 'code'"),
     "too little data for the sizes": (field("sizes.train_examples", 5000), "need 5016"),
     "path with a name over 255 bytes": (field("output_dir", "é" * 130), "output_dir: 'éééé"),
+    "empty output_dir (it would be the working directory)": (field("output_dir", " "), "output_dir: is empty"),
     "config file name over 255 bytes": (lambda t, d: (t / ("x" * 300 + ".yaml"), []),
                                         "x.yaml' has a name of 305 bytes ('xxxxxxxx"),
     "control character in a path": (field("task.data_path", "data\n.jsonl"), "task.data_path: 'data\\n.jsonl' holds a control"),

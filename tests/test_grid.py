@@ -96,6 +96,61 @@ def test_grid_config_errors_name_the_field(tmp_path, capsys, dotted, value, fiel
     assert err.startswith(f"error: {field}:") and err.count("\n") == 1, err
 
 
+@pytest.mark.parametrize("dotted, value, field", [
+    ("grid.models.0.overrides", 0, "grid.models[0].overrides"),
+    ("grid.models.0.overrides", "", "grid.models[0].overrides"),
+    ("grid.models.0.overrides", [], "grid.models[0].overrides"),
+    ("grid.models.0.tiny", "", "grid.models[0].tiny"),
+    ("grid.mitigations", {"q": 0}, "grid.mitigations.q"),
+    ("grid.mitigations", {"q": ""}, "grid.mitigations.q"),
+    ("grid.mitigations", {"q": []}, "grid.mitigations.q"),
+    ("base.task", "codegen", "base.task"),
+    ("base.tracking", 0, "base.tracking"),
+    ("base.tracking", None, "base.tracking"),
+    ("base.mitigation", [], "base.mitigation"),
+    ("grid.models.0.overrides", {"output_dir": 0}, "grid.models[0].overrides.output_dir"),
+    ("grid.models.0.overrides", {"tracking": None}, "grid.models[0].overrides.tracking"),
+    # what the grid's axes set per trial would be overridden silently
+    ("grid.models.0.overrides", {"seed": 3}, "grid.models[0].overrides.seed"),
+    ("grid.models.0.overrides", {"task": {"name": "summarization"}}, "grid.models[0].overrides.task"),
+    ("grid.models.0.overrides", {"mitigation": {"quality_filter": True}}, "grid.models[0].overrides.mitigation"),
+])
+def test_a_section_of_the_wrong_shape_or_one_the_axes_set_is_refused_before_the_grid_reads_it(
+        tmp_path, capsys, dotted, value, field):
+    path = write(tmp_path, with_change(dotted, value))
+    assert cli(["grid", str(path), "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {field}:") and err.count("\n") == 1, err
+
+
+def test_a_base_section_in_its_short_form_is_still_read(tmp_path):
+    loaded = grid.load_grid(write(tmp_path, with_change("base.regime", "synthetic-only") | {"grid": {"seeds": [0]}}))
+    assert [r.name for r in loaded.regimes] == ["synthetic-only"]
+
+
+def _grid_numeric_fields():
+    import dataclasses
+    import typing
+
+    sections = {grid.spec.ModelResources: ("grid.models.0.resources", "grid.models[0].resources"),
+                grid.spec.GridResources: ("resources", "resources"), grid.spec.TuneSettings: ("tune", "tune"),
+                grid.spec.ClusterSize: ("cluster", "cluster")}
+    for cls, (dotted, named) in sections.items():
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            kinds = [a for a in typing.get_args(hints[f.name]) if a is not type(None)] or [hints[f.name]]
+            if kinds[0] in (int, float):
+                yield f"{dotted}.{f.name}", kinds[0], f"{named}.{f.name}"
+
+
+@pytest.mark.parametrize("dotted, kind, field", list(_grid_numeric_fields()))
+def test_every_numeric_grid_field_refuses_a_huge_value_naming_the_field(tmp_path, capsys, dotted, kind, field):
+    """As the experiment config's fields (test_config.py): a typo of extra zeros fails in the dry-run."""
+    path = write(tmp_path, with_change(dotted, 10**15 if kind is int else 1e300))
+    assert cli(["grid", str(path), "--dry-run"]) == 2
+    assert capsys.readouterr().err.startswith(f"error: {field}:")
+
+
 @pytest.mark.parametrize("axis, values", [
     ("regimes", [{"name": "hybrid", "alpha": 0.5}, {"name": "real-only"}, {"name": "hybrid", "alpha": 0.5}]),
     ("seeds", [0, 1, 0]),

@@ -17,8 +17,10 @@ Every error names its field (``grid.regimes[1].alpha: ...``), before any compute
 from __future__ import annotations
 
 import copy
+import dataclasses
 import os
 import re
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -30,6 +32,7 @@ from collapse_ray.config import (TINY_MODEL, ConfigError, ExperimentConfig, Miti
 from collapse_ray.labels import short_model_name
 from collapse_ray.path_rules import check_path_text
 from collapse_ray.regimes import Regime, parse_regime
+from collapse_ray.typed import coerce
 
 
 @dataclass
@@ -92,6 +95,25 @@ class GridConfig:
     cluster: ClusterSize | None = None
 
 
+# Fields of a trial's config that the grid writes from its axes, which a model's overrides cannot set.
+SET_PER_TRIAL = frozenset({"name", "seed", "task", "regime", "mitigation"})
+
+# Upper ends of the grid's numeric fields, far past any cluster (config.UPPER_BOUNDS holds the
+# experiment's): a typo of extra zeros fails in the dry-run, not in the planner or in Ray.
+GRID_UPPER_BOUNDS: dict[type, dict[str, int]] = {
+    ModelResources: {"train_workers": 100_000, "cpus_per_worker": 4096, "gpus_per_worker": 64, "tensor_parallel": 1024},
+    GridResources: {"driver_cpus": 4096, "generator_cpus": 4096},
+    TuneSettings: {"max_concurrent_trials": 100_000, "max_failures": 10_000},
+    ClusterSize: {"cpus": 10**7, "gpus": 10**6, "gpus_per_node": 1024},
+}
+
+
+def _check_upper_bounds(section: Any, where: str) -> None:
+    for name, most in GRID_UPPER_BOUNDS[type(section)].items():
+        value = getattr(section, name)
+        require(value is None or value <= most, f"{where}.{name}", f"must be at most {most:,}, got {value}")
+
+
 # The YAML's shapes, read by config.build_dataclass (unknown and missing fields name themselves).
 @dataclass
 class _GridFile:
@@ -143,6 +165,10 @@ def load_grid(path: str | os.PathLike, missing_tasks_ok: bool = False) -> GridCo
         resources=file.resources, tune=file.tune, cluster=file.cluster,
     )
     r, t = grid.resources, grid.tune
+    _check_upper_bounds(r, "resources")
+    _check_upper_bounds(t, "tune")
+    if grid.cluster is not None:
+        _check_upper_bounds(grid.cluster, "cluster")
     require(r.driver_cpus is None or r.driver_cpus > 0, "resources.driver_cpus",
             f"must be positive, got {r.driver_cpus}")
     require(r.generator_cpus > 0, "resources.generator_cpus", f"must be positive, got {r.generator_cpus}")
@@ -171,9 +197,20 @@ def _base(base: Any, grid_path: Path, grid_name: str) -> dict:
         require(base_path.is_file(), "base", f"experiment config {base_path} does not exist")
         base = read_yaml_mapping(base_path, "experiment config")
     require(isinstance(base, dict), "base", "must be a mapping (an experiment config) or a path to one")
+    _check_shapes(base, "base")
     base = copy.deepcopy(base)
     base.setdefault("tracking", {}).setdefault("experiment", grid_name)   # one MLflow experiment per grid
     return base
+
+
+def _check_shapes(data: dict, where: str) -> None:
+    """Each field of an experiment config the grid file writes (``base``, a model's ``overrides``)
+    has its type, a section being a mapping, before the grid reads it: refused with the experiment
+    config's own message. A section's own fields are checked with each trial's whole config."""
+    for name, tp in typing.get_type_hints(ExperimentConfig).items():
+        value = data.get(name)
+        if name in data and not (dataclasses.is_dataclass(tp) and isinstance(value, dict)):
+            with_prefix(where, lambda: coerce(tp, value, name))   # e.g. ``regime: real-only`` reads as itself
 
 
 def with_prefix(prefix: str, check) -> Any:
@@ -216,6 +253,7 @@ def _model_entry(value: Any, where: str) -> ModelEntry:
     require(re.fullmatch(r"[a-z0-9.-]+", label) is not None, f"{where}.label",
             f"must be lowercase letters, digits, '.' or '-', got {label!r}")
     res, w = item.resources, f"{where}.resources"
+    _check_upper_bounds(res, w)
     require(res.train_workers >= 1, f"{w}.train_workers", f"must be at least 1, got {res.train_workers}")
     require(res.cpus_per_worker >= 0, f"{w}.cpus_per_worker", f"must be >= 0, got {res.cpus_per_worker}")
     require(res.gpus_per_worker >= 0, f"{w}.gpus_per_worker", f"must be >= 0, got {res.gpus_per_worker}")
@@ -227,9 +265,13 @@ def _model_entry(value: Any, where: str) -> ModelEntry:
             "only applies to strategy: deepspeed")
     require(res.tensor_parallel == 1 or res.gpus_per_worker > 0, f"{w}.tensor_parallel",
             "tensor parallelism needs GPUs (gpus_per_worker > 0)")
-    overrides = item.overrides or {}
-    require(isinstance(overrides, dict), f"{where}.overrides", "must be a mapping (part of an experiment config)")
+    overrides = {} if item.overrides is None else item.overrides   # a mapping: the type check saw to it
     require("model" not in overrides, f"{where}.overrides.model", "set the model with name_or_path / tiny")
+    per_trial = sorted(SET_PER_TRIAL & set(overrides))
+    require(not per_trial, f"{where}.overrides.{per_trial[0] if per_trial else ''}",
+            "each trial's own comes from the grid (its name from the axes, the rest from grid.seeds, grid.tasks, "
+            "grid.regimes and grid.mitigations); an override of it would be ignored")
+    _check_shapes(overrides, f"{where}.overrides")
     return ModelEntry(model.name_or_path, label, item.tiny, res, overrides)
 
 
@@ -271,7 +313,8 @@ def _seed(value: Any, where: str) -> int:
 
 def _mitigations(value: Any, base: dict) -> dict[str, MitigationConfig]:
     if value is None:
-        return {"none": build_dataclass(MitigationConfig, base.get("mitigation") or {}, "base.mitigation")}
+        settings = base.get("mitigation")
+        return {"none": build_dataclass(MitigationConfig, {} if settings is None else settings, "base.mitigation")}
     require(isinstance(value, dict) and len(value) > 0, "grid.mitigations",
             "must be a non-empty mapping: label -> mitigation settings")
     out = {}
@@ -279,5 +322,5 @@ def _mitigations(value: Any, base: dict) -> dict[str, MitigationConfig]:
         where = f"grid.mitigations.{label}"
         require(isinstance(label, str) and re.fullmatch(r"[a-z0-9.+-]+", label) is not None, where,
                 "labels must be lowercase letters, digits, '.', '+' or '-'")
-        out[label] = build_dataclass(MitigationConfig, settings or {}, where)
+        out[label] = build_dataclass(MitigationConfig, {} if settings is None else settings, where)
     return out
