@@ -33,6 +33,7 @@ regime starts) unless that is all there is; a seed missing any of its generation
 from __future__ import annotations
 
 import math
+from typing import Literal
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,6 +42,7 @@ import pandas as pd
 from collapse_ray.errors import ConfigError
 from collapse_ray.report.markdown import fmt, markdown_table
 from collapse_ray.report.stats import t_interval
+from collapse_ray.typed import build, join, require
 from collapse_ray.yaml_io import read_yaml_mapping
 
 EXPECTATIONS = {
@@ -49,8 +51,7 @@ EXPECTATIONS = {
     "not_below": lambda low, high: high >= 0,
     "not_above": lambda low, high: low <= 0,
 }
-_TERM_KEYS = {"model", "regime", "mitigation", "generation", "sign"}
-MAX_OVER_LAST = 1000   # far past any study's generations; a typo of extra digits fails here
+MAX_GENERATION = 1000   # far past any study's generations; a typo of extra digits fails here
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,11 @@ class Term:
     model: str | None = None
     generation: int | None = None
     sign: int = 1
+
+    def check(self, where: str) -> None:
+        require(self.sign in (1, -1), join(where, "sign"), f"must be 1 or -1, got {self.sign}")
+        require(self.generation is None or 0 <= self.generation <= MAX_GENERATION, join(where, "generation"),
+                f"must be from 0 to {MAX_GENERATION}, got {self.generation}")
 
 
 @dataclass(frozen=True)
@@ -73,39 +79,60 @@ class Claim:
     over_last: int = 1        # generations averaged per seed, ending at the last every term reached
 
 
+# The claims file's shapes, read by typed.build (unknown and missing fields, and every value's
+# type, name themselves); a claim's task, metric and over_last default to the file's.
+@dataclass
+class _ClaimItem:
+    id: str
+    terms: list[Term]
+    expect: Literal["below", "above", "not_below", "not_above"]
+    claim: str = ""
+    task: str | None = None
+    metric: str | None = None
+    over_last: int | None = None
+
+    def check(self, where: str) -> None:
+        require(self.id.strip() != "", join(where, "id"), "must not be empty")
+        require(len(self.terms) > 0, join(where, "terms"), "needs at least one term")
+        _check_over_last(self.over_last, join(where, "over_last"))
+
+
+@dataclass
+class _ClaimsFile:
+    claims: list[_ClaimItem]
+    task: str | None = None
+    metric: str | None = None
+    over_last: int = 1
+
+    def check(self, where: str) -> None:
+        _check_over_last(self.over_last, join(where, "over_last"))
+
+
+def _check_over_last(value: int | None, where: str) -> None:
+    require(value is None or 1 <= value <= MAX_GENERATION, where,
+            f"a whole number of generations from 1 to {MAX_GENERATION}, got {value!r}")
+
+
 def load_claims(path: str | Path) -> list[Claim]:
-    """The claims of a claims YAML; ConfigError naming the field for a malformed one."""
+    """The claims of a claims YAML; ConfigError naming the file and the field for a malformed one."""
     data = read_yaml_mapping(path, "claims file")
-    where = str(path)
-    if not isinstance(data.get("claims"), list):
-        raise ConfigError(f"{where}: needs a list `claims`")
-    claims = []
-    for i, item in enumerate(data["claims"]):
-        at = f"{where}: claims[{i}]"
-        if not isinstance(item, dict) or not item.get("id") or not isinstance(item.get("terms"), list) \
-                or not item["terms"]:
-            raise ConfigError(f"{at}: needs `id`, `claim` and a non-empty list `terms`")
-        if str(item["id"]) in {c.id for c in claims}:
-            raise ConfigError(f"{at}.id: {item['id']!r} names an earlier claim too (each row of the table needs its own)")
-        if item.get("expect") not in EXPECTATIONS:
-            raise ConfigError(f"{at}.expect: must be one of {sorted(EXPECTATIONS)}, got {item.get('expect')!r}")
-        terms = []
-        for j, term in enumerate(item["terms"]):
-            if not isinstance(term, dict) or "regime" not in term or set(term) - _TERM_KEYS \
-                    or term.get("sign", 1) not in (1, -1):
-                raise ConfigError(f"{at}.terms[{j}]: needs `regime`; may have {sorted(_TERM_KEYS - {'regime'})} "
-                                  f"(sign 1 or -1), got {term!r}")
-            terms.append(Term(**term))
-        metric, task = item.get("metric", data.get("metric")), item.get("task", data.get("task"))
-        for field, value in (("metric", metric), ("task", task)):
-            if not value:
-                raise ConfigError(f"{at}.{field}: no {field} (set it on the claim or at the top)")
-        over_last = item.get("over_last", data.get("over_last", 1))
-        if isinstance(over_last, bool) or not isinstance(over_last, int) or not 1 <= over_last <= MAX_OVER_LAST:
-            raise ConfigError(f"{at}.over_last: a whole number of generations from 1 to {MAX_OVER_LAST}, "
-                              f"got {over_last!r}")
-        claims.append(Claim(str(item["id"]), str(item.get("claim", "")), tuple(terms), item["expect"], metric,
-                            str(task), over_last))
+    try:
+        return _claims(build(_ClaimsFile, data, ""))
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
+
+
+def _claims(file: _ClaimsFile) -> list[Claim]:
+    claims: list[Claim] = []
+    for i, item in enumerate(file.claims):
+        at = f"claims[{i}]"
+        require(item.id not in {c.id for c in claims}, f"{at}.id",
+                f"{item.id!r} names an earlier claim too (each row of the table needs its own)")
+        metric, task = item.metric or file.metric, item.task or file.task
+        for name, value in (("metric", metric), ("task", task)):
+            require(bool(value), f"{at}.{name}", f"no {name} (set it on the claim or at the top)")
+        over_last = item.over_last if item.over_last is not None else file.over_last
+        claims.append(Claim(item.id, item.claim, tuple(item.terms), item.expect, metric, task, over_last))
     return claims
 
 
