@@ -245,7 +245,8 @@ UPPER_BOUNDS = {
 def _check_values(cfg: ExperimentConfig) -> None:
     require(NAME_PATTERN.fullmatch(cfg.name) is not None, "name",
             f"{cfg.name!r} cannot name the trial's directory; use {NAME_RULE}")
-    require(0 <= cfg.generations <= 100, "generations", f"must be between 0 and 100, got {cfg.generations}")
+    require(0 <= cfg.generations <= MAX_GENERATIONS, "generations",
+            f"must be between 0 and {MAX_GENERATIONS}, got {cfg.generations}")
     check_seed(cfg.seed, "seed")
     check_path_text(cfg.output_dir, "output_dir")
     cfg.task = check_task(cfg.task, "task")
@@ -378,6 +379,7 @@ def sqlite_path(uri: str) -> Path | None:
 
 # Seeds reach numpy (vLLM seeds it: below 2**32) and torch after ``seed * 1000 + generation``.
 MAX_SEED = 2**31 - 1
+MAX_GENERATIONS = 100   # a trial's last generation; the study runs 10
 # The tiny model is pre-trained on this machine: bounds that keep a recipe buildable (a typo such
 # as an extra zero would otherwise end as an allocation failure minutes into the build).
 MAX_TINY_PARAMS = 10**9

@@ -214,6 +214,14 @@ def test_a_later_part_reported_with_an_earlier_reports_long_csv(report, tmp_path
      "column seed must hold whole numbers"),
     ("trial,model,task,regime,mitigation,seed,generation,metric,value\nt,m,k,r,none,0,1.5,pass_at_1,0.5\n",
      "column generation must hold whole numbers"),
+    ("trial,model,task,regime,mitigation,seed,generation,metric,value\nt,m,k,r,none,1e30,0,pass_at_1,0.5\n",
+     "column seed must hold whole numbers from 0 to 2147483647; row 2 holds '1e30'"),   # pandas wrapped it to -2**63
+    ("trial,model,task,regime,mitigation,seed,generation,metric,value\nt,m,k,r,none,True,0,pass_at_1,0.5\n",
+     "column seed must hold whole numbers"),
+    ("trial,model,task,regime,mitigation,seed,generation,metric,value\nt,m,k,r,none,0,101,pass_at_1,0.5\n",
+     "column generation must hold whole numbers from 0 to 100"),
+    ("trial,model,task,regime,mitigation,seed,generation,metric,value\nt,m,k,r,none,0,0,pass_at_1,0.5\n"
+     "t,m,k,r,none,0,0,pass_at_1,0.7\n", "rows 2 and 3 both give trial t's pass_at_1 at generation 0"),
     ("trial,model,task,regime,mitigation,seed,generation,metric,value\nt,m,k,r,none,0,0,pass_at_1,high\n",
      "column value must hold numbers"),
     ("trial,model,task,regime,mitigation,seed,generation,metric,value\nt,m,,r,none,0,0,pass_at_1,0.5\n",

@@ -39,6 +39,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from collapse_ray.config import MAX_GENERATIONS
 from collapse_ray.errors import ConfigError
 from collapse_ray.report.markdown import fmt, markdown_table
 from collapse_ray.report.stats import t_interval
@@ -51,7 +52,6 @@ EXPECTATIONS = {
     "not_below": lambda low, high: high >= 0,
     "not_above": lambda low, high: low <= 0,
 }
-MAX_GENERATION = 1000   # far past any study's generations; a typo of extra digits fails here
 
 
 @dataclass(frozen=True)
@@ -64,8 +64,8 @@ class Term:
 
     def check(self, where: str) -> None:
         require(self.sign in (1, -1), join(where, "sign"), f"must be 1 or -1, got {self.sign}")
-        require(self.generation is None or 0 <= self.generation <= MAX_GENERATION, join(where, "generation"),
-                f"must be from 0 to {MAX_GENERATION}, got {self.generation}")
+        require(self.generation is None or 0 <= self.generation <= MAX_GENERATIONS, join(where, "generation"),
+                f"must be from 0 to {MAX_GENERATIONS}, got {self.generation}")
 
 
 @dataclass(frozen=True)
@@ -109,8 +109,8 @@ class _ClaimsFile:
 
 
 def _check_over_last(value: int | None, where: str) -> None:
-    require(value is None or 1 <= value <= MAX_GENERATION, where,
-            f"a whole number of generations from 1 to {MAX_GENERATION}, got {value!r}")
+    require(value is None or 1 <= value <= MAX_GENERATIONS, where,
+            f"a whole number of generations from 1 to {MAX_GENERATIONS}, got {value!r}")
 
 
 def load_claims(path: str | Path) -> list[Claim]:

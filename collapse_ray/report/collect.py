@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from collapse_ray.config import MAX_GENERATIONS, MAX_SEED
 from collapse_ray.errors import CollapseRayError
 from collapse_ray.tracking import GENERATION_KEY, GRID_NAME_TAG, PARENT_RUN_TAG
 
@@ -209,8 +210,7 @@ def read_long_csv(path: Path) -> pd.DataFrame:
     """A long CSV as the report wrote it, checked: the columns, whole seeds and generations,
     numeric values (empty for a NaN logged as such). Anything else is named in one line."""
     try:
-        long = pd.read_csv(path, dtype={"model": str, "task": str, "regime": str, "mitigation": str, "trial": str,
-                                        "metric": str})
+        long = pd.read_csv(path, dtype={column: str for column in COLUMNS[:8]})
     except (OSError, ValueError) as e:   # missing, unreadable, empty, not CSV, not text
         raise ReportError(f"{path}: cannot read it as a long CSV ({type(e).__name__}: "
                           f"{str(e).splitlines()[0] if str(e) else ''})") from None
@@ -218,13 +218,14 @@ def read_long_csv(path: Path) -> pd.DataFrame:
     if missing:
         raise ReportError(f"{path}: missing columns {', '.join(missing)}; expected {', '.join(COLUMNS)}")
     labels = long[COLUMNS[:6] + ["metric"]]
-    for column in ("seed", "generation"):
-        numbers = pd.to_numeric(long[column], errors="coerce")
-        bad = numbers.isna() | (numbers != numbers.round()) | (numbers < 0)
+    for column, most in (("seed", MAX_SEED), ("generation", MAX_GENERATIONS)):
+        # digits only, read as text: "1e30" or "True" is not a seed, and no number wraps round in int64
+        whole = long[column].fillna("").str.fullmatch(r"\d{1,12}")
+        bad = ~whole | (pd.to_numeric(long[column].where(whole), errors="coerce") > most)
         if bad.any():
-            raise ReportError(f"{path}: column {column} must hold whole numbers >= 0; row {int(bad.idxmax()) + 2} "
-                              f"holds {long[column][bad.idxmax()]!r}")
-        long[column] = numbers.astype(int)
+            raise ReportError(f"{path}: column {column} must hold whole numbers from 0 to {most}; "
+                              f"row {int(bad.idxmax()) + 2} holds {long[column][bad.idxmax()]!r}")
+        long[column] = long[column].astype(int)
     values = pd.to_numeric(long["value"], errors="coerce")
     bad = values.isna() & long["value"].notna()
     if bad.any():
@@ -233,6 +234,12 @@ def read_long_csv(path: Path) -> pd.DataFrame:
     if labels.isna().any().any():
         row = int(labels.isna().any(axis=1).idxmax())
         raise ReportError(f"{path}: row {row + 2} leaves a label empty ({', '.join(labels.columns)} are required)")
+    twice = long.duplicated(list(TRIAL_TAGS) + ["generation", "metric"], keep=False)
+    if twice.any():
+        rows = [int(i) + 2 for i in twice[twice].index[:2]]
+        raise ReportError(f"{path}: rows {rows[0]} and {rows[1]} both give trial {long['trial'][rows[0] - 2]}'s "
+                          f"{long['metric'][rows[0] - 2]} at generation {long['generation'][rows[0] - 2]}; "
+                          f"a long CSV holds one value per trial, generation and metric")
     long["value"] = values.astype(float)
     return long
 
