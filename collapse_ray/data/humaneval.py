@@ -26,6 +26,12 @@ def load_humaneval(path: str | Path | None = None) -> list[dict]:
 
 
 def program_for(problem: dict, function: str) -> str:
-    """The program the sandbox runs: the completed function (prompt + completion), its tests,
-    and the check call."""
-    return function + "\n\n" + problem["test"] + "\n" + f"check({problem['entry_point']})\n"
+    """The program the sandbox runs: the completed function (prompt + completion) and its tests,
+    each in a namespace of its own, the function's results checked for plain values
+    (solution_harness.py says why HumanEval's way, the tests appended to the function, is not enough)."""
+    call = (f"run_tests({problem['prompt']!r}, {function!r}, {problem['test']!r}, {problem['entry_point']!r}, "
+            f"__file__)\n")
+    return _RUNNER_SOURCE + "\n\n" + call
+
+
+_RUNNER_SOURCE = (Path(__file__).with_name("solution_harness.py")).read_text(encoding="utf-8")

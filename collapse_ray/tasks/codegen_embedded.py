@@ -63,7 +63,8 @@ class EmbeddedCodeGeneration(CodeGeneration):
         from collapse_ray.sandbox import check_isolation, run_many
 
         check_isolation(self.allow_unisolated)
-        programs = [program_for(ex.meta, ex.prompt + ex.completion) for ex in examples]
+        # a pool example carries its problem's tests, not its prompt: the prompt is the example's own
+        programs = [program_for({**ex.meta, "prompt": ex.prompt}, ex.prompt + ex.completion) for ex in examples]
         return [r.passed for r in run_many(programs, timeout_s=EVAL_TIMEOUT_S, allow_unisolated=self.allow_unisolated)]
 
     def evaluate(self, generator: Generator, test: Sequence[dict], sampling: Sampling) -> dict[str, float]:

@@ -198,6 +198,37 @@ def test_every_humaneval_canonical_solution_passes_and_every_pass_body_fails():
     assert {r.status for r in emptied} == {"failed"}
 
 
+# A problem whose tests a function can pass without solving it when the tests are appended to it
+# (HumanEval's own harness), each way below; program_for runs them apart (data/solution_harness.py).
+FORGEABLE = {"task_id": "forge/0", "entry_point": "f",
+             "prompt": "def helper(x):\n    return x + 1\n\n\ndef f(x):\n    \"\"\"1.5 x + 1.5\"\"\"\n",
+             "test": "def check(candidate):\n    assert candidate(1) == 3\n    assert abs(candidate(2) - 4.5) < 1e-6\n"
+                     "    assert helper(candidate(1)) == 4\n"}
+EQUAL_TO_ANYTHING = "    def __eq__(self, other):\n        return True\n\n    def __sub__(self, other):\n        return 0.0\n\n" \
+                    "    def __add__(self, other):\n        return self\n"
+FORGERIES = {
+    "an object equal to anything": "    class E:\n" + textwrap.indent(EQUAL_TO_ANYTHING, "    ") + "    return E()\n",
+    "an int subclass equal to anything": "    class I(int):\n" + textwrap.indent(EQUAL_TO_ANYTHING, "    ")
+                                         + "    return I(0)\n",
+    "a metaclass hiding the class's flags": "    class M(type):\n        __flags__ = 0\n    class E(metaclass=M):\n"
+                                            + textwrap.indent(EQUAL_TO_ANYTHING, "    ") + "    return E()\n",
+    "abs rebound in the module": "    return 3\n\n\nabs = lambda value: 0\n",
+    "abs rebound in builtins": "    return 3\n\n\nimport builtins\nbuiltins.abs = lambda value: 0\n",
+}
+
+
+@pytest.mark.parametrize("body", FORGERIES.values(), ids=FORGERIES.keys())
+def test_a_function_that_forges_its_tests_results_fails_which_appended_tests_would_pass(body):
+    from collapse_ray.data.humaneval import program_for
+
+    function = FORGEABLE["prompt"] + body
+    appended = function + "\n\n" + FORGEABLE["test"] + "\ncheck(f)\n"   # HumanEval's own harness
+    assert run_program(appended, **FAST).status == "passed"
+    assert run_program(program_for(FORGEABLE, function), **FAST).status == "failed"
+    solved = FORGEABLE["prompt"] + "    return 1.5 * x + 1.5\n"
+    assert run_program(program_for(FORGEABLE, solved), **FAST).status == "passed"
+
+
 # ------------------------------------------------------------------------------ the API
 
 def test_run_many_keeps_the_order_of_its_inputs():
