@@ -229,6 +229,22 @@ def test_a_function_that_forges_its_tests_results_fails_which_appended_tests_wou
     assert run_program(program_for(FORGEABLE, solved), **FAST).status == "passed"
 
 
+@pytest.mark.parametrize("body, expected", [
+    ("    from collections import Counter\n    return Counter(x)\n", "{'a': 2, 'b': 1}"),
+    ("    from collections import namedtuple\n    return namedtuple('P', 'a b')(len(x), x[0])\n", "(3, 'a')"),
+    ("    import enum\n    return enum.IntEnum('N', 'ONE TWO THREE')(len(x))\n", "3"),
+    ("    return [{'k': (len(x),)}]\n", "[{'k': (3,)}]"),
+])
+def test_a_subclass_of_a_plain_type_is_compared_as_that_type(body, expected):
+    """What a correct solution may return: a Counter is compared as its dict, a namedtuple as its tuple."""
+    from collapse_ray.data.humaneval import program_for
+
+    problem = {"task_id": "plain/0", "entry_point": "f", "prompt": "def f(x):\n    \"\"\"x is 'aab'\"\"\"\n",
+               "test": f"def check(candidate):\n    assert candidate('aab') == {expected}\n"}
+    result = run_program(program_for(problem, problem["prompt"] + body), **FAST)
+    assert result.status == "passed", result.stderr_tail
+
+
 # ------------------------------------------------------------------------------ the API
 
 def test_run_many_keeps_the_order_of_its_inputs():
