@@ -41,7 +41,8 @@ def read_yaml_mapping(path: str | os.PathLike, what: str = "config file") -> dic
     check_path_text(str(path), what)
     path = Path(path)
     if not path.is_file():
-        kind = "is a directory" if path.is_dir() else "does not exist"
+        # a device or a pipe is no file to read (a FIFO would block the read for ever)
+        kind = "is a directory" if path.is_dir() else "is not a regular file" if path.exists() else "does not exist"
         raise ConfigError(f"{what} {path} {kind}; give the path of a YAML file")
     try:
         text = path.read_text(encoding="utf-8")

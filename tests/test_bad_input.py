@@ -6,6 +6,7 @@ import http.server
 import os
 import threading
 import time
+from pathlib import Path
 
 import pytest
 import yaml
@@ -85,6 +86,7 @@ RECORD = b'{"code": "def f():\\n    return 1", "docstring": "Return one."}\n'
 ROWS = {
     "config file missing": (lambda t, d: (t / "nope.yaml", []), "nope.yaml does not exist"),
     "config file is a directory": (lambda t, d: (t, []), "is a directory"),
+    "config file is a device": (lambda t, d: (Path(os.devnull), []), "config file /dev/null is not a regular file"),
     "config file not YAML": (lambda t, d: write(t, text="name: [unclosed\n"), "cfg.yaml is not valid YAML: line"),
     "duplicate YAML key": (lambda t, d: write(t, text="name: t\ntraining: {lr: 0.1}\ntraining: {epochs: 2}\n"),
                            "line 3: key 'training' repeats the one on line 2"),
