@@ -71,6 +71,14 @@ def data_file(content: bytes, name: str):
     return make
 
 
+def _one_long_line_gzip(path) -> bool:
+    """65 MiB of one line, gzip-compressed to about 64 kB, written without holding it in memory."""
+    with gzip.open(path, "wb") as f:
+        for _ in range(65):
+            f.write(b"a" * (1 << 20))
+    return True
+
+
 def trial_of_another_config(tmp_path, data):
     (tmp_path / "runs" / "t").mkdir(parents=True)
     (tmp_path / "runs" / "t" / "trial.json").write_text('{"fingerprint": "someone-else"}')
@@ -136,6 +144,9 @@ ROWS = {
     "malformed data line": (data_file(RECORD + b'{"code": broken\n', "d.jsonl"), "d.jsonl: line 2 is not valid JSON"),
     "undecodable bytes": (data_file(RECORD + b'{"code": "\xff\xfe"}\n', "d.jsonl"), "d.jsonl: line 2, byte 11"),
     "gzip under a plain name": (data_file(gzip.compress(RECORD + b"oops\n"), "d.jsonl"), "d.jsonl: line 2 is not valid JSON"),
+    "gzip of one line too long to hold (a decompression bomb)": (
+        lambda t, d: _one_long_line_gzip(t / "bomb.jsonl.gz") and field("task.data_path", str(t / "bomb.jsonl.gz"))(t, d),
+        "bomb.jsonl.gz: line 1 is over 64 MiB (no line break within it)"),
     "truncated gzip": (data_file(gzip.compress(RECORD * 50)[:-30], "d.jsonl.gz"), "d.jsonl.gz: gzip data is corrupt or truncated"),
     "other compression": (data_file(b"BZh91AY&SY" + RECORD, "d.jsonl"), "d.jsonl: is a bzip2-compressed file"),
     "record lacks a field": (data_file(b'{"docstring": "Return one."}\n', "d.jsonl"), "d.jsonl: line 1: record lacks field 'code'"),

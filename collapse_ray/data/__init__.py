@@ -25,6 +25,9 @@ OTHER_FORMATS = {b"BZh": "bzip2-compressed", b"\xfd7zXZ\x00": "xz-compressed", b
 UTF8_BOM = b"\xef\xbb\xbf"
 
 
+MAX_LINE_BYTES = 64 << 20   # a record is a function and its label or docstring: kilobytes
+
+
 def text_lines(path: str | os.PathLike) -> Iterator[tuple[int, str]]:
     """``(line number, line)`` for each line of a UTF-8 text file, gzip-compressed or not."""
     path = Path(path)
@@ -44,7 +47,12 @@ def text_lines(path: str | os.PathLike) -> Iterator[tuple[int, str]]:
     lineno = 0
     try:
         with gzip.open(path, "rb") if compressed else open(path, "rb") as f:
-            for lineno, raw in enumerate(f, 1):
+            # readline with a limit: a line is held whole in memory, and a gzip of a few kB can
+            # unpack to one line of gigabytes
+            for lineno, raw in enumerate(iter(lambda: f.readline(MAX_LINE_BYTES + 1), b""), 1):
+                if len(raw) > MAX_LINE_BYTES:
+                    raise DataError(f"{path}: line {lineno} is over {MAX_LINE_BYTES >> 20} MiB (no line break within it); "
+                                    f"each line must be one record")
                 if lineno == 1 and raw.startswith(UTF8_BOM):
                     raw = raw[len(UTF8_BOM):]
                 try:
