@@ -28,8 +28,9 @@ UTF8_BOM = b"\xef\xbb\xbf"
 MAX_LINE_BYTES = 64 << 20   # a record is a function and its label or docstring: kilobytes
 
 
-def text_lines(path: str | os.PathLike) -> Iterator[tuple[int, str]]:
-    """``(line number, line)`` for each line of a UTF-8 text file, gzip-compressed or not."""
+def text_lines(path: str | os.PathLike, max_line_bytes: int | None = MAX_LINE_BYTES) -> Iterator[tuple[int, str]]:
+    """``(line number, line)`` for each line of a UTF-8 text file, gzip-compressed or not; a line
+    over ``max_line_bytes`` is a DataError (None: no limit, for a file that is one JSON document)."""
     path = Path(path)
     if not path.is_file():
         what = "is a directory, not a file" if path.is_dir() else "file does not exist"
@@ -49,10 +50,11 @@ def text_lines(path: str | os.PathLike) -> Iterator[tuple[int, str]]:
         with gzip.open(path, "rb") if compressed else open(path, "rb") as f:
             # readline with a limit: a line is held whole in memory, and a gzip of a few kB can
             # unpack to one line of gigabytes
-            for lineno, raw in enumerate(iter(lambda: f.readline(MAX_LINE_BYTES + 1), b""), 1):
-                if len(raw) > MAX_LINE_BYTES:
-                    raise DataError(f"{path}: line {lineno} is over {MAX_LINE_BYTES >> 20} MiB (no line break within it); "
-                                    f"each line must be one record")
+            limit = -1 if max_line_bytes is None else max_line_bytes + 1
+            for lineno, raw in enumerate(iter(lambda: f.readline(limit), b""), 1):
+                if max_line_bytes is not None and len(raw) > max_line_bytes:
+                    raise DataError(f"{path}: line {lineno} is over {max_line_bytes >> 20} MiB (no line break within "
+                                    f"it); each line must be one record")
                 if lineno == 1 and raw.startswith(UTF8_BOM):
                     raw = raw[len(UTF8_BOM):]
                 try:
@@ -68,8 +70,9 @@ def text_lines(path: str | os.PathLike) -> Iterator[tuple[int, str]]:
 
 
 def read_text(path: str | os.PathLike) -> str:
-    """The whole of a UTF-8 text file (gzip-compressed or not), with ``text_lines``' errors."""
-    return "".join(line for _, line in text_lines(path))
+    """The whole of a UTF-8 text file (gzip-compressed or not), with ``text_lines``' errors; one
+    JSON document may be written on one line of any length (ReVeal's arrays)."""
+    return "".join(line for _, line in text_lines(path, max_line_bytes=None))
 
 
 def read_json_lines(path: str | os.PathLike, parse: Callable[[dict, str], T], *, empty: str = "no records",
