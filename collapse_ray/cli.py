@@ -152,7 +152,8 @@ def _parser() -> argparse.ArgumentParser:
                                       "from an MLflow experiment", parents=[common])
     p.add_argument("experiment", help="MLflow experiment name (a grid's is its name)")
     p.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI", "sqlite:///mlflow.db"),
-                   help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
+                   help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db); "
+                        "'none': no store, only the trials of --with files")
     p.add_argument("--out", help="output directory (default: reports/EXPERIMENT)")
     p.add_argument("--claims", metavar="FILE", help="claims YAML to test (e.g. experiments/claims/study.yaml)")
     p.add_argument("--with", dest="earlier", action="append", default=[], metavar="LONG_CSV",

@@ -206,6 +206,34 @@ def test_a_later_part_reported_with_an_earlier_reports_long_csv(report, tmp_path
     assert again.stdout.count("the store's runs are used") == len(VALUES)
 
 
+def test_a_study_whose_stores_are_gone_is_reported_from_its_long_csvs_alone(tmp_path):
+    """`--tracking-uri none`: the committed long CSVs are the whole input (no MLflow server)."""
+    values = {("real-only", s): [0.5, 0.6 + 0.01 * s, 0.7] for s in range(3)} \
+        | {("synthetic-only", s): [0.5, 0.3, 0.2 + 0.02 * s] for s in range(3)}
+    rows = ["trial,model,task,regime,mitigation,seed,generation,metric,value"]
+    rows += [f"tiny_codegen_{regime}_s{seed}_none,tiny,codegen,{regime},none,{seed},{g},pass_at_1,{v!r}"
+             for (regime, seed), series in values.items() for g, v in enumerate(series)]
+    csv_file = tmp_path / "kept_long.csv"
+    csv_file.write_text("\n".join(rows) + "\n")
+    claims_file = tmp_path / "claims.yaml"
+    claims_file.write_text("task: codegen\nmetric: pass_at_1\nclaims:\n"
+                           "  - {id: a, expect: below, terms: [{regime: synthetic-only}, {regime: real-only, sign: -1}]}\n")
+    result = run_report("none", "kept", tmp_path / "out", "--with", str(csv_file), "--claims", str(claims_file))
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+    claim = read_csv(tmp_path / "out" / "claims.csv")[0]
+    assert float(claim["mean"]) == pytest.approx(statistics.mean([0.2 + 0.02 * s - 0.7 for s in range(3)]))
+    def cells(path):
+        return sorted((r["trial"], r["generation"], float(r["value"])) for r in read_csv(path))
+
+    assert cells(tmp_path / "out" / "long.csv") == cells(csv_file)
+    assert (tmp_path / "out" / "report.md").read_text().splitlines()[2].startswith("No MLflow store")
+    assert json.loads((tmp_path / "out" / "runs.json").read_text())["trials"] == {}
+    for extra, message in ((("--with", str(csv_file), "--parent-run", "abc"), "reads no MLflow store"),
+                           ((), "reads no MLflow store")):
+        refused = run_report("none", "kept", tmp_path / "again", *extra)
+        assert refused.returncode != 0 and message in refused.stderr and "Traceback" not in refused.stderr
+
+
 @pytest.mark.parametrize("content, message", [
     (None, "cannot read it as a long CSV"),
     ("", "cannot read it as a long CSV"),

@@ -17,11 +17,14 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pandas as pd
+
 from collapse_ray.report import claims, collect, figures, markdown, stats
 from collapse_ray.report.collect import ReportError
 from collapse_ray.report.definitions import COLLAPSE_DIRECTION, control_regime, report_metrics
 
-__all__ = ["ReportError", "ReportFiles", "build_report", "main"]
+__all__ = ["NO_STORE", "ReportError", "ReportFiles", "build_report", "main"]
+NO_STORE = "none"   # --tracking-uri none: the report of --with files alone
 
 
 @dataclass
@@ -44,11 +47,21 @@ def build_report(experiment: str, tracking_uri: str, out_dir: str | Path, parent
     # Read before any work: a malformed claims file is the user's one-line error, not a late crash.
     study_claims = claims.load_claims(claims_path) if claims_path else None
     earlier_tables = [(Path(path), collect.read_long_csv(Path(path))) for path in earlier]
+    no_store = tracking_uri == NO_STORE
+    if no_store and (not earlier or parent_run_id):
+        raise ReportError(f"--tracking-uri {NO_STORE} reads no MLflow store: give the trials with --with LONG_CSV "
+                          f"(and no --parent-run, a run of a store)")
+    if no_store and all(table.empty for _, table in earlier_tables):
+        raise ReportError(f"--with {', '.join(str(path) for path, _ in earlier_tables)}: no rows; with "
+                          f"--tracking-uri {NO_STORE} they are the report's only trials")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    with collect.reading_client(tracking_uri) as client:
-        runs, notes = collect.collect_runs(client, experiment, parent_run_id)
-        long = collect.long_table(client, runs, experiment)
+    if no_store:   # a study whose stores are gone, from the long CSVs kept beside its results
+        runs, notes, long = [], [], pd.DataFrame(columns=collect.COLUMNS)
+    else:
+        with collect.reading_client(tracking_uri) as client:
+            runs, notes = collect.collect_runs(client, experiment, parent_run_id)
+            long = collect.long_table(client, runs, experiment)
     long, earlier_notes, added = collect.add_earlier_reports(long, earlier_tables)
     notes.extend(earlier_notes)
     collect.write_long_csv(long, out / "long.csv")
@@ -87,7 +100,7 @@ def build_report(experiment: str, tracking_uri: str, out_dir: str | Path, parent
     figure_paths = figures.draw_curves(summary, metrics_by_task, out / "figures", baseline)
     n_trials = long["trial"].nunique()
     when = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-    source = (f"Experiment `{experiment}` at `{tracking_uri}`"
+    source = (("No MLflow store (`--tracking-uri none`)" if no_store else f"Experiment `{experiment}` at `{tracking_uri}`")
               + (f", grid launch (parent run) `{parent_run_id}`" if parent_run_id else "")
               + "".join(f"; with {len(trials)} trials from `{path}`" for path, trials in added.items())
               + f": {n_trials} trials, generations 0..{int(long['generation'].max())}. Written {when}.")

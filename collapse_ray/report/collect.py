@@ -254,7 +254,7 @@ def add_earlier_reports(long: pd.DataFrame, earlier: list[tuple[Path, pd.DataFra
     key = list(TRIAL_TAGS)
     have = set(long.set_index(key).index)
     came_from: dict[tuple, Path] = {}
-    frames, notes, added = [long], [], {}
+    frames, notes, added = [long] if len(long) else [], [], {}   # (concat warns about an empty frame)
     for path, table in earlier:
         keep = []
         for trial_key, trial in table.groupby(key, sort=True)["trial"].first().items():
