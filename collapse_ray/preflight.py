@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from pathlib import Path
 from typing import Callable
 
@@ -153,4 +154,11 @@ def _writable_dir(path: Path, where: str) -> None:
     require(os.access(existing, os.W_OK | os.X_OK), where,
              f"{path} cannot be {'written' if existing == path else 'created'}: no write permission on "
              f"{existing}; choose a directory you can write")
+    # The permission bits do not say all: root passes os.access everywhere, yet /proc, /sys or a
+    # full or read-only disk refuse a new entry. Make one, as the run will, and take it away.
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".collapse_ray-probe-", dir=existing))
+    except OSError as e:
+        require(False, where, f"{path} cannot be {'written' if existing == path else 'created'}: {existing} "
+                              f"refuses a new entry ({e.strerror}); choose a directory you can write")
 

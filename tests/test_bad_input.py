@@ -133,6 +133,10 @@ ROWS = {
     "tracking server that is not MLflow": (not_mlflow, "answers HTTP but is not an MLflow server"),
     "output_dir is a file": (lambda t, d: (t / "f").write_text("x") and field("output_dir", str(t / "f"))(t, d),
                              "output_dir: {tmp}/f is a file"),
+    "output_dir where no entry can be made (as root the permission bits pass)": (
+        field("output_dir", "/proc/collapse"), "output_dir: /proc/collapse cannot be created:"),
+    "tracking store in a directory that refuses new files": (
+        field("tracking.uri", "sqlite:////proc/mlflow.db"), "tracking.uri: /proc cannot be written:"),
     "output_dir under a file": (lambda t, d: (t / "f").write_text("x") and field("output_dir", str(t / "f/runs"))(t, d),
                                 "output_dir: {tmp}/f/runs cannot be created: {tmp}/f is a file"),
     "trial directory of another config": (trial_of_another_config, "runs/t holds a trial run with a different config"),
