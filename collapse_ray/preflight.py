@@ -68,8 +68,7 @@ def check_output_dir(cfg: ExperimentConfig) -> None:
     from collapse_ray.loop import config_fingerprint, earlier_fingerprints
     from collapse_ray.trial_state import TrialState
 
-    require(bool(cfg.output_dir.strip()), "output_dir", "must not be empty; e.g. runs")
-    out = Path(cfg.output_dir)
+    out = Path(cfg.output_dir)   # not empty: config validation's check_path_text refused that
     _writable_dir(out, "output_dir")
     trial = trial_dir(out, cfg.name)
     require(not trial.exists() or trial.is_dir(), "output_dir",

@@ -236,9 +236,9 @@ def read_long_csv(path: Path) -> pd.DataFrame:
         raise ReportError(f"{path}: row {row + 2} leaves a label empty ({', '.join(labels.columns)} are required)")
     twice = long.duplicated(list(TRIAL_TAGS) + ["generation", "metric"], keep=False)
     if twice.any():
-        rows = [int(i) + 2 for i in twice[twice].index[:2]]
-        raise ReportError(f"{path}: rows {rows[0]} and {rows[1]} both give trial {long['trial'][rows[0] - 2]}'s "
-                          f"{long['metric'][rows[0] - 2]} at generation {long['generation'][rows[0] - 2]}; "
+        first, second = twice[twice].index[:2]   # rows are counted from 2: the header is row 1
+        raise ReportError(f"{path}: rows {first + 2} and {second + 2} both give trial {long['trial'][first]}'s "
+                          f"{long['metric'][first]} at generation {long['generation'][first]}; "
                           f"a long CSV holds one value per trial, generation and metric")
     long["value"] = values.astype(float)
     return long
