@@ -52,6 +52,7 @@ EXPECTATIONS = {
     "not_below": lambda low, high: high >= 0,
     "not_above": lambda low, high: low <= 0,
 }
+Expectation = Literal[tuple(EXPECTATIONS)]   # the claims file's `expect`, read from the table above
 
 
 @dataclass(frozen=True)
@@ -85,7 +86,7 @@ class Claim:
 class _ClaimItem:
     id: str
     terms: list[Term]
-    expect: Literal["below", "above", "not_below", "not_above"]
+    expect: Expectation
     claim: str = ""
     task: str | None = None
     metric: str | None = None
