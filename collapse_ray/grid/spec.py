@@ -268,9 +268,10 @@ def _model_entry(value: Any, where: str) -> ModelEntry:
     overrides = {} if item.overrides is None else item.overrides   # a mapping: the type check saw to it
     require("model" not in overrides, f"{where}.overrides.model", "set the model with name_or_path / tiny")
     per_trial = sorted(SET_PER_TRIAL & set(overrides))
-    require(not per_trial, f"{where}.overrides.{per_trial[0] if per_trial else ''}",
-            "each trial's own comes from the grid (its name from the axes, the rest from grid.seeds, grid.tasks, "
-            "grid.regimes and grid.mitigations); an override of it would be ignored")
+    if per_trial:
+        raise ConfigError(f"{where}.overrides.{per_trial[0]}: "
+                          "each trial's own comes from the grid (its name from the axes, the rest from grid.seeds, grid.tasks, "
+                          "grid.regimes and grid.mitigations); an override of it would be ignored")
     _check_shapes(overrides, f"{where}.overrides")
     return ModelEntry(model.name_or_path, label, item.tiny, res, overrides)
 
