@@ -84,7 +84,7 @@ def test_report_end_to_end_against_an_mlflow_server(report):
 
     # The figures exist and are images.
     figures = sorted((out / "figures").glob("*.png"))
-    assert {p.name for p in figures} == {"curves_codegen_pass_at_1.png", "curves_codegen_bleu4.png",
+    assert {p.name for p in figures} == {"overview.png", "curves_codegen_pass_at_1.png", "curves_codegen_bleu4.png",
                                          "curves_codegen_drift_self_bleu.png"}
     for path in figures:
         with Image.open(path) as image:

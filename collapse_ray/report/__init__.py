@@ -3,6 +3,7 @@ real-only and collapse onset, all drawn from one long CSV of the runs' metric hi
 
     long.csv                 trial, model, task, regime, mitigation, seed, generation, metric, value
     runs.json                each trial's MLflow run id and status, and the grid launches (parent runs)
+    figures/overview.png     every task's headline metrics, its main regimes (one panel each)
     figures/curves_*.png     one per task x metric
     table.csv / table.md     generations 0, 5, 10 (or the last): mean, sd, n, change against gen 0
     paired.csv / paired.md   regime - real-only at the last generation, 95% t interval over seeds
@@ -21,7 +22,7 @@ import pandas as pd
 
 from collapse_ray.report import claims, collect, figures, markdown, stats
 from collapse_ray.report.collect import ReportError
-from collapse_ray.report.definitions import COLLAPSE_DIRECTION, control_regime, report_metrics
+from collapse_ray.report.definitions import COLLAPSE_DIRECTION, control_regime, headline_metrics, report_metrics
 
 __all__ = ["NO_STORE", "ReportError", "ReportFiles", "build_report", "main"]
 NO_STORE = "none"   # --tracking-uri none: the report of --with files alone
@@ -97,7 +98,10 @@ def build_report(experiment: str, tracking_uri: str, out_dir: str | Path, parent
         claims_section = claims.claims_md(verdicts)
         (out / "claims.md").write_text(claims_section)
 
-    figure_paths = figures.draw_curves(summary, metrics_by_task, out / "figures", baseline)
+    headline_by_task = {task: [m for m in headline_metrics(task) if m in available] for task in metrics_by_task}
+    overview = out / "figures" / figures.OVERVIEW
+    figure_paths = ([overview] if figures.draw_overview(summary, headline_by_task, overview, baseline) else []) \
+        + figures.draw_curves(summary, metrics_by_task, out / "figures", baseline)
     n_trials = long["trial"].nunique()
     when = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     source = (("No MLflow store (`--tracking-uri none`)" if no_store else f"Experiment `{experiment}` at `{tracking_uri}`")

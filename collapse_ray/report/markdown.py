@@ -75,7 +75,9 @@ def report_md(*, source: str, figures: Sequence[Path], out_dir: Path, table_md: 
         "against generation 0, relative to |gen-0 mean|.",
         *(f"Note: {n}" for n in notes),
         "## Collapse curves",
-        "Line: mean over seeds; band: ±1 sd over seeds (drawn where n ≥ 2); n in the legend.",
+        "Line: mean over seeds; band: ±1 sd over seeds (drawn where n ≥ 2); n in the legend. "
+        "`overview`: each task's headline metrics, from the model and mitigation that ran the most "
+        "regimes on it; `curves_*`: one metric, every model and mitigation.",
         *(f"![{p.stem}]({p.relative_to(out_dir).as_posix()})" for p in figures),
         "## The study's table (`table.csv`)",
         table_md,
