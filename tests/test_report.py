@@ -265,10 +265,24 @@ def test_a_bad_earlier_long_csv_is_one_line_before_the_store_is_read(report, tmp
     assert not (tmp_path / "out").exists()
 
 
-def test_a_trial_in_two_earlier_files_is_refused(report, tmp_path):
-    earlier = report["out"] / "long.csv"
-    copy = tmp_path / "copy.csv"
-    copy.write_text(earlier.read_text())
-    result = run_report(report["uri"], EXPERIMENT, tmp_path / "out", "--with", str(earlier), "--with", str(copy))
+def test_a_trial_in_two_earlier_files_takes_the_longer_copy_and_two_different_equal_ones_are_refused(tmp_path):
+    # A study in parts: part A ran the trial to generation 1, part B continued it to 2.
+    header = "trial,model,task,regime,mitigation,seed,generation,metric,value\n"
+    row = "t,tiny,codegen,synthetic-only,none,0,{g},pass_at_1,{v}\n"
+    part_a, part_b, other = tmp_path / "a.csv", tmp_path / "b.csv", tmp_path / "other.csv"
+    part_a.write_text(header + row.format(g=0, v=0.5) + row.format(g=1, v=0.4))
+    part_b.write_text(header + row.format(g=0, v=0.5) + row.format(g=1, v=0.4) + row.format(g=2, v=0.3))
+    other.write_text(header + row.format(g=0, v=0.5) + row.format(g=1, v=0.1) + row.format(g=2, v=0.3))
+    result = run_report("none", "kept", tmp_path / "out", "--with", str(part_b), "--with", str(part_a))
+    assert result.returncode == 0, result.stderr
+    assert f"the rows of {part_b} (to generation 2) are used" in result.stdout
+    assert [(int(r["generation"]), float(r["value"])) for r in read_csv(tmp_path / "out" / "long.csv")] == \
+        [(0, 0.5), (1, 0.4), (2, 0.3)]
+    assert json.loads((tmp_path / "out" / "runs.json").read_text())["from_earlier_reports"] == \
+        {str(part_b): ["t"], str(part_a): []}
+    # The same trial to the same generation: equal copies are one, different ones are refused.
+    assert run_report("none", "kept", tmp_path / "same", "--with", str(part_b), "--with", str(part_b)).returncode == 0
+    result = run_report("none", "kept", tmp_path / "refused", "--with", str(part_b), "--with", str(other))
     assert result.returncode != 0 and "Traceback" not in result.stderr
-    assert "is also in --with" in result.stderr
+    assert f"--with {other}: trial t is also in --with {part_b}, to the same generation (2) with other values" \
+        in result.stderr

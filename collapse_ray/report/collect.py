@@ -249,25 +249,42 @@ def add_earlier_reports(long: pd.DataFrame, earlier: list[tuple[Path, pd.DataFra
     """``long`` with the trials of earlier reports' long CSVs (``report --with``, each read by
     ``read_long_csv``): a study run in parts over several sittings, whose earlier stores are gone
     but whose long CSVs were kept. A trial is its TRIAL_TAGS (model, task, regime, seed, mitigation); one the
-    store also holds keeps the store's rows, and one that two files hold is refused as ambiguous.
-    Returns (long, notes, {file: the trials added from it})."""
+    store also holds keeps the store's rows. One that several files hold takes the copy that
+    reaches the latest generation (a later part continued it); copies that reach the same one are
+    refused as ambiguous unless they are equal. Returns (long, notes, {file: the trials added from it})."""
     key = list(TRIAL_TAGS)
     have = set(long.set_index(key).index)
-    came_from: dict[tuple, Path] = {}
-    frames, notes, added = [long] if len(long) else [], [], {}   # (concat warns about an empty frame)
+    copies: dict[tuple, list[tuple[Path, pd.DataFrame]]] = {}
     for path, table in earlier:
-        keep = []
-        for trial_key, trial in table.groupby(key, sort=True)["trial"].first().items():
-            if trial_key in came_from:
-                raise ReportError(f"--with {path}: trial {trial} is also in --with {came_from[trial_key]}; "
-                                  f"give each trial once")
-            came_from[trial_key] = path
-            if trial_key in have:
-                notes.append(f"trial {trial} is in the store and in {path}; the store's runs are used")
-            else:
-                keep.append(trial_key)
-        rows = table[table.set_index(key).index.isin(keep)]
-        frames.append(rows[COLUMNS])
-        added[str(path)] = sorted(rows["trial"].unique())
-    merged = pd.concat(frames, ignore_index=True)
-    return merged.sort_values(COLUMNS[:8]).reset_index(drop=True), notes, added
+        for trial_key, rows in table.groupby(key, sort=True):
+            copies.setdefault(trial_key, []).append((path, rows[COLUMNS]))
+    frames, notes = [long] if len(long) else [], []   # (concat warns about an empty frame)
+    added: dict[str, list[str]] = {str(path): [] for path, _ in earlier}
+    for trial_key, held in sorted(copies.items()):
+        trial = held[0][1]["trial"].iloc[0]
+        if trial_key in have:
+            notes.append(f"trial {trial} is in the store and in {', '.join(str(p) for p, _ in held)}; "
+                         f"the store's runs are used")
+            continue
+        path, rows = _latest_copy(trial, held)
+        if len(held) > 1:
+            notes.append(f"trial {trial} is in {', '.join(str(p) for p, _ in held)}; the rows of {path} "
+                         f"(to generation {int(rows['generation'].max())}) are used")
+        frames.append(rows)
+        added[str(path)].append(trial)
+    merged = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=COLUMNS)
+    return merged.sort_values(COLUMNS[:8]).reset_index(drop=True), notes, {p: sorted(t) for p, t in added.items()}
+
+
+def _latest_copy(trial: str, held: list[tuple[Path, pd.DataFrame]]) -> tuple[Path, pd.DataFrame]:
+    """The one copy of a trial to report: the one reaching the latest generation; ReportError when
+    two different copies reach it."""
+    last = max(int(rows["generation"].max()) for _, rows in held)
+    latest = [(path, rows) for path, rows in held if int(rows["generation"].max()) == last]
+    path, rows = latest[0]
+    ordered = rows.sort_values(COLUMNS[:8]).reset_index(drop=True)
+    for other, other_rows in latest[1:]:
+        if not ordered.equals(other_rows.sort_values(COLUMNS[:8]).reset_index(drop=True)):
+            raise ReportError(f"--with {other}: trial {trial} is also in --with {path}, to the same generation "
+                              f"({last}) with other values; give each trial once")
+    return path, rows
