@@ -226,7 +226,10 @@ def test_a_study_whose_stores_are_gone_is_reported_from_its_long_csvs_alone(tmp_
         return sorted((r["trial"], r["generation"], float(r["value"])) for r in read_csv(path))
 
     assert cells(tmp_path / "out" / "long.csv") == cells(csv_file)
-    assert (tmp_path / "out" / "report.md").read_text().splitlines()[2].startswith("No MLflow store")
+    report_md = (tmp_path / "out" / "report.md").read_text()
+    assert report_md.splitlines()[2].startswith("No MLflow store")
+    assert "![overview](figures/overview.png)" in report_md   # the study in one figure, first
+    assert report_md.index("overview.png") < report_md.index("curves_codegen_pass_at_1.png")
     assert json.loads((tmp_path / "out" / "runs.json").read_text())["trials"] == {}
     for extra, message in ((("--with", str(csv_file), "--parent-run", "abc"), "reads no MLflow store"),
                            ((), "reads no MLflow store")):
