@@ -31,9 +31,9 @@ def _regime_colors(data: pd.DataFrame, baseline: str) -> dict[str, str]:
     return {r: f"C{i}" for i, r in enumerate(regimes)}
 
 
-def _plot_regimes(ax, panel: pd.DataFrame, colors: dict[str, str], metric: str) -> None:
+def _plot_regimes(ax, panel: pd.DataFrame, colors: dict[str, str], metric: str, legend: bool = True) -> None:
     """One line per regime of ``panel``, in the order of ``colors`` (mean over seeds, ±1 sd band
-    where n >= 2)."""
+    where n >= 2); ``legend``: the panel's own, with each regime's seeds."""
     for regime in colors:
         line = panel[panel["regime"] == regime].sort_values("generation")
         if line.empty:
@@ -46,7 +46,8 @@ def _plot_regimes(ax, panel: pd.DataFrame, colors: dict[str, str], metric: str) 
     ax.set_xlabel("generation")
     ax.set_ylabel(metric)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    if legend:
+        ax.legend(fontsize=7)
 
 
 def draw_metric(summary: pd.DataFrame, task: str, metric: str, path: Path, baseline: str) -> int:
@@ -134,8 +135,7 @@ def draw_overview(summary: pd.DataFrame, headline_by_task: dict[str, list[str]],
             ax.set_visible(True)
             panel = summary[(summary["task"] == task) & (summary["metric"] == metric) & (summary["model"] == model)
                             & (summary["mitigation"] == mitigation)]
-            _plot_regimes(ax, panel, colors, metric)
-            ax.get_legend().remove()   # one legend for the figure: a panel's hid its own lines
+            _plot_regimes(ax, panel, colors, metric, legend=False)   # one for the figure: a panel's hid its lines
             ax.set_title(f"{task}: {metric}\n{model} · mitigation {mitigation} · {_n_label(panel['n'])} seeds",
                          fontsize=9)
             gens = panel["generation"]
