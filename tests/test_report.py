@@ -268,7 +268,7 @@ def test_a_bad_earlier_long_csv_is_one_line_before_the_store_is_read(report, tmp
     assert not (tmp_path / "out").exists()
 
 
-def test_a_trial_in_two_earlier_files_takes_the_longer_copy_and_two_different_equal_ones_are_refused(tmp_path):
+def test_a_trial_in_two_earlier_files_takes_the_longer_copy_and_different_copies_to_one_generation_are_refused(tmp_path):
     # A study in parts: part A ran the trial to generation 1, part B continued it to 2.
     header = "trial,model,task,regime,mitigation,seed,generation,metric,value\n"
     row = "t,tiny,codegen,synthetic-only,none,0,{g},pass_at_1,{v}\n"

@@ -31,6 +31,12 @@ def _regime_colors(data: pd.DataFrame, baseline: str) -> dict[str, str]:
     return {r: f"C{i}" for i, r in enumerate(regimes)}
 
 
+def _tick_every_generation(ax, generations: pd.Series) -> None:
+    """A tick for each generation, up to the study's length (a longer run keeps matplotlib's ticks)."""
+    if generations.max() <= 12:
+        ax.set_xticks(range(int(generations.min()), int(generations.max()) + 1))
+
+
 def _plot_regimes(ax, panel: pd.DataFrame, colors: dict[str, str], metric: str, legend: bool = True) -> None:
     """One line per regime of ``panel``, in the order of ``colors`` (mean over seeds, ±1 sd band
     where n >= 2); ``legend``: the panel's own, with each regime's seeds."""
@@ -75,9 +81,7 @@ def draw_metric(summary: pd.DataFrame, task: str, metric: str, path: Path, basel
             ax.tick_params(labelleft=True, labelbottom=True)   # shared scales; every panel keeps its numbers (a neighbour may be blank)
     # Every generation a tick, over all panels: they share the x axis, so ticks set per panel would
     # all be the last panel's (a 3-generation panel cut a 10-generation one's ticks at 2).
-    gens = data["generation"]
-    if gens.max() <= 12:
-        axes[0][0].set_xticks(range(int(gens.min()), int(gens.max()) + 1))
+    _tick_every_generation(axes[0][0], data["generation"])
     # Two lines: one panel is narrower than the legend of the band, which was cut off at both ends.
     fig.suptitle(f"{task}: {metric}\nline: mean over seeds; band: {BAND}; n: seeds", fontsize=9)
     fig.tight_layout()
@@ -122,15 +126,18 @@ def draw_overview(summary: pd.DataFrame, headline_by_task: dict[str, list[str]],
     cells = overview_cells(summary, headline_by_task)
     if not cells:
         return 0
-    tasks = list(dict.fromkeys(task for task, *_ in cells))
-    rows = max(sum(1 for c in cells if c[0] == task) for task in tasks)
+    by_task: dict[str, list[tuple[str, str, str]]] = {}   # task -> its panels, top to bottom
+    for task, *panel_of in cells:
+        by_task.setdefault(task, []).append(tuple(panel_of))
+    tasks = list(by_task)
+    rows = max(len(panels) for panels in by_task.values())
     colors = _regime_colors(summary[summary["task"].isin(tasks)], baseline)   # one colour a regime in every panel
     fig, axes = plt.subplots(rows, len(tasks), squeeze=False, figsize=(4.4 * len(tasks) + 0.6, 3.3 * rows + 0.8))
     for ax in axes.flat:
         ax.set_visible(False)
     drawn: set[str] = set()
     for j, task in enumerate(tasks):
-        for i, (_, metric, model, mitigation) in enumerate(c for c in cells if c[0] == task):
+        for i, (metric, model, mitigation) in enumerate(by_task[task]):
             ax = axes[i][j]
             ax.set_visible(True)
             panel = summary[(summary["task"] == task) & (summary["metric"] == metric) & (summary["model"] == model)
@@ -138,9 +145,7 @@ def draw_overview(summary: pd.DataFrame, headline_by_task: dict[str, list[str]],
             _plot_regimes(ax, panel, colors, metric, legend=False)   # one for the figure: a panel's hid its lines
             ax.set_title(f"{task}: {metric}\n{model} · mitigation {mitigation} · {_n_label(panel['n'])} seeds",
                          fontsize=9)
-            gens = panel["generation"]
-            if gens.max() <= 12:
-                ax.set_xticks(range(int(gens.min()), int(gens.max()) + 1))
+            _tick_every_generation(ax, panel["generation"])
             drawn.update(panel["regime"])
     legend = [Line2D([], [], color=color, marker="o", markersize=3, label=regime)
               for regime, color in colors.items() if regime in drawn]
