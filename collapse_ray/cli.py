@@ -158,7 +158,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--claims", metavar="FILE", help="claims YAML to test (e.g. experiments/claims/study.yaml)")
     p.add_argument("--with", dest="earlier", action="append", default=[], metavar="LONG_CSV",
                    help="add the trials of an earlier report's long.csv (e.g. a study part whose store is gone; "
-                        "repeatable); a trial the store also holds keeps the store's runs")
+                        "repeatable); a trial the store also holds keeps the store's runs, one that several "
+                        "files hold is taken from the file reaching the latest generation")
     p.add_argument("--parent-run", metavar="RUN_ID",
                    help="only the trials of this grid launch (its parent run), and log the report to that run")
     p.add_argument("--onset-fraction", type=float, default=0.10,
