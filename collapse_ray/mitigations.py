@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import random
 import re
-from typing import Sequence
+from typing import Callable, Sequence
 
 from collapse_ray.config import MitigationConfig
 from collapse_ray.datatypes import Example
@@ -28,15 +28,16 @@ def drop_exact_duplicates(examples: Sequence[Example]) -> list[Example]:
     return kept
 
 
-def drop_near_duplicates(examples: Sequence[Example], threshold: float, num_perm: int = 64) -> list[Example]:
-    """Keep the first of each group of completions whose token-trigram Jaccard similarity
-    (estimated by MinHash LSH) is at least ``threshold``."""
+def drop_near_duplicates(examples: Sequence[Example], threshold: float, text: Callable[[Example], str],
+                         num_perm: int = 64) -> list[Example]:
+    """Keep the first of each group of examples whose ``text`` (the task's ``dedup_text``) have a
+    token-trigram Jaccard similarity (estimated by MinHash LSH) of at least ``threshold``."""
     from datasketch import MinHash, MinHashLSH
 
     lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)
     kept = []
     for i, ex in enumerate(examples):
-        tokens = _TOKEN.findall(ex.completion)
+        tokens = _TOKEN.findall(text(ex))
         shingles = {" ".join(tokens[j:j + 3]) for j in range(max(1, len(tokens) - 2))}
         mh = MinHash(num_perm=num_perm, seed=1)
         for s in shingles:
@@ -65,7 +66,7 @@ def apply_mitigations(examples: Sequence[Example], task, cfg: MitigationConfig, 
         before = len(kept)
         kept = drop_exact_duplicates(kept)
         if cfg.dedup == "minhash":
-            kept = drop_near_duplicates(kept, cfg.minhash_threshold)
+            kept = drop_near_duplicates(kept, cfg.minhash_threshold, task.dedup_text)
         removed["dedup"] = before - len(kept)
     if len(kept) > target_size:  # oversampled: keep a random subset of the survivors
         removed["selection"] = len(kept) - target_size

@@ -36,6 +36,31 @@ def test_minhash_drops_near_duplicates_and_keeps_distinct_code():
     assert [e.completion for e in kept] == [long_body, other] and removed == {"dedup": 1}
 
 
+def test_minhash_on_pseudo_labels_compares_the_code_not_the_label_word():
+    """Vulnerability's completions are one of two label words: every example shares its label's
+    word, so the code is what tells duplicates apart."""
+    from collapse_ray.tasks.vulnerability import VulnerabilityDetection
+
+    def labelled(code, label=" no"):
+        return Example(f"{code}\nVulnerable?", label, "synthetic", 1, {"pseudo_label": 0, "confidence": 0.9})
+
+    functions = [
+        "int area(int w, int h) {\n    if (w < 0 || h < 0)\n        return -1;\n    return w * h;\n}",
+        "void copy_name(char *dst, const char *src) {\n    strcpy(dst, src);\n    dst[0] = toupper(dst[0]);\n}",
+        "static int parse_header(const unsigned char *p, size_t len, struct header *h) {\n"
+        "    if (len < HEADER_SIZE)\n        return -EINVAL;\n    h->version = p[0] >> 4;\n"
+        "    h->flags = p[0] & 0x0f;\n    h->length = (p[1] << 8) | p[2];\n    h->checksum = p[3];\n"
+        "    if (h->length > len - HEADER_SIZE)\n        return -EOVERFLOW;\n    return 0;\n}",
+        "bool frame_fits(struct frame *f, size_t cap) {\n    return f->header_len + f->payload_len <= cap;\n}",
+    ]
+    distinct = [labelled(code) for code in functions]
+    copied = labelled(functions[2].replace("h->checksum = p[3];", "h->checksum = p[4];"))
+    kept, removed = apply_mitigations(distinct + [copied], VulnerabilityDetection(),
+                                      MitigationConfig(dedup="minhash", minhash_threshold=0.8), 10,
+                                      random.Random(0))
+    assert kept == distinct and removed == {"dedup": 1}
+
+
 def test_oversampled_outputs_are_selected_down_to_the_pool_size():
     examples = [syn(f"    return {i}\n", i) for i in range(30)]
     kept, removed = apply_mitigations(examples, CodeGeneration(), MitigationConfig(oversample=3.0), 10,

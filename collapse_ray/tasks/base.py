@@ -84,6 +84,11 @@ class Task:
         """The task's quality filter (a mitigation): keep this synthetic example?"""
         raise NotImplementedError
 
+    def dedup_text(self, example: Example) -> str:
+        """What near-duplicate removal (a mitigation) compares: the model's completion, where the
+        model wrote text."""
+        return example.completion
+
     def passes_tests(self, examples: Sequence[Example]) -> list[bool]:
         """Whether each synthetic example (a pool prompt and the model's completion) passes the
         prompt's tests, run in the sandbox. Only tasks with ``pool_has_tests``."""
