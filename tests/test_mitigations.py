@@ -41,8 +41,8 @@ def test_minhash_on_pseudo_labels_compares_the_code_not_the_label_word():
     word, so the code is what tells duplicates apart."""
     from collapse_ray.tasks.vulnerability import VulnerabilityDetection
 
-    def labelled(code, label=" no"):
-        return Example(f"{code}\nVulnerable?", label, "synthetic", 1, {"pseudo_label": 0, "confidence": 0.9})
+    def labelled(code):
+        return Example(f"{code}\nVulnerable?", " no", "synthetic", 1, {"pseudo_label": 0, "confidence": 0.9})
 
     functions = [
         "int area(int w, int h) {\n    if (w < 0 || h < 0)\n        return -1;\n    return w * h;\n}",
