@@ -98,6 +98,7 @@ class RayVLLMGenerator:
             options["scheduling_strategy"] = scheduling_strategy
         self._actor = VLLMGeneratorActor.options(**options).remote(env, **engine_kwargs)
         self._prefetching = None   # the ObjectRef of a load() started by prefetch()
+        self._sleep_mode = bool(engine_kwargs.get("enable_sleep_mode"))
 
     def _call(self, method: str, *args: Any) -> Any:
         if self._actor is None:
@@ -145,8 +146,11 @@ class RayVLLMGenerator:
         return self._call("served_dtype")
 
     def sleep(self, level: int = 1) -> None:
-        """Free the GPU for training (a no-op on CPU or without ``enable_sleep_mode``)."""
-        self._call("sleep", level)
+        """Free the GPU for training (a no-op on CPU or without ``enable_sleep_mode``). Without
+        sleep mode it returns at once: waiting for a prefetch here would put the engine's build
+        back in front of generation 0's training, which the prefetch exists to overlap."""
+        if self._sleep_mode:
+            self._call("sleep", level)
 
     def wake_up(self) -> None:
         self._call("wake_up")
