@@ -67,7 +67,8 @@ def serve_jobs(config: dict) -> None:
     torch.set_num_threads(config.get("cpu_threads", 1))
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    ray.get(board.hello.remote(rank, os.getpid(), time.time()))
+    group = ray.util.get_current_placement_group()   # Train's own, recorded so a later driver can free it
+    ray.get(board.hello.remote(rank, os.getpid(), time.time(), group.id.hex() if group else None))
     done = -1
     while True:
         taken = ray.get(board.take.remote(after=done, timeout=TAKE_TIMEOUT_S))

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import shutil
 import threading
 import time
@@ -33,6 +34,7 @@ import weakref
 from pathlib import Path
 from typing import Any, Callable
 
+from collapse_ray.atomic_io import write_json_atomic
 from collapse_ray.errors import TrialError
 from collapse_ray.ray_here import init_ray
 
@@ -43,6 +45,7 @@ from collapse_ray.ray_here import init_ray
 # heap. glibc reads the variable when the process starts, hence the worker's runtime env.
 CPU_WORKER_ENV = {"env_vars": {"MALLOC_ARENA_MAX": "1"}}
 POLL_S = 1.0             # how long one wait for an acknowledgement blocks before checking the fit
+GROUP_RECORD = "ray_train_group.json"   # beside the default storage folder, in the trial directory
 CLOSE_TIMEOUT_S = 120.0  # how long close() waits for the workers to finish and the fit to return
 
 
@@ -70,6 +73,7 @@ class JobBoard:
         self.starts = 0               # times rank 0 entered the training function
         self.first_hello: float | None = None
         self.pids: dict[int, int] = {}
+        self.placement_group: str | None = None   # Train's placement group of the workers (hex id)
 
     def _notify(self) -> None:
         self.changed.set()
@@ -79,11 +83,12 @@ class JobBoard:
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(self.changed.wait(), timeout)
 
-    async def hello(self, rank: int, pid: int, at: float) -> None:
+    async def hello(self, rank: int, pid: int, at: float, placement_group: str | None = None) -> None:
         self.pids[rank] = pid
         if rank == 0:
             self.starts += 1
             self.first_hello = self.first_hello or at
+            self.placement_group = placement_group
 
     async def put(self, seq: int, job: Any) -> None:
         self.jobs[seq] = job
@@ -119,14 +124,15 @@ class JobBoard:
 
     async def info(self) -> dict:
         return {"starts": self.starts, "first_hello": self.first_hello, "pids": dict(self.pids),
-                "pending": sorted(self.jobs)}
+                "pending": sorted(self.jobs), "placement_group": self.placement_group}
 
 
 class _Running:
     """A started group's handles; kept apart from TrainWorkerGroup so a finalizer can stop it."""
 
-    def __init__(self, board, storage: str, run_name: str, remove_storage: bool):
+    def __init__(self, board, storage: str, run_name: str, remove_storage: bool, record: Path):
         self.board, self.storage, self.run_name, self.remove_storage = board, storage, run_name, remove_storage
+        self.record = record   # the group's placement group, for a later driver of the trial (see _free_orphan)
         self.thread: threading.Thread | None = None
         self.error: BaseException | None = None
         self.launched_at = time.time()
@@ -150,6 +156,8 @@ class _Running:
             ray.kill(self.board)   # a group still running fails its next board call and ends
         if self.thread is not None:
             self.thread.join(CLOSE_TIMEOUT_S)
+        if self.thread is None or not self.thread.is_alive():   # Train removed its placement group
+            self.record.unlink(missing_ok=True)
         if self.remove_storage:
             shutil.rmtree(Path(self.storage, self.run_name), ignore_errors=True)
             with contextlib.suppress(OSError):
@@ -227,8 +235,10 @@ class TrainWorkerGroup:
         board = ray.remote(JobBoard).options(
             num_cpus=0, scheduling_strategy=NodeAffinitySchedulingStrategy(here, soft=True)).remote()
         storage = self.storage_path or str(storage_default)   # may be a URI (s3://...)
+        record = Path(storage_default).with_name(GROUP_RECORD)
+        _free_orphan(record)
         running = _Running(board, storage, f"train-group-{uuid.uuid4().hex[:8]}",
-                           remove_storage=not self.storage_path)
+                           remove_storage=not self.storage_path, record=record)
         trainer = TorchTrainer(
             serve_jobs,
             train_loop_config={"board": board, "cpu_threads": cpu_threads(self.resources_per_worker)},
@@ -250,5 +260,26 @@ class TrainWorkerGroup:
 
     def _note_startup(self, running: _Running) -> None:
         if self.startup_s is None:
-            first = self.info()["first_hello"]
+            info = self.info()
+            first = info["first_hello"]
             self.startup_s = (first - running.launched_at) if first else None
+            if info["placement_group"]:
+                write_json_atomic(running.record, {"placement_group": info["placement_group"]})
+
+
+def _free_orphan(record: Path) -> None:
+    """Remove the placement group of this trial's earlier worker group, if it outlived its driver.
+    A driver that dies hard (SIGKILL, out of memory) takes Train's controller with it, but not the
+    group's placement group: Train's cleaner watches the controller through Ray's state API, which
+    needs the dashboard (`ray[default]`), and without it the group's resources stayed reserved until
+    the launch's Ray ended (docs/BENCHMARKS.md), so the retried trial's new group could wait for them."""
+    import ray
+    from ray.util.placement_group import PlacementGroup, placement_group_table, remove_placement_group
+
+    try:
+        group = PlacementGroup(ray.PlacementGroupID(bytes.fromhex(json.loads(record.read_text())["placement_group"])))
+    except (OSError, ValueError, KeyError, TypeError):
+        return
+    if placement_group_table(group).get("state") not in (None, "REMOVED"):
+        remove_placement_group(group)
+    record.unlink(missing_ok=True)
