@@ -4,6 +4,7 @@ flat, and a dead group fails the driver with a clear message instead of a hang. 
 Llama (``train_llama``) and the local two-CPU Ray come from conftest."""
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sys
@@ -126,10 +127,10 @@ def test_a_killed_worker_group_fails_the_waiting_driver_with_a_clear_message(tra
 class TrialDriver:
     """A trial driver's part in a Ray actor of its own: one RayTrainer of the trial's directory."""
 
-    def train(self, model: str, out: str) -> str:
+    def train(self, model: str, out: str, max_steps: int) -> str:
         from collapse_ray.train.ray_trainer import RayTrainer
 
-        self.trainer = RayTrainer(training(max_steps=1), num_workers=1, resources_per_worker={"CPU": 1.25})
+        self.trainer = RayTrainer(training(max_steps=max_steps), num_workers=1, resources_per_worker={"CPU": 1.25})
         self.trainer.train(ModelRef(model), TEXTS, out, seed=0)
         return self.trainer.group.info()["placement_group"]
 
@@ -139,30 +140,35 @@ class TrialDriver:
 
 def test_a_trials_next_worker_group_frees_the_placement_group_a_killed_driver_left(train_llama, local_ray,
                                                                                    tmp_path):
-    """A driver killed hard takes Train's controller with it, not the group's placement group (Train's
-    cleaner needs Ray's state API, absent here); the trial's next group removes it first. Each group
-    takes 1.25 of the 2 CPUs, so the second could not start beside the first's leftover."""
+    """A driver killed hard (here in its first job) takes Train's controller with it, not the group's
+    placement group (Train's cleaner needs Ray's state API, absent here); the trial's next group
+    removes it first. Each group takes 1.25 of the 2 CPUs, so the second could not start beside the
+    first's leftover."""
     from ray import cloudpickle
     from ray.util.placement_group import PlacementGroup, placement_group_table
 
     def state(group_id: str) -> str:
         return placement_group_table(PlacementGroup(local_ray.PlacementGroupID(bytes.fromhex(group_id))))["state"]
 
+    record = tmp_path / "trial" / "ray_train_group.json"
     this_module = sys.modules[__name__]
     cloudpickle.register_pickle_by_value(this_module)   # Ray's workers cannot import a test module
     try:
         driver = local_ray.remote(num_cpus=0)(TrialDriver).remote()
-        first = local_ray.get(driver.train.remote(train_llama, str(tmp_path / "trial" / "gen_00" / "model")),
-                              timeout=300)
+        driver.train.remote(train_llama, str(tmp_path / "trial" / "gen_00" / "model"), 10**6)   # never ends
+        deadline = time.monotonic() + 300
+        while not record.exists() and time.monotonic() < deadline:   # written once the workers say hello
+            time.sleep(0.5)
+        first = json.loads(record.read_text())["placement_group"]
         local_ray.kill(driver)
         time.sleep(5)
         assert state(first) == "CREATED"   # left behind by the dead driver's group
         again = local_ray.remote(num_cpus=0)(TrialDriver).remote()
-        second = local_ray.get(again.train.remote(train_llama, str(tmp_path / "trial" / "gen_01" / "model")),
+        second = local_ray.get(again.train.remote(train_llama, str(tmp_path / "trial" / "gen_01" / "model"), 1),
                                timeout=180)
         assert (state(first), state(second)) == ("REMOVED", "CREATED")
         local_ray.get(again.close.remote())
-        assert state(second) == "REMOVED" and not (tmp_path / "trial" / "ray_train_group.json").exists()
+        assert state(second) == "REMOVED" and not record.exists()
     finally:
         cloudpickle.unregister_pickle_by_value(this_module)
 

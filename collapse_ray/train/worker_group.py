@@ -133,6 +133,7 @@ class _Running:
     def __init__(self, board, storage: str, run_name: str, remove_storage: bool, record: Path):
         self.board, self.storage, self.run_name, self.remove_storage = board, storage, run_name, remove_storage
         self.record = record   # the group's placement group, for a later driver of the trial (see _free_orphan)
+        self.recorded: str | None = None
         self.thread: threading.Thread | None = None
         self.error: BaseException | None = None
         self.launched_at = time.time()
@@ -195,6 +196,8 @@ class TrainWorkerGroup:
             except ray.exceptions.RayError as e:
                 raise TrainGroupDied(f"the trial's Ray Train job board is gone ({type(e).__name__}); "
                                      f"job {seq} ({job.out_dir}) was not acknowledged") from e
+            if result is not None or running.recorded is None:   # from the workers' first hello on
+                self._record_placement_group(running)
             if result is not None:
                 self._note_startup(running)
                 return result
@@ -260,11 +263,21 @@ class TrainWorkerGroup:
 
     def _note_startup(self, running: _Running) -> None:
         if self.startup_s is None:
-            info = self.info()
-            first = info["first_hello"]
+            first = self.info()["first_hello"]
             self.startup_s = (first - running.launched_at) if first else None
-            if info["placement_group"]:
-                write_json_atomic(running.record, {"placement_group": info["placement_group"]})
+
+    def _record_placement_group(self, running: _Running) -> None:
+        """Keep the trial's record naming the group's placement group (see _free_orphan); Train
+        makes a new one when it restarts the workers."""
+        import ray
+
+        try:
+            group = self.info()["placement_group"]
+        except ray.exceptions.RayError:   # the board is gone: the next poll says so
+            return
+        if group and group != running.recorded:
+            write_json_atomic(running.record, {"placement_group": group})
+            running.recorded = group
 
 
 def _free_orphan(record: Path) -> None:
