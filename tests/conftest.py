@@ -83,6 +83,17 @@ def local_ray():
 
 
 @pytest.fixture
+def module_by_value(request):
+    """Ray's workers cannot import a test module: while the test runs, the classes it defines travel
+    to them by value."""
+    from ray import cloudpickle
+
+    cloudpickle.register_pickle_by_value(request.module)
+    yield
+    cloudpickle.unregister_pickle_by_value(request.module)
+
+
+@pytest.fixture
 def mlflow_server(tmp_path):
     """An ``mlflow server`` for one test, stopped after it."""
     with serve_mlflow(tmp_path) as uri:

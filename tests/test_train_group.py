@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import sys
 import threading
 import time
 from pathlib import Path
@@ -139,38 +138,34 @@ class TrialDriver:
 
 
 def test_a_trials_next_worker_group_frees_the_placement_group_a_killed_driver_left(train_llama, local_ray,
-                                                                                   tmp_path):
+                                                                                   tmp_path, module_by_value):
     """A driver killed hard (here in its first job) takes Train's controller with it, not the group's
     placement group (Train's cleaner needs Ray's state API, absent here); the trial's next group
     removes it first. Each group takes 1.25 of the 2 CPUs, so the second could not start beside the
     first's leftover."""
-    from ray import cloudpickle
-    from ray.util.placement_group import PlacementGroup, placement_group_table
+    from ray.util.placement_group import placement_group_table
+
+    from collapse_ray.train.worker_group import placement_group_by_id
 
     def state(group_id: str) -> str:
-        return placement_group_table(PlacementGroup(local_ray.PlacementGroupID(bytes.fromhex(group_id))))["state"]
+        return placement_group_table(placement_group_by_id(group_id))["state"]
 
     record = tmp_path / "trial" / "ray_train_group.json"
-    this_module = sys.modules[__name__]
-    cloudpickle.register_pickle_by_value(this_module)   # Ray's workers cannot import a test module
-    try:
-        driver = local_ray.remote(num_cpus=0)(TrialDriver).remote()
-        driver.train.remote(train_llama, str(tmp_path / "trial" / "gen_00" / "model"), 10**6)   # never ends
-        deadline = time.monotonic() + 300
-        while not record.exists() and time.monotonic() < deadline:   # written once the workers say hello
-            time.sleep(0.5)
-        first = json.loads(record.read_text())["placement_group"]
-        local_ray.kill(driver)
-        time.sleep(5)
-        assert state(first) == "CREATED"   # left behind by the dead driver's group
-        again = local_ray.remote(num_cpus=0)(TrialDriver).remote()
-        second = local_ray.get(again.train.remote(train_llama, str(tmp_path / "trial" / "gen_01" / "model"), 1),
-                               timeout=180)
-        assert (state(first), state(second)) == ("REMOVED", "CREATED")
-        local_ray.get(again.close.remote())
-        assert state(second) == "REMOVED" and not record.exists()
-    finally:
-        cloudpickle.unregister_pickle_by_value(this_module)
+    driver = local_ray.remote(num_cpus=0)(TrialDriver).remote()
+    driver.train.remote(train_llama, str(tmp_path / "trial" / "gen_00" / "model"), 10**6)   # never ends
+    deadline = time.monotonic() + 300
+    while not record.exists() and time.monotonic() < deadline:   # written once the workers say hello
+        time.sleep(0.5)
+    first = json.loads(record.read_text())["placement_group"]
+    local_ray.kill(driver)
+    time.sleep(5)
+    assert state(first) == "CREATED"   # left behind by the dead driver's group
+    again = local_ray.remote(num_cpus=0)(TrialDriver).remote()
+    second = local_ray.get(again.train.remote(train_llama, str(tmp_path / "trial" / "gen_01" / "model"), 1),
+                           timeout=180)
+    assert (state(first), state(second)) == ("REMOVED", "CREATED")
+    local_ray.get(again.close.remote())
+    assert state(second) == "REMOVED" and not record.exists()
 
 
 @pytest.mark.slow  # 11 jobs on one worker: ~1 min quiet

@@ -5,7 +5,6 @@ that records calls and whose load blocks until released (the call order needs no
 from __future__ import annotations
 
 import asyncio
-import sys
 import threading
 
 import pytest
@@ -36,16 +35,11 @@ class StandInEngine:
 
 
 @pytest.fixture
-def stand_in(local_ray, monkeypatch):
-    from ray import cloudpickle
-
+def stand_in(local_ray, monkeypatch, module_by_value):
     import collapse_ray.generate.vllm_actor as vllm_actor
 
-    this_module = sys.modules[__name__]
-    cloudpickle.register_pickle_by_value(this_module)   # Ray's workers cannot import a test module
     monkeypatch.setattr(vllm_actor, "VLLMGeneratorActor", local_ray.remote(StandInEngine))
-    yield vllm_actor.RayVLLMGenerator
-    cloudpickle.unregister_pickle_by_value(this_module)
+    return vllm_actor.RayVLLMGenerator
 
 
 def test_without_sleep_mode_sleep_returns_while_the_prefetched_engine_is_still_building(stand_in, local_ray):

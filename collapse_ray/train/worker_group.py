@@ -286,13 +286,20 @@ def _free_orphan(record: Path) -> None:
     group's placement group: Train's cleaner watches the controller through Ray's state API, which
     needs the dashboard (`ray[default]`), and without it the group's resources stayed reserved until
     the launch's Ray ended (docs/BENCHMARKS.md), so the retried trial's new group could wait for them."""
-    import ray
-    from ray.util.placement_group import PlacementGroup, placement_group_table, remove_placement_group
+    from ray.util.placement_group import placement_group_table, remove_placement_group
 
     try:
-        group = PlacementGroup(ray.PlacementGroupID(bytes.fromhex(json.loads(record.read_text())["placement_group"])))
+        group = placement_group_by_id(json.loads(record.read_text())["placement_group"])
     except (OSError, ValueError, KeyError, TypeError):
         return
     if placement_group_table(group).get("state") not in (None, "REMOVED"):
         remove_placement_group(group)
     record.unlink(missing_ok=True)
+
+
+def placement_group_by_id(hex_id: str):
+    """A handle on the placement group with this id (as the workers report it: ``id.hex()``)."""
+    import ray
+    from ray.util.placement_group import PlacementGroup
+
+    return PlacementGroup(ray.PlacementGroupID(bytes.fromhex(hex_id)))
