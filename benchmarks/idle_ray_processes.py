@@ -1,5 +1,5 @@
 """What a trial's idle Ray processes cost: Ray Train's helpers with and without the preemption
-watcher, side by side in one run.
+watcher and the helpers lean_trainer.py leaves out, side by side in one run.
 
     python benchmarks/idle_ray_processes.py [--seconds 60] [--config experiments/grid.yaml]
 
@@ -8,7 +8,9 @@ process of its own, runs one two-step training job on a persistent Train worker 
 config's base model and first task, one worker), then measures for ``--seconds`` the CPU of every
 process of that Ray while the group waits for its next job (as it does while its trial generates
 and evaluates). Sides: "train default" sets RAY_TRAIN_ENABLE_PREEMPTION_WATCHER=1 (Train's own
-default), "this project" leaves it to init_ray (off for a Ray started here).
+default) and starts all of Train's helpers; "watcher off" leaves the watcher to init_ray (off for a
+Ray started here) and still starts all helpers; "this project" is the grid's group: watcher off,
+and no DatasetManager or (where Ray's state API does not answer) PlacementGroupCleaner.
 
 Why: an idle Ray worker's core worker wakes every 10 ms to check for signals; on 2 cores every
 process a trial keeps alive costs its generations time (docs/BENCHMARKS.md, "Idle Ray workers").
@@ -24,10 +26,11 @@ import sys
 import time
 
 WATCHER_ENV = "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"
-SIDES = {"train default": "1", "this project": None}   # the watcher's env value; None: unset
+# side: (the watcher's env value, None: unset; whether lean_trainer.py leaves idle helpers out)
+SIDES = {"train default": ("1", False), "watcher off": (None, False), "this project": (None, True)}
 
 
-def measure_side(config: str, seconds: float) -> dict:
+def measure_side(config: str, seconds: float, lean: bool) -> dict:
     """In this process: start Ray, train one job, measure the idle processes."""
     from pathlib import Path
     from tempfile import TemporaryDirectory
@@ -38,7 +41,11 @@ def measure_side(config: str, seconds: float) -> dict:
     from training_throughput import load_setup
 
     from collapse_ray.ray_here import init_ray
+    from collapse_ray.train import lean_trainer
     from collapse_ray.train.ray_trainer import RayTrainer
+
+    if not lean:   # Train's full set of helpers
+        lean_trainer.idle_helpers = lambda **_: frozenset()
 
     cfg, model, texts = load_setup(config, None)
     init_ray(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
@@ -80,13 +87,13 @@ def main() -> None:
     parser.add_argument("--side", help=argparse.SUPPRESS)   # run one side (the child process)
     args = parser.parse_args()
     if args.side:
-        print(json.dumps(measure_side(args.config, args.seconds)))
+        print(json.dumps(measure_side(args.config, args.seconds, SIDES[args.side][1])))
         return
     from common import machine
 
     print(f"machine: {machine()}; {args.seconds:.0f} s idle per side", flush=True)
     results = {}
-    for side, watcher in SIDES.items():
+    for side, (watcher, _) in SIDES.items():
         env = {k: v for k, v in os.environ.items() if k != WATCHER_ENV}
         if watcher is not None:
             env[WATCHER_ENV] = watcher

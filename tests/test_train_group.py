@@ -16,6 +16,7 @@ import torch
 
 from collapse_ray.datatypes import ModelRef
 from collapse_ray.train.deepspeed_config import deepspeed_config, resolve_zero_stage
+from collapse_ray.train.lean_trainer import idle_helpers, state_api_answers
 from tests.ray_training import TEXTS, mean_loss, training
 
 
@@ -63,6 +64,13 @@ def test_ray_trainer_rejects_a_zero_stage_deepspeed_does_not_have():
 
 # ---------------------------------------------------------------- the persistent group
 
+def test_train_helpers_are_left_out_only_where_they_would_have_nothing_to_do():
+    assert idle_helpers(has_datasets=False, state_api=False) == {"DatasetsCallback", "PlacementGroupCleanerCallback"}
+    assert idle_helpers(has_datasets=True, state_api=False) == {"PlacementGroupCleanerCallback"}
+    assert idle_helpers(has_datasets=False, state_api=True) == {"DatasetsCallback"}
+    assert idle_helpers(has_datasets=True, state_api=True) == set()
+
+
 def test_a_job_on_a_used_group_gives_the_weights_of_a_fresh_group_and_of_the_in_process_trainer(
         train_llama, local_ray, tmp_path):
     from collapse_ray.train.local import LocalTrainer
@@ -78,6 +86,10 @@ def test_a_job_on_a_used_group_gives_the_weights_of_a_fresh_group_and_of_the_in_
         assert (used.starts, used.group.info()["starts"]) == (1, 1)   # one fit, its workers started once
         actors = ray_actor_classes()   # Ray started here: Train's preemption watcher is not started
         assert "TrainController" in actors and "PreemptionWatcher" not in actors, actors
+        # Nor the helpers that would idle beside the group (lean_trainer.py): no Ray Data datasets,
+        # and a cleaner only where Ray's state API answers.
+        assert "SynchronizationActor" in actors and "DatasetManager" not in actors, actors
+        assert ("PlacementGroupCleaner" in actors) == state_api_answers(), actors
         assert used.startup_s is not None and used.startup_s > 0
         # A CPU worker starts on glibc's main arena (worker_group.CPU_WORKER_ENV): the environment it
         # was started with, which is what glibc reads.

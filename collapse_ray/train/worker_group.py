@@ -17,7 +17,8 @@ them whether the fit has ended: a dead group (a killed worker, a failed job) rai
 plus the controller's shutdown, instead of hanging.
 
 Resources: the group holds ``num_workers x resources_per_worker`` from its start to ``close()``
-(the whole trial), in Train's own placement group; the board and Train's controller take no CPU.
+(the whole trial), in Train's own placement group; the board and Train's controller take no CPU. Train's helpers that
+would idle beside such a group are left out (lean_trainer.py).
 What the driver owns dies with it: a killed driver takes the board, the controller and the
 workers along (Ray's owner fate-sharing).
 """
@@ -226,9 +227,10 @@ class TrainWorkerGroup:
     def _start(self, storage_default: Path) -> _Running:
         import ray
         import ray.train
-        from ray.train.torch import TorchConfig, TorchTrainer
+        from ray.train.torch import TorchConfig
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+        from collapse_ray.train.lean_trainer import LeanTorchTrainer
         from collapse_ray.train.ray_worker import serve_jobs
 
         self.close()
@@ -242,7 +244,7 @@ class TrainWorkerGroup:
         _free_orphan(record)
         running = _Running(board, storage, f"train-group-{uuid.uuid4().hex[:8]}",
                            remove_storage=not self.storage_path, record=record)
-        trainer = TorchTrainer(
+        trainer = LeanTorchTrainer(
             serve_jobs,
             train_loop_config={"board": board, "cpu_threads": cpu_threads(self.resources_per_worker)},
             scaling_config=ray.train.ScalingConfig(num_workers=self.num_workers, use_gpu=self.use_gpu,
