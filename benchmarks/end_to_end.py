@@ -158,7 +158,7 @@ def floor_by_phase(costs_path: Path, trials: list, ran_before: list) -> dict[str
 # Train workers (training.backend local).
 WORKERS_OF_PHASES = (("Train workers", "ray::RayTrainWorker", ("train",)),
                      ("vLLM actors", "ray::VLLMActor", ("generate",)),
-                     ("trial drivers", "ray::ImplicitFunc", ("evaluate", "drift")))
+                     ("trial drivers", "ray::TrialDriver", ("evaluate", "drift")))
 
 
 def print_against_floor(cpu_by_kind: dict[str, float], floor_by_phase: dict[str, float], cpu_s: float,
@@ -167,7 +167,7 @@ def print_against_floor(cpu_by_kind: dict[str, float], floor_by_phase: dict[str,
     left is orchestration (Ray's and Ray Train's other processes, the grid's driver) and idle cores."""
     parts, counted = [], 0.0
     for label, kind, phases in WORKERS_OF_PHASES:
-        if kind == "ray::ImplicitFunc" and not cpu_by_kind.get("ray::RayTrainWorker"):
+        if kind == "ray::TrialDriver" and not cpu_by_kind.get("ray::RayTrainWorker"):
             phases = ("train", *phases)
         cpu, floor = cpu_by_kind.get(kind, 0.0), sum(floor_by_phase[p] for p in phases)
         counted += cpu

@@ -106,7 +106,8 @@ def run_trial(cfg: ExperimentConfig, *, trainer: Trainer | None = None, generato
               report: Report | None = None, labels: TrialLabels | None = None,
               parent_run_id: str | None = None) -> list[dict]:
     """Run (or resume) one trial; returns the metrics of every generation 0..cfg.generations.
-    Without ``trainer`` / ``generator`` it builds them in this process (backends.py). ``labels``:
+    Without ``trainer`` / ``generator`` it builds them in this process (backends.py) and closes
+    them at the end; ones passed in stay open (the grid keeps them for its next trial). ``labels``:
     the grid's labels of the trial (its MLflow tags), else made from the config. ``parent_run_id``:
     the grid launch's MLflow run, under which this trial's run is nested."""
     progress = Progress(cfg.name, cfg.generations + 1)
@@ -132,6 +133,7 @@ def _run_locked(cfg: ExperimentConfig, task, data, progress: Progress, trainer: 
                                           parent_run_id=parent_run_id))
     shared0 = SharedGeneration0(cfg.output_dir, generation0_key(fingerprint_data(cfg)), cfg.name)
     meter = ProcessTreeMeter().start()   # this trial's own CPU-seconds and peak memory per generation
+    built_trainer = built_generator = None
     finished = state.finished()
     g = len(finished)
     try:   # from here on the MLflow run exists: whatever stops the trial marks it
@@ -150,8 +152,10 @@ def _run_locked(cfg: ExperimentConfig, task, data, progress: Progress, trainer: 
         all_metrics = [done.metrics for done in finished]
         previous = finished[-1].model if finished else None
         drift = DriftProbe(task, data.train, reference=finished[0].model if finished else None)
-        trainer = trainer or build_trainer(cfg, progress.say)
-        generator = generator or build_generator(cfg)
+        if trainer is None:   # built here, closed here; a caller's own it closes itself
+            trainer = built_trainer = build_trainer(cfg, progress.say)
+        if generator is None:
+            generator = built_generator = build_generator(cfg)
         generator.prefetch(previous or base)   # vLLM builds its engine while the first generation trains
         sampling = Sampling(max_new_tokens=cfg.sizes.max_new_tokens, temperature=cfg.sampling.temperature,
                             top_p=cfg.sampling.top_p, stop=task.stop)
@@ -229,10 +233,10 @@ def _run_locked(cfg: ExperimentConfig, task, data, progress: Progress, trainer: 
     finally:
         shared0.release()
         meter.stop()
-        if generator is not None:
-            generator.close()
-        if trainer is not None:
-            trainer.close()
+        if built_generator is not None:
+            built_generator.close()
+        if built_trainer is not None:
+            built_trainer.close()
     tracker.finish("FINISHED")
     return all_metrics
 

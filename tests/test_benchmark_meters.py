@@ -168,12 +168,12 @@ def test_each_kind_of_process_is_set_against_the_floor_of_the_phases_it_computes
     from end_to_end import print_against_floor
 
     floor = {"train": 100.0, "generate": 10.0, "evaluate": 3.0, "drift": 2.0}
-    on_ray = {"ray::RayTrainWorker": 120.0, "ray::VLLMActor": 20.0, "ray::ImplicitFunc": 10.0, "raylet": 5.0}
+    on_ray = {"ray::RayTrainWorker": 120.0, "ray::VLLMActor": 20.0, "ray::TrialDriver": 10.0, "raylet": 5.0}
     print_against_floor(on_ray, floor, cpu_s=155.0, core_seconds=200.0)
     out = capsys.readouterr().out
     assert "Train workers 120 vs train 100 (x1.20)" in out and "vLLM actors 20 vs generate 10 (x2.00)" in out
     assert "trial drivers 10 vs evaluate+drift 5 (x2.00)" in out
     assert "every other process 5" in out and "idle cores 45" in out
     # training.backend local: the trial drivers train
-    print_against_floor({"ray::ImplicitFunc": 110.0}, floor, cpu_s=110.0, core_seconds=200.0)
+    print_against_floor({"ray::TrialDriver": 110.0}, floor, cpu_s=110.0, core_seconds=200.0)
     assert "trial drivers 110 vs train+evaluate+drift 105" in capsys.readouterr().out

@@ -11,7 +11,7 @@ a thread beside it finds the victim in Ray's actor table by class name and kills
                                   function (model not yet saved)         retries the trial at generation 1
     VLLMActor                     generation 0's generate phase, then    the driver's next call raises
                                   generation 1's evaluate phase          ActorDiedError; Tune retries, twice
-    trial driver (ImplicitFunc)   just after a random on-disk step of    Tune retries; what the driver owned
+    trial driver (TrialDriver)    just after a random on-disk step of    Tune retries; what the driver owned
                                   a random generation                    (vLLM actor, Train run) dies with it
 
 Ray's state API (ray.util.state) needs the dashboard's HTTP server, which this install lacks
@@ -67,7 +67,7 @@ def recording_ray():
 
 def actors(class_name: str, state: str | None = None) -> list[dict]:
     """Ray's actor table, by class name (a local class's may come qualified:
-    ``wrap_function.<locals>.ImplicitFunc``)."""
+    ``closing_kept_backends.<locals>.TrialDriver``)."""
     import ray._private.state
 
     return [a for a in ray._private.state.actors(actor_state_name=state).values()
@@ -236,17 +236,17 @@ def test_grid_recovers_from_its_trial_driver_killed_at_a_random_point(recording_
         if not s.wait_for(lambda: gen_path(tmp_path, generation, mark).exists()):
             return
         time.sleep(delay)
-        (driver,) = actors("ImplicitFunc", "ALIVE")   # Tune's function trainable (repr: trial_driver)
+        (driver,) = actors("TrialDriver", "ALIVE")   # the Tune trainable (tune_runner.closing_kept_backends)
         finished = gen_path(tmp_path, generation, "COMPLETE.json").exists()
         s.kill(driver, generation=generation, after=mark or "start", delay=delay, finished=finished)
 
-    drivers_before = actor_ids("ImplicitFunc")
+    drivers_before = actor_ids("TrialDriver")
     (kill,) = run_grid_with(plan, tmp_path, tiny_base_model, data_dir)
     assert_trial_complete(tmp_path)
     # The generation is kept if it had finished when the driver died, else redone.
     first_run_again = generation + 1 if kill["finished"] else generation
     assert finished_after_kill(tmp_path, 0) == list(range(first_run_again, GENERATIONS + 1))
     assert len(tune_failures(tmp_path)) == 1
-    assert len(actor_ids("ImplicitFunc") - drivers_before) == 2
+    assert len(actor_ids("TrialDriver") - drivers_before) == 2
     # What the dead driver owned died with it: nothing of the trial is left running.
     assert not [a for cls in ("VLLMActor", "RayTrainWorker", "TrainController") for a in actors(cls, "ALIVE")]

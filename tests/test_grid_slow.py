@@ -107,3 +107,52 @@ def test_grid_on_a_two_node_cluster_with_ray_train_and_vllm(tmp_path, tiny_base_
     finally:
         ray.shutdown()
         cluster.shutdown()
+
+
+def _metric_values(uri: str, experiment: str, keys=("pass_at_1", "train/loss", "synthetic/kept")) -> dict:
+    """trial run name -> metric -> its values in generation order."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name(experiment)
+    return {run.info.run_name: {k: [m.value for m in sorted(client.get_metric_history(run.info.run_id, k),
+                                                           key=lambda m: m.step)] for k in keys}
+            for run in client.search_runs([exp.experiment_id]) if "grid" not in run.data.tags}
+
+
+def test_a_finished_trials_driver_runs_the_next_trial_on_its_worker_group_and_vllm_actor(tmp_path, tiny_base_model,
+                                                                                      data_dir):
+    """One trial at a time: Tune reuses the first trial's driver for the second, which takes its
+    Ray Train worker group and vLLM actor (grid/kept_backends.py) and computes what a fresh
+    driver computes."""
+    import ray
+    import ray._private.state
+    import yaml
+
+    def one_at_a_time(config):
+        data = yaml.safe_load(config.read_text())
+        data["tune"]["max_concurrent_trials"] = 1
+        config.write_text(yaml.safe_dump(data))
+        return config
+
+    both, alone = tmp_path / "both", tmp_path / "alone"
+    both.mkdir()
+    alone.mkdir()
+    ray.init(address="local", num_cpus=2)
+    try:
+        grid.main(grid_args(one_at_a_time(tiny_grid(both, tiny_base_model, data_dir, generations=1, backend="ray"))))
+        started = [a["ActorClassName"].rsplit(".", 1)[-1] for a in ray._private.state.actors().values()]
+        assert (started.count("RayTrainWorker"), started.count("VLLMActor")) == (1, 1)
+        # Tune stopped the reused driver at the grid's end, which closed the kept worker group
+        # (tune_runner.closing_kept_backends): no placement group is left reserved, Train's included.
+        left = {pg: t["state"] for pg, t in ray.util.placement_group_table().items() if t["state"] != "REMOVED"}
+        assert not left, left
+        grid.main(grid_args(tiny_grid(alone, tiny_base_model, data_dir, generations=1, backend="ray",
+                                      regimes=("synthetic-only",))))
+    finally:
+        ray.shutdown()
+    second = (both / "runs" / "_tune").rglob(f"{NAMES[1]}.log")
+    assert "from its previous trial" in next(second).read_text()
+    reused = _metric_values(f"sqlite:///{both / 'mlflow.db'}", "g")
+    fresh = _metric_values(f"sqlite:///{alone / 'mlflow.db'}", "g")
+    assert len(reused[NAMES[1]]["pass_at_1"]) == 2 and reused[NAMES[1]] == fresh[NAMES[1]]

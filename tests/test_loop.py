@@ -150,8 +150,12 @@ def test_the_generator_sleeps_while_each_generation_trains_and_then_loads_its_we
             calls.append("train")
             return super().train(init, texts, out_dir, seed, cfg)
 
+        def close(self):
+            calls.append("closed")
+
     cfg = small_config(tmp_path, tiny_cache, generations=1)
     run_trial(cfg, trainer=RecordingTrainer(cfg.training), generator=RecordingGenerator(batch_size=8))
+    # ... and a trainer passed in stays open: its owner (the grid's next trial) closes it
     assert calls == ["prefetch"] + ["sleep", "train", "load"] * 2
 
 

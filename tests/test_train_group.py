@@ -180,6 +180,20 @@ def test_a_trials_next_worker_group_frees_the_placement_group_a_killed_driver_le
     assert state(second) == "REMOVED" and not record.exists()
 
 
+def test_a_kept_groups_placement_group_record_follows_the_trial_it_serves(train_llama, local_ray, tmp_path):
+    """A group kept for the grid's next trial (grid/kept_backends.py) is recorded in that trial's
+    directory, whose retry is the one that would free it."""
+    from collapse_ray.train.ray_trainer import RayTrainer
+
+    first, second = tmp_path / "a" / "ray_train_group.json", tmp_path / "b" / "ray_train_group.json"
+    with RayTrainer(training(max_steps=1), num_workers=1, resources_per_worker={"CPU": 1}) as trainer:
+        trainer.train(ModelRef(train_llama), TEXTS, str(tmp_path / "a" / "gen_00" / "model"), seed=0)
+        recorded = json.loads(first.read_text())
+        trainer.train(ModelRef(train_llama), TEXTS, str(tmp_path / "b" / "gen_00" / "model"), seed=0)
+        assert trainer.starts == 1 and not first.exists() and json.loads(second.read_text()) == recorded
+    assert not second.exists()
+
+
 @pytest.mark.slow  # 11 jobs on one worker: ~1 min quiet
 def test_memory_after_the_eleventh_job_is_within_ten_percent_of_the_first(train_llama, local_ray, tmp_path):
     from collapse_ray.train.ray_trainer import RayTrainer

@@ -2,7 +2,8 @@
 
 A trial keeps, for its whole life, its placement group (its driver, its vLLM actor) and its Ray
 Train worker group (backends.TrialResources; Train V2 places the group in a placement group of
-its own, started once per trial: train/worker_group.py). A trial therefore never gives its Train
+its own, started once per trial: train/worker_group.py; a finished trial's driver that Tune keeps
+for the next trial keeps both, the same amount: grid/kept_backends.py). A trial therefore never gives its Train
 resources back between generations, and trials cannot take turns on them: with ``n`` trials
 running, everything each keeps must fit at once, or a Train group waits forever for resources
 another trial will never release. So, per resource:

@@ -1,8 +1,9 @@
 """The grid on Ray Tune: the only grid module that imports Ray.
 
-    tune.Tuner(with_resources(trial_driver, the trial's placement group), max_concurrent_trials)
-      trial_driver: backends.build_trainer / build_generator for the trial's resources,
-                    loop.run_trial(report=tune.report)
+    tune.Tuner(with_resources(trial_driver, the trial's placement group), max_concurrent_trials,
+               reuse_actors)
+      trial_driver: the trial's trainer and generator (kept_backends.py: the previous trial's
+                    in this driver process where they match), loop.run_trial(report=tune.report)
 
 Resume. A trial's on-disk state (trial_state.py) is the truth: a retried or restored trial calls
 ``run_trial`` again, which continues at the first unfinished generation and never logs an MLflow
@@ -30,17 +31,18 @@ import tempfile
 import time
 import traceback
 from pathlib import Path
+from typing import Callable
 
 import ray
 from ray import tune
 
-from collapse_ray.backends import build_generator, build_trainer
 from collapse_ray.console import output_to, quiet_libraries, ray_init_options
 from collapse_ray.errors import ConfigError, GridError
 from collapse_ray.interrupts import sigterm_as_sigint
 from collapse_ray.ray_here import init_ray
 from collapse_ray.grid.console import GRID_LOG, GridConsole, logs_dir, trial_log
 from collapse_ray.grid.expand import Trial, with_driver_ip
+from collapse_ray.grid.kept_backends import KeptBackends
 from collapse_ray.grid.launch import GridLaunch, grid_state_dir
 from collapse_ray.grid.memory import local_memory_gb
 from collapse_ray.grid.plan import configured_cluster, plan
@@ -50,6 +52,7 @@ from collapse_ray.trial_state import TrialState, trial_dir
 
 TRIAL_HOOK_ENV = "COLLAPSE_RAY_TRIAL_HOOK"
 TRAIN_START_TIMEOUT_S = 3600   # how long a trial's Train run waits for its workers' resources
+_KEPT = KeptBackends()   # this trial driver process's backends, for the next trial Tune runs in it
 
 
 # ---------------------------------------------------------------- the trial driver (Tune trainable)
@@ -101,11 +104,38 @@ def _drive(trial: Trial, parent_run_id: str | None) -> None:
                  "driver_node": ray.get_runtime_context().get_node_id()}))
             tune.report({"generation": generation, **metrics}, checkpoint=tune.Checkpoint.from_directory(d))
 
-    trainer = build_trainer(cfg, say, trial.resources)
-    generator = build_generator(cfg, trial.resources, ray.util.get_current_placement_group())
-    trainer, report = _hook()(cfg, trainer, report)
-    run_trial(cfg, trainer=trainer, generator=generator, report=report, labels=trial.labels,
-              parent_run_id=parent_run_id)
+    try:
+        trainer, generator = _KEPT.for_trial(cfg, trial.resources, ray.util.get_current_placement_group(), say)
+        trainer, report = _hook()(cfg, trainer, report)
+        run_trial(cfg, trainer=trainer, generator=generator, report=report, labels=trial.labels,
+                  parent_run_id=parent_run_id)
+    except BaseException:
+        _KEPT.close()   # they may be what failed: the retry starts with new ones
+        raise
+
+
+def closing_kept_backends(driver: Callable[[dict], None]) -> type:
+    """The trial driver as Tune's trainable class, which closes the process's kept backends when
+    Tune stops it. Tune stops a driver it no longer needs (at the grid's end, or when no pending
+    trial fits its placement group) by calling ``stop`` and then removing the driver's placement
+    group, which kills the process: a kept Train worker group's own placement group would then stay
+    reserved (nothing here watches for a dead controller, see worker_group._free_orphan)."""
+    from ray.tune.trainable import wrap_function
+
+    class TrialDriver(wrap_function(driver)):   # Ray's name for the driver's actor and process
+        def cleanup(self):
+            try:
+                super().cleanup()
+            finally:
+                close_kept_backends()
+
+    return TrialDriver
+
+
+def close_kept_backends() -> None:
+    """Close this process's kept backends. A module function, so that the trainable class (sent to
+    the driver by value) reaches the process's own ``_KEPT``, not a copy sent along with it."""
+    _KEPT.close()
 
 
 def _hook():
@@ -251,10 +281,10 @@ def _fit(grid: GridConfig, trials: list[Trial], storage: str, resume: bool, verb
 
     by_name = {t.name: t for t in trials}
     pgfs = {t.name: tune.PlacementGroupFactory(t.resources.bundles(), strategy="PACK") for t in trials}
-    trainable = tune.with_resources(
+    trainable = closing_kept_backends(tune.with_resources(
         tune.with_parameters(trial_driver, trials=by_name, grid_state=str(console.state_dir),
                              parent_run_id=parent_run_id, verbose=verbose),
-        resources=lambda params: pgfs[params["trial"]])
+        resources=lambda params: pgfs[params["trial"]]))
     _CONSOLE = console
     if resume:
         # Tune's own settings (concurrency, max_failures, its callbacks) come back from its saved state.
@@ -264,7 +294,9 @@ def _fit(grid: GridConfig, trials: list[Trial], storage: str, resume: bool, verb
         tuner = tune.Tuner(
             trainable,
             param_space={"trial": tune.grid_search([t.name for t in trials])},
-            tune_config=tune.TuneConfig(max_concurrent_trials=p.concurrency,
+            # A finished trial's driver, with its Train worker group and vLLM actor
+            # (kept_backends.py), runs the next trial of the same placement group.
+            tune_config=tune.TuneConfig(max_concurrent_trials=p.concurrency, reuse_actors=True,
                                         trial_name_creator=lambda trial: trial.config["trial"],
                                         trial_dirname_creator=lambda trial: trial.config["trial"]),
             run_config=tune.RunConfig(

@@ -188,6 +188,8 @@ class TrainWorkerGroup:
         running = self._running
         if running is None or not running.thread.is_alive():
             running = self._start(storage_default)
+        else:
+            self._follow(running, Path(storage_default).with_name(GROUP_RECORD))
         self._seq += 1
         seq = self._seq
         ray.get(running.board.put.remote(seq, job))
@@ -268,6 +270,18 @@ class TrainWorkerGroup:
             first = self.info()["first_hello"]
             self.startup_s = (first - running.launched_at) if first else None
 
+    def _follow(self, running: _Running, record: Path) -> None:
+        """A kept group serving another trial (grid/kept_backends.py): its record moves to that
+        trial's directory, whose retry is the one to free it; a record already there is an earlier
+        attempt's orphan, freed first."""
+        if record == running.record:
+            return
+        _free_orphan(record, keep=running.recorded)
+        if running.recorded:
+            write_json_atomic(record, {"placement_group": running.recorded})
+        running.record.unlink(missing_ok=True)
+        running.record = record
+
     def _record_placement_group(self, running: _Running) -> None:
         """Keep the trial's record naming the group's placement group (see _free_orphan); Train
         makes a new one when it restarts the workers."""
@@ -282,17 +296,21 @@ class TrainWorkerGroup:
             running.recorded = group
 
 
-def _free_orphan(record: Path) -> None:
+def _free_orphan(record: Path, keep: str | None = None) -> None:
     """Remove the placement group of this trial's earlier worker group, if it outlived its driver.
     A driver that dies hard (SIGKILL, out of memory) takes Train's controller with it, but not the
     group's placement group: Train's cleaner watches the controller through Ray's state API, which
     needs the dashboard (`ray[default]`), and without it the group's resources stayed reserved until
-    the launch's Ray ended (docs/BENCHMARKS.md), so the retried trial's new group could wait for them."""
+    the launch's Ray ended (docs/BENCHMARKS.md), so the retried trial's new group could wait for them.
+    ``keep``: the placement group of the group about to use the record, never removed."""
     from ray.util.placement_group import placement_group_table, remove_placement_group
 
     try:
-        group = placement_group_by_id(json.loads(record.read_text())["placement_group"])
+        named = json.loads(record.read_text())["placement_group"]
+        group = placement_group_by_id(named)
     except (OSError, ValueError, KeyError, TypeError):
+        return
+    if named == keep:   # the live group itself (``keep``), not an orphan
         return
     if placement_group_table(group).get("state") not in (None, "REMOVED"):
         remove_placement_group(group)
