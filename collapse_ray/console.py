@@ -1,7 +1,8 @@
 """What the console shows: the loop's and the grid's progress lines, not the libraries' noise.
 
     quiet_libraries()      progress bars off (tqdm, huggingface_hub, transformers' "Loading
-                           weights"), transformers / vLLM / MLflow / alembic at WARNING
+                           weights"), transformers / vLLM / MLflow / alembic at WARNING, and
+                           DeepSpeed's "Setting accelerator to CPU" where there is no GPU
     ray_init_options()     ray.init's arguments for a quiet console (workers get the same environment)
     output_to(log)         this process's stdout and stderr (file descriptors 1 and 2: Python, C++
                            and child processes alike) go to a log file; yields a stream to the console
@@ -31,6 +32,10 @@ QUIET_ENV = {
     "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",   # "🏃 View run ... at: URL", printed as a run ends
 }
 QUIET_LOGGERS = ("transformers", "vllm", "mlflow", "alembic", "datasets", "huggingface_hub")
+# Warnings that are not news to this project's user, by logger and message start. DeepSpeed's
+# accelerator detection warns in every process that imports it (transformers' save_pretrained does,
+# as the base model is saved) on a machine without a GPU, where the CPU is what was meant.
+NOT_NEWS = {"DeepSpeed": ("Setting accelerator to CPU.",)}
 
 
 def quiet_env() -> dict[str, str]:
@@ -45,6 +50,10 @@ def quiet_libraries() -> None:
     os.environ.update(quiet_env())
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
+    for name, starts in NOT_NEWS.items():
+        logger = logging.getLogger(name)   # the library's own logger once it is imported: the same object
+        if not any(isinstance(f, _DropMessages) for f in logger.filters):
+            logger.addFilter(_DropMessages(starts))
     # Libraries already imported have read the environment: tell them directly.
     if "transformers" in sys.modules:
         from transformers.utils import logging as hf_logging
@@ -55,6 +64,15 @@ def quiet_libraries() -> None:
         from huggingface_hub.utils import disable_progress_bars
 
         disable_progress_bars()
+
+
+class _DropMessages(logging.Filter):
+    def __init__(self, starts: tuple[str, ...]):
+        super().__init__()
+        self.starts = starts
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(self.starts)
 
 
 def ray_init_options(verbose: bool, log_to_driver: bool, logging_level: int = logging.INFO) -> dict:

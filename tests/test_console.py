@@ -56,17 +56,26 @@ def test_quiet_libraries_hides_progress_bars_and_info_lines_that_show_without_it
             hf_logging.get_logger("transformers.modeling_utils").warning("a transformers warning")
             logging.getLogger("mlflow.tracking").info("an MLflow INFO line")
             logging.getLogger("vllm.engine").info("a vLLM INFO line")
+            # DeepSpeed's own detection, as transformers' save_pretrained runs it on a machine
+            # without a GPU (it caches its answer: forget it, so that it detects, and warns, again)
+            from deepspeed.accelerator import real_accelerator
+            real_accelerator.ds_accelerator = None
+            real_accelerator.get_accelerator()
 
         logging.basicConfig(level=logging.INFO)   # as a library that configures logging would
         noise()
         print("==== quiet", file=sys.stderr, flush=True)
+        print("==== quiet", flush=True)
         from collapse_ray.console import quiet_libraries
         quiet_libraries()
         noise()
-    """)
+    """, CUDA_VISIBLE_DEVICES="")   # DeepSpeed's detection then finds no GPU on any machine
     assert result.returncode == 0, result.stderr
     loud, quiet = result.stderr.split("==== quiet")
-    for line in ("Loading weights", "a transformers warning", "an MLflow INFO line", "a vLLM INFO line"):
+    loud += result.stdout.split("==== quiet")[0]   # DeepSpeed's handler writes to stdout
+    quiet += result.stdout.split("==== quiet")[-1]
+    for line in ("Loading weights", "a transformers warning", "an MLflow INFO line", "a vLLM INFO line",
+                 "Setting accelerator to CPU"):
         assert line in loud and line not in quiet, (line, quiet)
 
 
