@@ -15,9 +15,9 @@ import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-# The Tune runner, the Ray trainer with its worker group and worker side, the vLLM actor.
-RAY_EDGE = {"collapse_ray.grid.tune_runner", "collapse_ray.train.worker_group", "collapse_ray.train.ray_worker",
-            "collapse_ray.generate.vllm_actor", "collapse_ray.ray_here"}
+# The Tune runner, the Ray trainer with its worker group, its TorchTrainer and worker side, the vLLM actor.
+RAY_EDGE = {"collapse_ray.grid.tune_runner", "collapse_ray.train.worker_group", "collapse_ray.train.lean_trainer",
+            "collapse_ray.train.ray_worker", "collapse_ray.generate.vllm_actor", "collapse_ray.ray_here"}
 
 
 @pytest.fixture
