@@ -135,7 +135,7 @@ def test_a_killed_worker_group_fails_the_waiting_driver_with_a_clear_message(tra
     assert not (tmp_path / "model").exists()
 
 
-class TrialDriver:
+class DriverOfOneTrainer:
     """A trial driver's part in a Ray actor of its own: one RayTrainer of the trial's directory."""
 
     def train(self, model: str, out: str, max_steps: int) -> str:
@@ -163,7 +163,7 @@ def test_a_trials_next_worker_group_frees_the_placement_group_a_killed_driver_le
         return placement_group_table(placement_group_by_id(group_id))["state"]
 
     record = tmp_path / "trial" / "ray_train_group.json"
-    driver = local_ray.remote(num_cpus=0)(TrialDriver).remote()
+    driver = local_ray.remote(num_cpus=0)(DriverOfOneTrainer).remote()
     driver.train.remote(train_llama, str(tmp_path / "trial" / "gen_00" / "model"), 10**6)   # never ends
     deadline = time.monotonic() + 300
     while not record.exists() and time.monotonic() < deadline:   # written once the workers say hello
@@ -172,7 +172,7 @@ def test_a_trials_next_worker_group_frees_the_placement_group_a_killed_driver_le
     local_ray.kill(driver)
     time.sleep(5)
     assert state(first) == "CREATED"   # left behind by the dead driver's group
-    again = local_ray.remote(num_cpus=0)(TrialDriver).remote()
+    again = local_ray.remote(num_cpus=0)(DriverOfOneTrainer).remote()
     second = local_ray.get(again.train.remote(train_llama, str(tmp_path / "trial" / "gen_01" / "model"), 1),
                            timeout=180)
     assert (state(first), state(second)) == ("REMOVED", "CREATED")
