@@ -201,6 +201,7 @@ def _run_locked(cfg: ExperimentConfig, task, data, progress: Progress, trainer: 
                 "train/loss": trained.train_loss, "train/examples": float(len(train_set)),
                 "train/tokens": float(trained.tokens), "train/steps": float(trained.steps),
                 "train/startup_s": 0.0 if reused else trained.startup_s,   # part of time/train_s
+                "train/core_wait_s": 0.0 if reused else trained.core_wait_s,   # part of time/train_s
                 "synthetic/generated": float(len(synthetic)), "synthetic/kept": float(len(kept)),
                 **{f"synthetic/removed_{k}": float(v) for k, v in removed.items()},
                 **{f"train/share_{k}": v / len(train_set) for k, v in provenance(train_set).items()

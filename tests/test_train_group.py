@@ -4,6 +4,7 @@ flat, and a dead group fails the driver with a clear message instead of a hang. 
 Llama (``train_llama``) and the local two-CPU Ray come from conftest."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -31,6 +32,27 @@ def assert_same_weights(a: str, b: str) -> None:
     assert sa.keys() == sb.keys()
     different = [k for k in sa if not torch.allclose(sa[k], sb[k], rtol=1e-5, atol=1e-6)]
     assert not different, f"weights differ in {different[:5]} ({len(different)} tensors)"
+
+
+@contextlib.contextmanager
+def hold_every_core_slot(seconds: float):
+    """Hold all of this node's core slots from a thread for ``seconds``, from the block's start."""
+    from collapse_ray.train.core_slots import core_slots, node_cores
+
+    taken = threading.Event()
+
+    def hold() -> None:
+        with core_slots(node_cores()):
+            taken.set()
+            time.sleep(seconds)
+
+    thread = threading.Thread(target=hold)
+    thread.start()
+    assert taken.wait(timeout=60)
+    try:
+        yield
+    finally:
+        thread.join()
 
 
 def ray_actor_classes() -> set[str]:
@@ -81,7 +103,11 @@ def test_a_job_on_a_used_group_gives_the_weights_of_a_fresh_group_and_of_the_in_
     with RayTrainer(cfg, num_workers=1, resources_per_worker={"CPU": 1}) as used:
         # Two other jobs first: another seed, other texts, and training on from the first one's output.
         first = used.train(base, TEXTS[::-1], str(tmp_path / "job1"), seed=11)
-        used.train(first.model, TEXTS[:16], str(tmp_path / "job2"), seed=12)
+        # A CPU job trains only on a free core of its node (train/core_slots.py): with all of them
+        # held here for 2 s, the second job waits that long, and says so.
+        with hold_every_core_slot(seconds=2.0):
+            second = used.train(first.model, TEXTS[:16], str(tmp_path / "job2"), seed=12)
+        assert second.core_wait_s >= 1.5, second
         third = used.train(base, TEXTS, str(tmp_path / "job3"), seed=3)
         assert (used.starts, used.group.info()["starts"]) == (1, 1)   # one fit, its workers started once
         actors = ray_actor_classes()   # Ray started here: Train's preemption watcher is not started

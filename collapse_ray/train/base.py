@@ -18,6 +18,7 @@ class TrainResult:
     tokens: int
     seconds: float
     startup_s: float = 0.0   # of ``seconds``: starting a worker group (Ray Train), when this job started one
+    core_wait_s: float = 0.0   # of ``seconds``: waiting for a free core of the node (train/core_slots.py)
 
 
 def total_steps(n_texts: int, batch_size: int, epochs: int, max_steps: int | None) -> int:

@@ -97,11 +97,13 @@ class RayTrainer:
         started_now = self.group.fits > fits_before
         startup = (self.group.startup_s or 0.0) if started_now else 0.0
         self.last_metrics = metrics
+        core_wait = metrics.get("core_wait_s", 0.0)
         self.progress(f"ray train: {metrics['steps']} steps, loss {metrics['train_loss']:.3f}, {seconds:.0f}s"
-                      + (f" ({startup:.0f}s worker-group start-up)" if started_now else ""))
+                      + (f" ({startup:.0f}s worker-group start-up)" if started_now else "")
+                      + (f" ({core_wait:.0f}s waiting for a free core)" if core_wait >= 1 else ""))
         ref = ModelRef(path=metrics["model_path"], adapter=metrics["adapter_path"] or None)
         return TrainResult(model=ref, train_loss=metrics["train_loss"], steps=metrics["steps"],
-                           tokens=metrics["tokens"], seconds=seconds, startup_s=startup)
+                           tokens=metrics["tokens"], seconds=seconds, startup_s=startup, core_wait_s=core_wait)
 
     def close(self) -> None:
         """Stop the trial's worker group (it finishes a running job first) and free its resources."""

@@ -26,6 +26,7 @@ import json
 import os
 import random
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Sequence
@@ -35,6 +36,7 @@ import torch
 from collapse_ray.config import TrainingConfig
 from collapse_ray.datatypes import ModelRef
 from collapse_ray.train.base import total_steps
+from collapse_ray.train.core_slots import core_slots
 from collapse_ray.train.cpu_allocator import keep_freed_memory
 from collapse_ray.train.core import (AdamWStep, load_tokenizer, load_trainable_model, lr_schedule, run_steps,
                                      save_trained, tokenize)
@@ -84,8 +86,17 @@ def serve_jobs(config: dict) -> None:
 
 
 def run_job(job: Job, rank: int, world: int) -> dict:
-    """Train, save (rank 0, atomically), and return the job's metrics (the same on every rank)."""
+    """Train, save (rank 0, atomically), and return the job's metrics (the same on every rank).
+    A one-worker CPU job first takes a free core of its node (core_slots.py); a group of several
+    workers does not, as one rank holding a core while another waits for one would stall both."""
     started_at = time.time()
+    share_cores = not job.use_gpu and world == 1
+    with core_slots(torch.get_num_threads()) if share_cores else nullcontext(0.0) as core_wait_s:
+        metrics = _train_and_save(job, rank, world)
+    return {**metrics, "started_at": started_at, "core_wait_s": core_wait_s}
+
+
+def _train_and_save(job: Job, rank: int, world: int) -> dict:
     cfg = job.cfg
     if not job.use_gpu:
         keep_freed_memory()
@@ -116,7 +127,7 @@ def run_job(job: Job, rank: int, world: int) -> dict:
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
     return {"train_loss": loss_sum / max(1.0, loss_count), "steps": steps, "tokens": int(all_tokens),
-            "started_at": started_at, "train_s": train_s, "zero_stage": zero_stage, "rss_bytes": _rss_bytes(),
+            "train_s": train_s, "zero_stage": zero_stage, "rss_bytes": _rss_bytes(),
             "model_path": ref.path if ref else "", "adapter_path": (ref.adapter or "") if ref else ""}
 
 

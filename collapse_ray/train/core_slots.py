@@ -1,0 +1,74 @@
+"""At most one CPU-training thread per core of a node: a node-wide counting semaphore of lock files.
+
+A CPU grid runs more trials than cores, so that one trial's generation, evaluation or wait for a
+shared generation 0 leaves no core idle. When several of them train at once, though, their
+one-thread trainers time-share the cores, and each switch evicts the other trainer's weights and
+activations from the core's caches: on this project's 2-core VM four one-thread trainers got 0.88
+of the two cores' throughput and two got 0.94 (benchmarks/trainers_at_once.py, docs/BENCHMARKS.md).
+So a CPU training job first takes one slot per torch thread and holds them to its end; a job that
+finds none free waits, and its trial's other phases never wait (they take no slot).
+
+A slot is an ``flock`` on one of ``cores`` files in a per-user folder of the node's temp dir: the
+kernel drops a lock when its holder's process dies, so a killed worker never keeps a slot, and
+every process of the node (any launch, any Ray session) counts against the same cores. Waiting
+polls; a training job lasts tens of seconds to hours, a poll every 0.2 s costs nothing.
+"""
+from __future__ import annotations
+
+import fcntl
+import os
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+POLL_S = 0.2
+
+
+def node_cores() -> int:
+    """The cores this process may run on (a container's or taskset's limit, not the host's)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def slot_dir() -> Path:
+    return Path(tempfile.gettempdir()) / f"collapse_ray-{os.getuid()}" / "core_slots"
+
+
+@contextmanager
+def core_slots(threads: int, *, cores: int | None = None, directory: Path | None = None,
+               poll_s: float = POLL_S) -> Iterator[float]:
+    """Hold ``threads`` of the node's ``cores`` slots (all of them if it asks for more) for the
+    block; yields the seconds it waited for them. Slots are taken all at once or not at all, so
+    two jobs that each need several cannot hold part of them and wait for each other."""
+    cores = cores or node_cores()
+    wanted = max(1, min(threads, cores))
+    folder = directory or slot_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    start = time.monotonic()
+    held = _try_take(folder, cores, wanted)
+    while held is None:
+        time.sleep(poll_s)
+        held = _try_take(folder, cores, wanted)
+    try:
+        yield time.monotonic() - start
+    finally:
+        for fd in held:
+            os.close(fd)   # closing the descriptor drops its lock
+
+
+def _try_take(folder: Path, cores: int, wanted: int) -> list[int] | None:
+    held: list[int] = []
+    for slot in range(cores):
+        fd = os.open(folder / f"slot-{slot}", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            continue
+        held.append(fd)
+        if len(held) == wanted:
+            return held
+    for fd in held:
+        os.close(fd)
+    return None
