@@ -160,8 +160,8 @@ def run_metered(cmd: list[str], env: dict, log_path: Path) -> dict:
 def mlflow_phases(uri: str, experiment: str, run_names: set[str] | None = None) -> dict:
     """From the trials' MLflow runs (those named in ``run_names`` when given: a study run in parts
     shares one store): seconds per phase (time/*_s summed over trials and generations), each trial
-    run's wall time (start to end) and its Ray Train worker-group start-ups (train/startup_s, a
-    part of time/train_s)."""
+    run's wall time (start to end), its Ray Train worker-group start-ups (train/startup_s) and its
+    training jobs' waits for a free core (train/core_wait_s), both parts of time/train_s."""
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(uri)
@@ -169,7 +169,8 @@ def mlflow_phases(uri: str, experiment: str, run_names: set[str] | None = None) 
     if exp is None:
         raise SystemExit(f"no MLflow experiment {experiment!r} at {uri}")
     phases: dict[str, float] = {}
-    trial_walls, startups = {}, {}
+    trial_walls: dict[str, float] = {}
+    parts_of_train: dict[str, dict[str, float]] = {"train/startup_s": {}, "train/core_wait_s": {}}
 
     def summed(run_id: str, key: str) -> float:
         return sum(m.value for m in client.get_metric_history(run_id, key))
@@ -181,11 +182,13 @@ def mlflow_phases(uri: str, experiment: str, run_names: set[str] | None = None) 
         for key in keys:
             name = key[len("time/"):-len("_s")]
             phases[name] = phases.get(name, 0.0) + summed(run.info.run_id, key)
-        if "train/startup_s" in run.data.metrics:
-            startups[run.info.run_name] = summed(run.info.run_id, "train/startup_s")
+        for key, per_trial in parts_of_train.items():
+            if key in run.data.metrics:
+                per_trial[run.info.run_name] = summed(run.info.run_id, key)
         if run.info.end_time:
             trial_walls[run.info.run_name] = (run.info.end_time - run.info.start_time) / 1000
-    return {"phases": phases, "trial_walls": trial_walls, "train_startups_s": startups}
+    return {"phases": phases, "trial_walls": trial_walls, "train_startups_s": parts_of_train["train/startup_s"],
+            "train_core_waits_s": parts_of_train["train/core_wait_s"]}
 
 
 def print_shares(label: str, phases: dict[str, float], wall_s: float) -> None:

@@ -100,6 +100,9 @@ def main() -> None:
     if walls:
         print(f"Ray Train worker-group start-ups: {startups:.0f}s = {startups / walls:.1%} of the trials' "
               f"summed wall ({walls:.0f}s)")
+        waits = sum(result["train_core_waits_s"].values())
+        print(f"CPU training jobs waiting for a free core (train/core_slots.py): {waits:.0f}s = {waits / walls:.1%} "
+              f"of the trials' summed wall")
     resumed = f"; {len(ran_before)} trial(s) resumed, their earlier generations left out" if ran_before else ""
     if floors:
         by_phase = [floor_by_phase(path, trials, ran_before) for path in floors]
