@@ -85,3 +85,11 @@ def test_a_killed_holders_slot_is_free_again(tmp_path):
         holder.kill()
         holder.wait()
 
+
+
+def test_a_node_without_a_writable_slot_folder_trains_without_slots(tmp_path):
+    """The slots only save time: a job whose node cannot keep them is not failed for it."""
+    blocker = tmp_path / "a file"
+    blocker.write_text("")
+    with core_slots(1, cores=2, directory=blocker / "core_slots") as waited:   # mkdir under a file fails
+        assert waited == 0.0
