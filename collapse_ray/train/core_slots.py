@@ -6,8 +6,9 @@ one-thread trainers time-share the cores, and each switch evicts the other train
 activations from the core's caches: on this project's 2-core VM four one-thread trainers got 0.91
 of the two cores' throughput, two 0.96, and four taking turns through these slots 0.96
 (benchmarks/trainers_at_once.py); the whole `make grid` ran at 1.35 x its compute floor with them
-and 1.40 x without, the same afternoon (docs/BENCHMARKS.md). So a CPU training job first takes one slot per torch thread and holds them to its end; a job that
-finds none free waits, and its trial's other phases never wait (they take no slot).
+and 1.40 x without, the same afternoon (docs/BENCHMARKS.md). So a CPU training job first takes one
+slot per torch thread and holds them to its end; a job that finds none free waits, and its trial's
+other phases never wait (they take no slot).
 
 A slot is an ``flock`` on one of ``cores`` files in a per-user folder of the node's temp dir: the
 kernel drops a lock when its holder's process dies, so a killed worker never keeps a slot, and
@@ -43,18 +44,8 @@ def core_slots(threads: int, *, cores: int | None = None, directory: Path | None
     block; yields the seconds it waited for them. Slots are taken all at once or not at all, so
     two jobs that each need several cannot hold part of them and wait for each other."""
     cores = cores or node_cores()
-    wanted = max(1, min(threads, cores))
-    folder = directory or slot_dir()
     start = time.monotonic()
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        held = _try_take(folder, cores, wanted)
-    except OSError:   # no writable temp dir on this node: the slots only save time, train without them
-        yield 0.0
-        return
-    while held is None:
-        time.sleep(poll_s)
-        held = _try_take(folder, cores, wanted)
+    held = _wait_for(directory or slot_dir(), cores, max(1, min(threads, cores)), poll_s)
     try:
         yield time.monotonic() - start
     finally:
@@ -62,18 +53,35 @@ def core_slots(threads: int, *, cores: int | None = None, directory: Path | None
             os.close(fd)   # closing the descriptor drops its lock
 
 
+def _wait_for(folder: Path, cores: int, wanted: int, poll_s: float) -> list[int]:
+    """The descriptors of ``wanted`` locked slots, once free; none where the node cannot keep the
+    slot files (no writable temp dir): the slots only save time, a job trains without them."""
+    while True:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            held = _try_take(folder, cores, wanted)
+        except OSError:
+            return []
+        if held is not None:
+            return held
+        time.sleep(poll_s)
+
+
 def _try_take(folder: Path, cores: int, wanted: int) -> list[int] | None:
     held: list[int] = []
-    for slot in range(cores):
-        fd = os.open(folder / f"slot-{slot}", os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+    try:
+        for slot in range(cores):
+            fd = os.open(folder / f"slot-{slot}", os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                continue
+            held.append(fd)
+            if len(held) == wanted:
+                taken, held = held, []
+                return taken
+        return None
+    finally:   # a partial take, or one an error cut short, is given back: a kept lock lasts the worker's life
+        for fd in held:
             os.close(fd)
-            continue
-        held.append(fd)
-        if len(held) == wanted:
-            return held
-    for fd in held:
-        os.close(fd)
-    return None
