@@ -32,7 +32,7 @@ from pathlib import Path
 from common import machine
 from training_throughput import load_setup   # puts the repository on sys.path
 
-from collapse_ray.train.core_slots import node_cores  # noqa: E402
+from collapse_ray.cores import available_cores  # noqa: E402
 
 
 def train_one(training, model, texts, out: str, seed: int, barrier, results, slots: str | None) -> None:
@@ -80,7 +80,7 @@ def main() -> None:
 
     cfg, model, texts = load_setup(args.config, args.task)
     training = dataclasses.replace(cfg.training, backend="local", max_steps=args.steps)
-    cores = node_cores()
+    cores = available_cores()
     print(f"[trainers_at_once] {args.task}: {len(texts)} texts, {args.steps} steps of batch {training.batch_size}; "
           f"{machine()}", file=sys.stderr, flush=True)
     sides: dict[tuple[int, bool], list[float]] = {}

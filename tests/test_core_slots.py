@@ -86,7 +86,6 @@ def test_a_killed_holders_slot_is_free_again(tmp_path):
         holder.wait()
 
 
-
 def test_a_node_without_a_writable_slot_folder_trains_without_slots(tmp_path):
     """The slots only save time: a job whose node cannot keep them is not failed for it."""
     blocker = tmp_path / "a file"

@@ -37,12 +37,13 @@ def assert_same_weights(a: str, b: str) -> None:
 @contextlib.contextmanager
 def hold_every_core_slot(seconds: float):
     """Hold all of this node's core slots from a thread for ``seconds``, from the block's start."""
-    from collapse_ray.train.core_slots import core_slots, node_cores
+    from collapse_ray.cores import available_cores
+    from collapse_ray.train.core_slots import core_slots
 
     taken = threading.Event()
 
     def hold() -> None:
-        with core_slots(node_cores()):
+        with core_slots(available_cores()):
             taken.set()
             time.sleep(seconds)
 

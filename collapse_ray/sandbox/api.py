@@ -8,6 +8,7 @@ import warnings
 from concurrent.futures import ThreadPoolExecutor
 from typing import Sequence
 
+from collapse_ray.cores import available_cores
 from collapse_ray.sandbox import launcher, resources
 from collapse_ray.sandbox.protocol import MODE_PLAIN, PROGRAM_NAME, TOKEN_BYTES
 from collapse_ray.sandbox.result import SandboxResult, collect, judge
@@ -66,7 +67,7 @@ def run_many(sources: Sequence[str], *, max_workers: int | None = None,
     _check_limits(**limits)
     limits["allow_unisolated"] = allow_unisolated
     sources = list(sources)
-    workers = max(1, min(max_workers or max(MIN_WORKERS, _available_cpus()), len(sources) or 1))
+    workers = max(1, min(max_workers or max(MIN_WORKERS, available_cores()), len(sources) or 1))
     if workers == 1:
         return [run_program(s, **limits) for s in sources]
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sandbox") as pool:
@@ -90,13 +91,6 @@ def _check_limits(*, timeout_s: float = 10.0, memory_mb: int = 1024, max_process
                         ("max_output_kb", max_output_kb)):
         if value < 1:
             raise ValueError(f"{name} must be >= 1, got {value}")
-
-
-def _available_cpus() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
 
 
 def _warn_unisolated() -> None:

@@ -25,12 +25,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
+from collapse_ray.cores import available_cores
+
 POLL_S = 0.2
-
-
-def node_cores() -> int:
-    """The cores this process may run on (a container's or taskset's limit, not the host's)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def slot_dir() -> Path:
@@ -43,7 +40,7 @@ def core_slots(threads: int, *, cores: int | None = None, directory: Path | None
     """Hold ``threads`` of the node's ``cores`` slots (all of them if it asks for more) for the
     block; yields the seconds it waited for them. Slots are taken all at once or not at all, so
     two jobs that each need several cannot hold part of them and wait for each other."""
-    cores = cores or node_cores()
+    cores = cores or available_cores()
     start = time.monotonic()
     held = _wait_for(directory or slot_dir(), cores, max(1, min(threads, cores)), poll_s)
     try:

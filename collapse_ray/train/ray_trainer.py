@@ -97,7 +97,7 @@ class RayTrainer:
         started_now = self.group.fits > fits_before
         startup = (self.group.startup_s or 0.0) if started_now else 0.0
         self.last_metrics = metrics
-        core_wait = metrics.get("core_wait_s", 0.0)
+        core_wait = metrics["core_wait_s"]
         self.progress(f"ray train: {metrics['steps']} steps, loss {metrics['train_loss']:.3f}, {seconds:.0f}s"
                       + (f" ({startup:.0f}s worker-group start-up)" if started_now else "")
                       + (f" ({core_wait:.0f}s waiting for a free core)" if core_wait >= 1 else ""))

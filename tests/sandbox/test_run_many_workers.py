@@ -24,7 +24,7 @@ def counting_runs(monkeypatch) -> dict:
         return source
 
     monkeypatch.setattr(api, "run_program", run_program)
-    monkeypatch.setattr(api, "_available_cpus", lambda: 2)
+    monkeypatch.setattr(api, "available_cores", lambda: 2)
     return seen
 
 
