@@ -12,6 +12,7 @@ import os
 import string
 import textwrap
 import time
+from pathlib import Path
 
 import pytest
 
@@ -213,6 +214,15 @@ def test_seeded_sampling_is_reproducible(generator, models):
     generator.load(ModelRef(models["m0"]))
     sampling = Sampling(max_new_tokens=24, temperature=1.0, top_p=0.95, seed=7)
     assert generator.generate(PROMPTS, sampling) == generator.generate(PROMPTS, sampling)
+
+
+@needs_vllm
+def test_the_engines_one_member_gloo_groups_share_one_polling_thread(generator, models):
+    """vLLM's 13 one-member gloo groups would each poll every 10 ms (gloo_groups.py)."""
+    generator.load(ModelRef(models["m0"]))
+    pid = generator._call("pid")
+    threads = [(task / "comm").read_text().strip() for task in Path(f"/proc/{pid}/task").iterdir()]
+    assert threads.count("gloo_tcp_loop") == 1
 
 
 @pytest.mark.slow
