@@ -195,3 +195,31 @@ def print_shares(label: str, phases: dict[str, float], wall_s: float) -> None:
     total = sum(phases.values())
     shown = ", ".join(f"{k} {v:.0f}s ({v / total:.0%})" for k, v in sorted(phases.items(), key=lambda kv: -kv[1]))
     print(f"  {label}: phases summed over trials {total:.0f}s: {shown}; wall {wall_s:.0f}s")
+
+
+def idle_sides_cli(doc: str, default_seconds: float, measure_side, sides, env_for=lambda side: None) -> dict | None:
+    """The command line of a benchmark that measures each side idle in a process of its own:
+    ``--seconds``, ``--config`` and the hidden ``--side`` a child runs. In a child, prints
+    ``measure_side(config, seconds, side)`` as JSON and returns None; in the parent, runs every
+    side (``env_for(side)``: its environment, None = this one) and returns {side: result}."""
+    import argparse
+    import json
+    import subprocess
+
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    parser.add_argument("--seconds", type=float, default=default_seconds)
+    parser.add_argument("--config", default="experiments/grid.yaml")
+    parser.add_argument("--side", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.side:
+        print(json.dumps(measure_side(args.config, args.seconds, args.side)))
+        return None
+    print(f"machine: {machine()}; {args.seconds:.0f} s idle per side", flush=True)
+    results = {}
+    for side in sides:
+        done = subprocess.run([sys.executable, sys.argv[0], "--side", side, "--seconds", str(args.seconds),
+                               "--config", args.config], env=env_for(side), capture_output=True, text=True)
+        if done.returncode:
+            sys.exit(f"side {side!r} failed:\n{done.stderr[-2000:]}")
+        results[side] = json.loads(done.stdout.strip().splitlines()[-1])
+    return results

@@ -17,12 +17,8 @@ process a trial keeps alive costs its generations time (docs/BENCHMARKS.md, "Idl
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import json
 import os
-import subprocess
-import sys
 import time
 
 WATCHER_ENV = "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"
@@ -80,28 +76,20 @@ def measure_side(config: str, seconds: float, lean: bool) -> dict:
             "total_pct_core": sum(per_kind.values())}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seconds", type=float, default=60.0)
-    parser.add_argument("--config", default="experiments/grid.yaml")
-    parser.add_argument("--side", help=argparse.SUPPRESS)   # run one side (the child process)
-    args = parser.parse_args()
-    if args.side:
-        print(json.dumps(measure_side(args.config, args.seconds, SIDES[args.side][1])))
-        return
-    from common import machine
+def side_env(side: str) -> dict:
+    env = {k: v for k, v in os.environ.items() if k != WATCHER_ENV}
+    if SIDES[side][0] is not None:
+        env[WATCHER_ENV] = SIDES[side][0]
+    return env
 
-    print(f"machine: {machine()}; {args.seconds:.0f} s idle per side", flush=True)
-    results = {}
-    for side, (watcher, _) in SIDES.items():
-        env = {k: v for k, v in os.environ.items() if k != WATCHER_ENV}
-        if watcher is not None:
-            env[WATCHER_ENV] = watcher
-        done = subprocess.run([sys.executable, __file__, "--side", side, "--seconds", str(args.seconds),
-                               "--config", args.config], env=env, capture_output=True, text=True)
-        if done.returncode:
-            sys.exit(f"side {side!r} failed:\n{done.stderr[-2000:]}")
-        results[side] = json.loads(done.stdout.strip().splitlines()[-1])
+
+def main() -> None:
+    from common import idle_sides_cli
+
+    results = idle_sides_cli(__doc__, 60.0, lambda config, seconds, side: measure_side(config, seconds, SIDES[side][1]),
+                         SIDES, side_env)
+    if results is None:
+        return
     base = results["train default"]["total_pct_core"]
     print(f"{'side':<14} {'actor procs':>11} {'idle CPU % of a core':>21} {'vs train default':>17}")
     for side, r in results.items():
