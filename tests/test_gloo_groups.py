@@ -68,3 +68,16 @@ def test_one_member_groups_share_one_polling_thread_and_still_reduce(tmp_path, s
 
 def test_groups_of_two_members_still_reduce_across_processes(tmp_path):
     assert _run(tmp_path, TWO_RANKS) == [[0, [3.0, 3.0], [1.0]], [1, [3.0, 3.0], [1.0]]]
+
+
+def test_a_torch_without_the_private_pieces_it_builds_with_is_left_as_it_is(monkeypatch):
+    import torch.distributed.distributed_c10d as c10d
+
+    from collapse_ray.generate.gloo_groups import share_one_gloo_device
+
+    class GlooWithoutOptions:   # as a torch that renamed the private _Options would look
+        create_default_device = staticmethod(lambda: None)
+
+    monkeypatch.setattr(c10d, "ProcessGroupGloo", GlooWithoutOptions)
+    assert share_one_gloo_device() is False
+    assert c10d.ProcessGroupGloo is GlooWithoutOptions

@@ -10,8 +10,9 @@ polls. ``share_one_gloo_device()`` makes every later one-member gloo group of th
 shared device (one thread); groups of several members are built as torch builds them.
 
 It replaces ``ProcessGroupGloo`` in ``torch.distributed.distributed_c10d``, the name
-``new_group`` and ``init_process_group`` construct (torch 2.13); if a torch lacks it, nothing
-changes and the groups cost what they cost before.
+``new_group`` and ``init_process_group`` construct (torch 2.13); if a torch lacks it or the
+private ``_Options`` and ``create_default_device`` it builds with, nothing changes and the groups
+cost what they cost before.
 """
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ def share_one_gloo_device() -> bool:
     try:
         import torch.distributed.distributed_c10d as c10d
         gloo = c10d.ProcessGroupGloo
+        gloo._Options, gloo.create_default_device   # what the patch builds with: checked now, not at vLLM's start
     except (ImportError, AttributeError):
         log.debug("no ProcessGroupGloo to patch", exc_info=True)
         return False
