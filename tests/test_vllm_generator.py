@@ -185,10 +185,10 @@ def test_generate_returns_the_decoded_completion_without_the_prompt(generator, m
 def test_the_cpu_kv_cache_holds_vllms_256_sequences_of_the_model_and_one_more(models):
     from collapse_ray.generate.vllm_engine import VLLMEngine
 
-    engine = VLLMEngine(**ENGINE_KWARGS)   # m0: 2 layers, 2 heads of 32, float32: 1 KiB a token, keys and values
-    assert engine._engine_args(models["m0"])["kv_cache_memory_bytes"] == 257 * 256 * 1024
+    engine = VLLMEngine(**ENGINE_KWARGS)   # m0: 2 layers, 4 heads of 32 (tiny_models' recipe), float32: 2 KiB a token
+    assert engine._engine_args(models["m0"])["kv_cache_memory_bytes"] == 257 * 256 * 2048
     assert VLLMEngine(**{**ENGINE_KWARGS, "max_model_len": 200})._engine_args(models["m0"])[
-        "kv_cache_memory_bytes"] == 257 * 256 * 1024   # whole 128-token blocks
+        "kv_cache_memory_bytes"] == 257 * 256 * 2048   # whole 128-token blocks
     assert VLLMEngine(**{**ENGINE_KWARGS, "kv_cache_bytes": 5 << 20})._engine_args(models["m0"])[
         "kv_cache_memory_bytes"] == 5 << 20
     assert VLLMEngine()._engine_args("Qwen/Qwen3-0.6B")["kv_cache_memory_bytes"] == 1 << 30   # a hub id: 1 GiB
