@@ -36,13 +36,10 @@ def measure_side(config: str, seconds: float, side: str) -> dict:
     from collapse_ray.ray_here import init_ray
 
     if side == "torch's groups":
-        class TorchGroupsActor(VLLMEngine):   # VLLMActor less the shared device
+        class TorchGroupsActor(vllm_actor.VLLMActor):   # VLLMActor less the shared device
             def __init__(self, env_vars: dict, **engine_kwargs):
                 os.environ.update(env_vars)
-                super().__init__(**engine_kwargs)
-
-            def pid(self) -> int:
-                return os.getpid()
+                VLLMEngine.__init__(self, **engine_kwargs)
 
         import ray
         vllm_actor.VLLMGeneratorActor = ray.remote(TorchGroupsActor)
