@@ -157,11 +157,16 @@ def run_metered(cmd: list[str], env: dict, log_path: Path) -> dict:
     return {"wall_s": wall, "cpu_s": cpu, "utilisation": cpu / (wall * cores), "cpu_by_kind_s": meter.by_kind()}
 
 
+# MLflow keys of a training job's parts (loop.py), and the result keys they are summed under per trial.
+TRAIN_PARTS = {"train/startup_s": "train_startups_s", "train/core_wait_s": "train_core_waits_s",
+               "train/steps_s": "train_steps_s", "train/steps_cpu_s": "train_steps_cpu_s"}
+
+
 def mlflow_phases(uri: str, experiment: str, run_names: set[str] | None = None) -> dict:
     """From the trials' MLflow runs (those named in ``run_names`` when given: a study run in parts
     shares one store): seconds per phase (time/*_s summed over trials and generations), each trial
-    run's wall time (start to end), its Ray Train worker-group start-ups (train/startup_s) and its
-    training jobs' waits for a free core (train/core_wait_s), both parts of time/train_s."""
+    run's wall time (start to end), and per trial its training jobs' parts (TRAIN_PARTS): Ray Train
+    worker-group start-ups, waits for a free core, and the optimizer steps' wall and CPU-seconds."""
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(uri)
@@ -170,7 +175,7 @@ def mlflow_phases(uri: str, experiment: str, run_names: set[str] | None = None) 
         raise SystemExit(f"no MLflow experiment {experiment!r} at {uri}")
     phases: dict[str, float] = {}
     trial_walls: dict[str, float] = {}
-    parts_of_train: dict[str, dict[str, float]] = {"train/startup_s": {}, "train/core_wait_s": {}}
+    parts_of_train: dict[str, dict[str, float]] = {key: {} for key in TRAIN_PARTS}
 
     def summed(run_id: str, key: str) -> float:
         return sum(m.value for m in client.get_metric_history(run_id, key))
@@ -187,8 +192,8 @@ def mlflow_phases(uri: str, experiment: str, run_names: set[str] | None = None) 
                 per_trial[run.info.run_name] = summed(run.info.run_id, key)
         if run.info.end_time:
             trial_walls[run.info.run_name] = (run.info.end_time - run.info.start_time) / 1000
-    return {"phases": phases, "trial_walls": trial_walls, "train_startups_s": parts_of_train["train/startup_s"],
-            "train_core_waits_s": parts_of_train["train/core_wait_s"]}
+    return {"phases": phases, "trial_walls": trial_walls,
+            **{name: parts_of_train[key] for key, name in TRAIN_PARTS.items()}}
 
 
 def print_shares(label: str, phases: dict[str, float], wall_s: float) -> None:

@@ -12,8 +12,10 @@ engine is built on the base model before anything is timed (start-up, not comput
 it behind generation 0's training in a trial). This process trains on one torch thread and the
 actor is given one CPU, so a phase's wall time is the core-seconds it needs.
 
-``--train-steps N`` trains N steps and scales the time to the config's ``training.max_steps``
-(each step is one batch of the same size, so the time per step is flat; the JSON says N).
+``--train-steps N`` trains N steps and scales the steps' time to the config's
+``training.max_steps`` (each step is one batch of the same size, so the time per step is flat;
+the JSON says N); loading, tokenising and saving happen once a job at any step count, so they
+are counted once, not scaled.
 
 Writes ``--out`` (read by the dry-run's wall-time estimate; keep its shape):
 ``{"machine", "cpus", "sizes": {...sizes, training, model recipe, measured steps}, "tasks":
@@ -70,9 +72,10 @@ def measure_task(cfg, train_steps: int | None, workdir: Path, say) -> dict[str, 
         t0 = time.monotonic()
         trained = LocalTrainer(training, progress=say).train(base, [ex.text for ex in train_set],
                                                              str(workdir / cfg.task.name / "model"), seed=cfg.seed * 1000)
-        seconds["train"] = (time.monotonic() - t0) * full_steps / trained.steps
-        say(f"{cfg.task.name}: trained {trained.steps} steps in {time.monotonic() - t0:.1f}s "
-            f"-> {seconds['train']:.1f}s for {full_steps}")
+        once = time.monotonic() - t0 - trained.steps_s   # loading, tokenising, saving: once per job at any steps
+        seconds["train"] = once + trained.steps_s * full_steps / trained.steps
+        say(f"{cfg.task.name}: trained {trained.steps} steps in {trained.steps_s:.1f}s (+{once:.1f}s loading, "
+            f"tokenising, saving) -> {seconds['train']:.1f}s for {full_steps}")
 
         t0 = time.monotonic()
         generator.load(trained.model)

@@ -103,6 +103,10 @@ def main() -> None:
         waits = sum(result["train_core_waits_s"].values())
         print(f"CPU training jobs waiting for a free core (train/core_slots.py): {waits:.0f}s = {waits / walls:.1%} "
               f"of the trials' summed wall")
+        steps_s, steps_cpu = sum(result["train_steps_s"].values()), sum(result["train_steps_cpu_s"].values())
+        if steps_s:
+            print(f"training jobs' optimizer steps (train/steps_s): {steps_s:.0f}s wall, {steps_cpu:.0f} CPU-s of "
+                  f"their workers ({steps_cpu / steps_s:.2f} of a core while stepping)")
     resumed = f"; {len(ran_before)} trial(s) resumed, their earlier generations left out" if ran_before else ""
     if floors:
         by_phase = [floor_by_phase(path, trials, ran_before) for path in floors]

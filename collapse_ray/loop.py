@@ -202,6 +202,8 @@ def _run_locked(cfg: ExperimentConfig, task, data, progress: Progress, trainer: 
                 "train/tokens": float(trained.tokens), "train/steps": float(trained.steps),
                 "train/startup_s": 0.0 if reused else trained.startup_s,   # part of time/train_s
                 "train/core_wait_s": 0.0 if reused else trained.core_wait_s,   # part of time/train_s
+                "train/steps_s": 0.0 if reused else trained.steps_s,           # part of time/train_s
+                "train/steps_cpu_s": 0.0 if reused else trained.steps_cpu_s,
                 "synthetic/generated": float(len(synthetic)), "synthetic/kept": float(len(kept)),
                 **{f"synthetic/removed_{k}": float(v) for k, v in removed.items()},
                 **{f"train/share_{k}": v / len(train_set) for k, v in provenance(train_set).items()

@@ -64,7 +64,7 @@ def test_tree_cpu_meter_counts_each_process_once_when_the_wall_clock_moves(tmp_p
     assert 0.8 <= total <= 1.5, meter.by_kind()
 
 
-def test_mlflow_phases_sum_one_part_s_trials_and_their_train_start_ups_and_core_waits(tmp_path):
+def test_mlflow_phases_sum_one_part_s_trials_and_their_training_jobs_parts(tmp_path):
     from mlflow.tracking import MlflowClient
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
@@ -78,6 +78,8 @@ def test_mlflow_phases_sum_one_part_s_trials_and_their_train_start_ups_and_core_
             client.log_metric(run.info.run_id, "time/evaluate_s", 1.0, step=g)
             client.log_metric(run.info.run_id, "train/startup_s", startup, step=g)
             client.log_metric(run.info.run_id, "train/core_wait_s", startup / 2, step=g)
+            client.log_metric(run.info.run_id, "train/steps_s", train / 2, step=g)
+            client.log_metric(run.info.run_id, "train/steps_cpu_s", train / 4, step=g)
         client.set_terminated(run.info.run_id)
     client.create_run(exp, run_name="grid parent")   # no time/ metrics: not a trial
 
@@ -85,6 +87,8 @@ def test_mlflow_phases_sum_one_part_s_trials_and_their_train_start_ups_and_core_
     assert part2["phases"] == {"train": 35.0, "evaluate": 3.0}
     assert part2["train_startups_s"] == {"part2_a": 4.0, "part2_b": 2.0}
     assert part2["train_core_waits_s"] == {"part2_a": 2.0, "part2_b": 1.0}
+    assert part2["train_steps_s"] == {"part2_a": 15.0, "part2_b": 2.5}
+    assert part2["train_steps_cpu_s"] == {"part2_a": 7.5, "part2_b": 1.25}
     assert set(part2["trial_walls"]) == {"part2_a", "part2_b"}
     everything = mlflow_phases(uri, "bench")
     assert everything["phases"]["train"] == 135.0

@@ -109,6 +109,8 @@ def test_a_job_on_a_used_group_gives_the_weights_of_a_fresh_group_and_of_the_in_
         with hold_every_core_slot(seconds=2.0):
             second = used.train(first.model, TEXTS[:16], str(tmp_path / "job2"), seed=12)
         assert second.core_wait_s >= 1.5, second
+        # Its steps are timed apart from the wait, the loading and the saving (train/core.py, timed_steps).
+        assert 0 < second.steps_s < second.seconds - second.core_wait_s and second.steps_cpu_s > 0, second
         third = used.train(base, TEXTS, str(tmp_path / "job3"), seed=3)
         assert (used.starts, used.group.info()["starts"]) == (1, 1)   # one fit, its workers started once
         actors = ray_actor_classes()   # Ray started here: Train's preemption watcher is not started
@@ -127,6 +129,7 @@ def test_a_job_on_a_used_group_gives_the_weights_of_a_fresh_group_and_of_the_in_
     local = LocalTrainer(cfg).train(base, TEXTS, str(tmp_path / "local"), seed=3)
 
     assert (third.steps, third.tokens, third.train_loss) == (alone.steps, alone.tokens, alone.train_loss)
+    assert 0 < local.steps_s < local.seconds and local.steps_cpu_s > 0, local
     assert_same_weights(third.model.path, alone.model.path)
     assert_same_weights(third.model.path, local.model.path)
     assert not list(tmp_path.glob("*.texts.json"))   # each job's texts file is removed once acknowledged

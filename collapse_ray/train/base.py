@@ -19,6 +19,8 @@ class TrainResult:
     seconds: float
     startup_s: float = 0.0   # of ``seconds``: starting a worker group (Ray Train), when this job started one
     core_wait_s: float = 0.0   # of ``seconds``: waiting for a free core of the node (train/core_slots.py)
+    steps_s: float = 0.0       # of ``seconds``: the optimizer steps alone (train/core.py, timed_steps)
+    steps_cpu_s: float = 0.0   # the trainer process's CPU-seconds over those steps
 
 
 def total_steps(n_texts: int, batch_size: int, epochs: int, max_steps: int | None) -> int:

@@ -6,6 +6,9 @@ from __future__ import annotations
 import os
 import random
 import shutil
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
@@ -124,6 +127,25 @@ def run_steps(step: Callable[[dict[str, torch.Tensor]], float], token_lists: Seq
             if done >= total:
                 break
     return tokens, epoch_losses
+
+
+@dataclass
+class StepsTiming:
+    wall_s: float = 0.0
+    cpu_s: float = 0.0   # this process's, all threads: on CPU, what the steps cost whoever else shared the core
+
+
+@contextmanager
+def timed_steps() -> Iterator[StepsTiming]:
+    """Time the optimizer steps alone, apart from loading, tokenising and saving (which a floor
+    measured on fewer steps must not scale) and from waiting for a core: their wall time says how
+    long they took, their CPU-seconds what they cost."""
+    timing = StepsTiming()
+    wall, cpu = time.monotonic(), time.process_time()
+    try:
+        yield timing
+    finally:
+        timing.wall_s, timing.cpu_s = time.monotonic() - wall, time.process_time() - cpu
 
 
 def save_trained(model, tokenizer, out_dir: str | os.PathLike, base_path: str) -> ModelRef:

@@ -12,7 +12,7 @@ from collapse_ray.datatypes import ModelRef
 from collapse_ray.train.base import TrainResult, total_steps
 from collapse_ray.train.cpu_allocator import keep_freed_memory
 from collapse_ray.train.core import (AdamWStep, load_tokenizer, load_trainable_model, run_steps, save_trained,
-                                     tokenize)
+                                     timed_steps, tokenize)
 
 
 class LocalTrainer:
@@ -42,9 +42,11 @@ class LocalTrainer:
                 last_report = time.monotonic()
                 self.progress(f"train step {step}/{steps} loss {loss:.3f}")
 
-        tokens, epoch_losses = run_steps(AdamWStep(model, cfg.lr, steps), token_lists, cfg.batch_size,
-                                         tokenizer.pad_token_id, random.Random(seed), steps, on_step=report)
+        with timed_steps() as timing:
+            tokens, epoch_losses = run_steps(AdamWStep(model, cfg.lr, steps), token_lists, cfg.batch_size,
+                                             tokenizer.pad_token_id, random.Random(seed), steps, on_step=report)
         model.eval()
         ref = save_trained(model, tokenizer, out_dir, base_path=init.path)
         return TrainResult(model=ref, train_loss=sum(epoch_losses) / max(1, len(epoch_losses)),
-                           steps=steps, tokens=tokens, seconds=time.monotonic() - start)
+                           steps=steps, tokens=tokens, seconds=time.monotonic() - start,
+                           steps_s=timing.wall_s, steps_cpu_s=timing.cpu_s)

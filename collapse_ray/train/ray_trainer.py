@@ -103,7 +103,8 @@ class RayTrainer:
                       + (f" ({core_wait:.0f}s waiting for a free core)" if core_wait >= 1 else ""))
         ref = ModelRef(path=metrics["model_path"], adapter=metrics["adapter_path"] or None)
         return TrainResult(model=ref, train_loss=metrics["train_loss"], steps=metrics["steps"],
-                           tokens=metrics["tokens"], seconds=seconds, startup_s=startup, core_wait_s=core_wait)
+                           tokens=metrics["tokens"], seconds=seconds, startup_s=startup, core_wait_s=core_wait,
+                           steps_s=metrics["steps_s"], steps_cpu_s=metrics["steps_cpu_s"])
 
     def close(self) -> None:
         """Stop the trial's worker group (it finishes a running job first) and free its resources."""

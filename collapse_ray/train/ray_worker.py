@@ -39,7 +39,7 @@ from collapse_ray.train.base import total_steps
 from collapse_ray.train.core_slots import core_slots
 from collapse_ray.train.cpu_allocator import keep_freed_memory
 from collapse_ray.train.core import (AdamWStep, load_tokenizer, load_trainable_model, lr_schedule, run_steps,
-                                     save_trained, tokenize)
+                                     save_trained, timed_steps, tokenize)
 from collapse_ray.train.deepspeed_config import count_parameters, deepspeed_config, resolve_zero_stage
 
 Strategy = Literal["ddp", "deepspeed"]
@@ -109,10 +109,9 @@ def _train_and_save(job: Job, rank: int, world: int) -> dict:
     token_lists = tokenize(tokenizer, _shard(texts, job.seed, rank, world), cfg.max_length)
     runner = _DeepSpeedRunner(job, world, micro, steps) if job.strategy == "deepspeed" else _DDPRunner(job, steps)
     try:
-        train_start = time.monotonic()
         rng = random.Random(job.seed + 1_000_003 * rank)
-        tokens, epoch_losses = run_steps(runner.step, token_lists, micro, tokenizer.pad_token_id, rng, steps)
-        train_s = time.monotonic() - train_start
+        with timed_steps() as timing:
+            tokens, epoch_losses = run_steps(runner.step, token_lists, micro, tokenizer.pad_token_id, rng, steps)
         totals = torch.tensor([sum(epoch_losses), len(epoch_losses), tokens], dtype=torch.float64)
         if world > 1:
             totals = totals.to(runner.device)
@@ -127,7 +126,7 @@ def _train_and_save(job: Job, rank: int, world: int) -> dict:
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
     return {"train_loss": loss_sum / max(1.0, loss_count), "steps": steps, "tokens": int(all_tokens),
-            "train_s": train_s, "zero_stage": zero_stage, "rss_bytes": _rss_bytes(),
+            "steps_s": timing.wall_s, "steps_cpu_s": timing.cpu_s, "zero_stage": zero_stage, "rss_bytes": _rss_bytes(),
             "model_path": ref.path if ref else "", "adapter_path": (ref.adapter or "") if ref else ""}
 
 
