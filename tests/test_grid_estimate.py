@@ -25,12 +25,12 @@ REGIMES = [{"name": "real-only"}, {"name": "synthetic-only"}, {"name": "hybrid",
 
 def trials_of(tmp_path: Path, sizes: dict | None = None, training: dict | None = None,
               regimes: list | None = None, task: str = "codegen", seeds: tuple = (0,),
-              generations: int = 7) -> list[grid.Trial]:
+              generations: int = 7, tasks: list[str] | None = None) -> list[grid.Trial]:
     """CPU trials of the tiny model (0.4 CPU each), at the compute floor's sizes unless told."""
     data = {"name": "g",
             "base": {"generations": generations, "sizes": {**SIZES, **(sizes or {})},
                      "training": {**TRAINING, **(training or {}), "backend": "ray"}, "generator": {"backend": "vllm"}},
-            "grid": {"models": [{"name_or_path": "tiny", "resources": {"cpus_per_worker": 0.2}}], "tasks": [task],
+            "grid": {"models": [{"name_or_path": "tiny", "resources": {"cpus_per_worker": 0.2}}], "tasks": tasks or [task],
                      "regimes": regimes or REGIMES[:1], "seeds": list(seeds)},
             "resources": {"driver_cpus": 0.1, "generator_cpus": 0.1},
             "tune": {"max_concurrent_trials": 4}}
@@ -189,3 +189,25 @@ def test_the_dry_run_shows_where_each_trial_resumes_and_what_is_left_to_compute(
     assert (f"left to compute: ~{est.fmt_seconds(whole - on_disk)} of the whole grid's compute floor "
             f"{est.fmt_seconds(whole)}") in out
     assert "on disk" not in grid.describe(grid.load_grid(tmp_path / "grid.yaml"), trials, p, [], None, costs)
+
+
+def test_the_launch_starts_a_long_tasks_trials_first_where_the_configs_order_leaves_them_alone_at_the_end(tmp_path):
+    long = {"train_s": 400.0, "generate_s": 8.0, "evaluate_s": 4.0, "drift_s": 2.0}
+    costs = est.load_costs(compute_floor_file(tmp_path, {"codegen": SECONDS, "summarization": long}),
+                           tmp_path / "none.json")
+    trials = trials_of(tmp_path, regimes=REGIMES[:3], generations=3, tasks=["codegen", "summarization"])
+    # Two at once on 2 CPUs: in the config's order the long trials start after the short ones and
+    # the last runs alone while its sibling waits for their generation 0 (schedule.py; 12% longer).
+    started = est.start_order(trials, costs, 2, 2.0)
+    assert [t.config.task.name for t in started] == ["summarization"] * 3 + ["codegen"] * 3
+    assert [t.name for t in started[:3]] == [t.name for t in trials[3:]]   # a key's trials in their own order
+    p = grid.plan(trials, {"CPU": 2.0, "GPU": 0.0}, "test", 2, None)
+    said = grid.describe(grid.load_grid(tmp_path / "grid.yaml"), trials, p, [], None, costs)
+    assert "started in the order whose schedule ends soonest" in said and "(the config's order: ~" in said
+    # Alike tasks, no costs, or no CPUs to share: the config's order.
+    alike = est.load_costs(compute_floor_file(tmp_path, {"codegen": SECONDS, "summarization": SECONDS}),
+                           tmp_path / "none.json")
+    for c, cpus in ((alike, 2.0), (None, 2.0), (costs, 0.0)):
+        assert est.start_order(trials, c, 2, cpus) == trials
+    assert "started in the grid's order" in grid.describe(grid.load_grid(tmp_path / "grid.yaml"), trials, p, [],
+                                                          None, alike)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from collapse_ray.grid.schedule import TrialWork, simulate
+from collapse_ray.grid.schedule import EXHAUSTIVE_GROUPS, TrialWork, shortest_order, simulate
 
 
 def test_trials_that_never_wait_fill_the_cores_and_finish_at_the_compute_floor():
@@ -45,3 +45,33 @@ def test_a_trial_measured_on_two_cores_runs_at_half_speed_beside_another():
 def test_generation_0_only_trials_and_zero_work_end():
     s = simulate([TrialWork("a", 0.0, 0.0), TrialWork("a", 0.0, 0.0)], concurrency=1, cores=2.0)
     assert s.wall_s == 0.0 and s.idle_share == 0.0
+
+
+def test_a_long_group_started_last_runs_alone_at_the_end_so_it_starts_earlier():
+    # Two slots, two cores: short groups a, b (10 s each) then long c (40 s): c starts at 10 s and
+    # runs alone from 20 to 50 s. Started at once, it ends at 40 s beside a then b.
+    groups = [[TrialWork("a", 5.0, 5.0)], [TrialWork("b", 5.0, 5.0)], [TrialWork("c", 10.0, 30.0)]]
+    assert simulate([w for g in groups for w in g], concurrency=2, cores=2.0).wall_s == pytest.approx(50.0)
+    order = shortest_order(groups, concurrency=2, cores=2.0)
+    assert order[-1] != 2
+    assert simulate([w for i in order for w in groups[i]], concurrency=2, cores=2.0).wall_s == pytest.approx(40.0)
+
+
+def test_orders_that_end_alike_keep_the_given_order():
+    groups = [[TrialWork(k, 5.0, 5.0), TrialWork(k, 1.0, 5.0)] for k in "abc"]
+    assert shortest_order(groups, concurrency=4, cores=2.0) == [0, 1, 2]
+    # 1% sooner is not enough to reorder: 0.2 s of a 60 s grid.
+    nearly = [[TrialWork("a", 10.0, 20.0)], [TrialWork("b", 10.0, 20.0)], [TrialWork("c", 10.0, 20.2)],
+              [TrialWork("d", 10.0, 20.0)]]
+    assert shortest_order(nearly, concurrency=4, cores=2.0) == [0, 1, 2, 3]
+
+
+def test_many_groups_go_longest_first_and_never_end_later_than_given():
+    lengths = [3, 5, 8, 13, 21, 34, 55, 89]
+    assert len(lengths) > EXHAUSTIVE_GROUPS
+    groups = [[TrialWork(f"k{i}", 1.0, float(n))] for i, n in enumerate(lengths)]
+    order = shortest_order(groups, concurrency=2, cores=2.0)
+    wall = simulate([w for i in order for w in groups[i]], concurrency=2, cores=2.0).wall_s
+    given = simulate([w for g in groups for w in g], concurrency=2, cores=2.0).wall_s
+    assert order[0] == len(lengths) - 1 and wall < given
+    assert sorted(order) == list(range(len(lengths)))

@@ -145,7 +145,9 @@ def estimates(grid: GridConfig, trials: list[Trial], p: Plan, gpus_per_node: flo
                      f"{est.SYNC_BYTES_PER_S / 1e9:g} GB/s)")
     if not timed:
         return lines
-    lines += _wall_lines(timed, p, on_gpu, done)
+    launch = [t.name for t in est.start_order(trials, costs, p.concurrency, p.cluster.get("CPU", 0.0))]
+    in_launch_order = sorted(timed, key=lambda te: launch.index(te[0].name))
+    lines += _wall_lines(in_launch_order, p, on_gpu, done, configured=timed if in_launch_order != timed else None)
     if on_gpu:
         lines += _gpu_hours(trials, timed, p, gpus_per_node)
     return lines
@@ -156,10 +158,11 @@ def _source(e: est.TrialEstimate) -> str:
 
 
 def _wall_lines(timed: list[tuple[Trial, est.TrialEstimate]], p: Plan, on_gpu: bool,
-                done: list[Trial] = ()) -> list[str]:
-    """The grid's wall time. CPU trials' generation 0 counts once per generation-0 key, and their
-    schedule leaves cores idle while trials wait for it; GPU trials waiting for it hold their GPUs,
-    so theirs counts in full. With ``done`` (finished_on_disk), CPU trials' floor of what is left."""
+                done: list[Trial] = (), configured: list[tuple[Trial, est.TrialEstimate]] | None = None) -> list[str]:
+    """The grid's wall time, ``timed`` in the order the launch starts them (``configured``: the same
+    in the config's order, where that differs). CPU trials' generation 0 counts once per generation-0 key, and their schedule
+    leaves cores idle while trials wait for it; GPU trials waiting for it hold their GPUs, so
+    theirs counts in full. With ``done`` (finished_on_disk), CPU trials' floor of what is left."""
     alone = [e.seconds(t.config.generations) for t, e in timed]
     cpus = p.cluster.get("CPU", 0.0)
     if on_gpu:
@@ -172,11 +175,18 @@ def _wall_lines(timed: list[tuple[Trial, est.TrialEstimate]], p: Plan, on_gpu: b
     widest = max((e.costs for _, e in timed), key=lambda c: c.cores)
     schedule = est.cpu_grid_schedule(works, p.concurrency, cpus, widest)
     floor = sum(seconds) * widest.cores / cpus
+    if configured:
+        as_configured = est.cpu_grid_schedule([(t.config, e.phase_seconds) for t, e in configured], p.concurrency,
+                                              cpus, widest)
+        started = (f"started in the order whose schedule ends soonest, each generation-0 key's trials together "
+                   f"(the config's order: ~{est.fmt_seconds(as_configured.wall_s)})")
+    else:
+        started = "started in the grid's order"
     keys = len({est.generation0_key_of(t.config) for t, _ in timed})
     sources = ", ".join(dict.fromkeys(e.costs.source.split(" (")[0] for _, e in timed))
     lines = [f"  grid wall time ~ {est.fmt_seconds(schedule.wall_s)} (approximate; from {sources}; {len(timed)} "
             f"trials, {est.fmt_seconds(sum(seconds))} summed, generation 0 trained and evaluated once for each of "
-            f"its {keys} key(s) ({est.fmt_seconds(sum(alone) - sum(seconds))} less); started in the grid's order, "
+            f"its {keys} key(s) ({est.fmt_seconds(sum(alone) - sum(seconds))} less); {started}, "
             f"{p.concurrency} at once on {cpus:g} CPUs, {widest.cores:g} core(s) a trial: the compute floor "
             f"{est.fmt_seconds(floor)} and {schedule.idle_share:.0%} of the cores idle while trials wait for a "
             f"shared generation 0 or too few are left); Ray and start-ups come on top (measured ratios: "

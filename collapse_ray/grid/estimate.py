@@ -38,7 +38,7 @@ from collapse_ray.checkpoint_estimate import CheckpointEstimate, estimate_checkp
 from collapse_ray.config import ConfigError, ExperimentConfig, ModelConfig, TinyModelConfig
 from collapse_ray.loop import fingerprint_data
 from collapse_ray.model_size import ModelSize, model_size
-from collapse_ray.grid.schedule import Schedule, TrialWork, simulate
+from collapse_ray.grid.schedule import Schedule, TrialWork, shortest_order, simulate
 from collapse_ray.shared_gen0 import generation0_key
 from collapse_ray.train.base import total_steps
 
@@ -285,6 +285,24 @@ def cpu_grid_schedule(trials: list[tuple[ExperimentConfig, dict[str, float]]], c
     phases were measured with: the compute floor plus the cores left idle while trials wait for a
     shared generation 0 or too few are left (grid/schedule.py)."""
     return simulate(shared_generation0_work(trials), concurrency, cluster_cpus, costs.cores)
+
+
+def start_order(trials: list, costs: PhaseCosts | CostTable | None, concurrency: int, cluster_cpus: float) -> list:
+    """The trials in the order the launch gives Tune: CPU trials' generation-0 groups in the order
+    whose schedule ends soonest (schedule.shortest_order, from the measured costs), each group in
+    its own order; the given order where any trial has no CPU time estimate (a GPU trial, a model
+    of unknown size, no costs for its task). The dry-run shows the schedule of the same order."""
+    estimates = [estimate_trial(t, costs) for t in trials]
+    if cluster_cpus <= 0 or any(e is None or e.on_gpu or e.phase_seconds is None for e in estimates):
+        return list(trials)
+    works = shared_generation0_work([(t.config, e.phase_seconds) for t, e in zip(trials, estimates)])
+    members: dict[str, list[int]] = {}
+    for i, work in enumerate(works):
+        members.setdefault(work.gen0_key, []).append(i)
+    groups = list(members.values())
+    widest = max((e.costs for e in estimates), key=lambda c: c.cores)
+    order = shortest_order([[works[i] for i in g] for g in groups], concurrency, cluster_cpus, widest.cores)
+    return [trials[i] for g in order for i in groups[g]]
 
 
 def fmt_bytes(n: float) -> str:

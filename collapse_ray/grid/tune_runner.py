@@ -41,6 +41,7 @@ from collapse_ray.errors import ConfigError, GridError
 from collapse_ray.interrupts import sigterm_as_sigint
 from collapse_ray.ray_here import init_ray
 from collapse_ray.grid.console import GRID_LOG, GridConsole, logs_dir, trial_log
+from collapse_ray.grid.estimate import load_costs, start_order
 from collapse_ray.grid.expand import Trial, with_driver_ip
 from collapse_ray.grid.kept_backends import KeptBackends
 from collapse_ray.grid.launch import GridLaunch, grid_state_dir
@@ -291,9 +292,13 @@ def _fit(grid: GridConfig, trials: list[Trial], storage: str, resume: bool, verb
         console.line(f"[grid] resuming {path}")
         tuner = tune.Tuner.restore(path, trainable=trainable, resume_errored=True)
     else:
+        started = start_order(trials, load_costs(), p.concurrency, cluster.get("CPU", 0.0))
+        if started != trials:
+            console.line(f"[grid] {grid.name}: trials start in the order whose estimated schedule ends soonest, "
+                         f"each generation-0 key's together, first {started[0].name} (the dry-run shows it)")
         tuner = tune.Tuner(
             trainable,
-            param_space={"trial": tune.grid_search([t.name for t in trials])},
+            param_space={"trial": tune.grid_search([t.name for t in started])},
             # A finished trial's driver, with its Train worker group and vLLM actor
             # (kept_backends.py), runs the next trial of the same placement group.
             tune_config=tune.TuneConfig(max_concurrent_trials=p.concurrency, reuse_actors=True,
