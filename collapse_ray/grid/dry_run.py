@@ -159,10 +159,11 @@ def _source(e: est.TrialEstimate) -> str:
 
 def _wall_lines(timed: list[tuple[Trial, est.TrialEstimate]], p: Plan, on_gpu: bool,
                 done: list[Trial] = (), configured: list[tuple[Trial, est.TrialEstimate]] | None = None) -> list[str]:
-    """The grid's wall time, ``timed`` in the order the launch starts them (``configured``: the same
-    in the config's order, where that differs). CPU trials' generation 0 counts once per generation-0 key, and their schedule
-    leaves cores idle while trials wait for it; GPU trials waiting for it hold their GPUs, so
-    theirs counts in full. With ``done`` (finished_on_disk), CPU trials' floor of what is left."""
+    """The grid's wall time, ``timed`` in the order the launch starts them (``configured``: the
+    same in the config's order, where that differs). CPU trials' generation 0 counts once per
+    generation-0 key, and their schedule leaves cores idle while trials wait for it; GPU trials
+    waiting for it hold their GPUs, so theirs counts in full. With ``done`` (finished_on_disk),
+    CPU trials' floor of what is left."""
     alone = [e.seconds(t.config.generations) for t, e in timed]
     cpus = p.cluster.get("CPU", 0.0)
     if on_gpu:

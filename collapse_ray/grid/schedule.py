@@ -1,8 +1,8 @@
 """How a CPU grid's trials share the cores over time: the dry-run's wall-time estimate. Pure.
 
-Tune starts the trials in the order it is given, at most ``concurrency`` at once, each as soon as
-one ends; ``shortest_order`` picks that order. A trial whose generation 0 another trial is computing (shared_gen0.py) waits on its lock,
-holding its slot while it computes nothing. Running trials share the cores evenly, each using at
+Tune starts the trials in the order it is given (``shortest_order`` picks it), at most
+``concurrency`` at once, each as soon as one ends. A trial whose generation 0 another trial is
+computing (shared_gen0.py) waits on its lock, holding its slot while it computes nothing. Running trials share the cores evenly, each using at
 most ``cores_per_trial`` (its phases run on that many threads). So the grid finishes later than
 its compute floor (every trial's work over the cores) when too few trials compute at once: while
 some wait for a shared generation 0, and in the tail, when fewer trials are left than cores.
@@ -93,11 +93,11 @@ def shortest_order(groups: list[list[TrialWork]], concurrency: int, cores: float
         best = min(itertools.permutations(given), key=wall)
     else:
         best = sorted(given, key=lambda i: -sum(w.gen0_s + w.later_s for w in groups[i]))
-        improved = True
+        best_wall, improved = wall(best), True
         while improved:
             improved = False
             for i in range(len(best) - 1):
                 swapped = best[:i] + [best[i + 1], best[i]] + best[i + 2:]
-                if wall(swapped) < wall(best) * (1 - 1e-9):
-                    best, improved = swapped, True
+                if (swapped_wall := wall(swapped)) < best_wall * (1 - 1e-9):
+                    best, best_wall, improved = swapped, swapped_wall, True
     return list(best) if wall(best) < wall(given) * (1 - GAIN) else given

@@ -132,7 +132,7 @@ def run_steps(step: Callable[[dict[str, torch.Tensor]], float], token_lists: Seq
 @dataclass
 class StepsTiming:
     wall_s: float = 0.0
-    cpu_s: float = 0.0   # this process's, all threads: on CPU, what the steps cost whoever else shared the core
+    cpu_s: float = 0.0   # this process's, every thread's: what the steps cost, however much of a core they got
 
 
 @contextmanager
