@@ -145,8 +145,8 @@ def estimates(grid: GridConfig, trials: list[Trial], p: Plan, gpus_per_node: flo
                      f"{est.SYNC_BYTES_PER_S / 1e9:g} GB/s)")
     if not timed:
         return lines
-    launch = [t.name for t in est.start_order(trials, costs, p.concurrency, p.cluster.get("CPU", 0.0))]
-    in_launch_order = sorted(timed, key=lambda te: launch.index(te[0].name))
+    launch = {t.name: i for i, t in enumerate(est.start_order(trials, costs, p.concurrency, p.cluster.get("CPU", 0.0)))}
+    in_launch_order = sorted(timed, key=lambda te: launch[te[0].name])
     lines += _wall_lines(in_launch_order, p, on_gpu, done, configured=timed if in_launch_order != timed else None)
     if on_gpu:
         lines += _gpu_hours(trials, timed, p, gpus_per_node)
@@ -172,8 +172,7 @@ def _wall_lines(timed: list[tuple[Trial, est.TrialEstimate]], p: Plan, on_gpu: b
                 f"{est.fmt_seconds(sum(alone))} summed, {p.concurrency} at once)"]
     works = [(t.config, e.phase_seconds) for t, e in timed]
     seconds = est.with_shared_generation0(works)
-    # Mixed measurements: the one with the most cores per trial bounds how many run at full speed.
-    widest = max((e.costs for _, e in timed), key=lambda c: c.cores)
+    widest = est.widest_costs([e for _, e in timed])
     schedule = est.cpu_grid_schedule(works, p.concurrency, cpus, widest)
     floor = sum(seconds) * widest.cores / cpus
     if configured:

@@ -287,6 +287,12 @@ def cpu_grid_schedule(trials: list[tuple[ExperimentConfig, dict[str, float]]], c
     return simulate(shared_generation0_work(trials), concurrency, cluster_cpus, costs.cores)
 
 
+def widest_costs(estimates: list[TrialEstimate]) -> PhaseCosts:
+    """Of CPU trials' measured costs, the one with the most cores per trial: with mixed
+    measurements it bounds how many trials run at full speed at once."""
+    return max((e.costs for e in estimates), key=lambda c: c.cores)
+
+
 def start_order(trials: list, costs: PhaseCosts | CostTable | None, concurrency: int, cluster_cpus: float) -> list:
     """The trials in the order the launch gives Tune: CPU trials' generation-0 groups in the order
     whose schedule ends soonest (schedule.shortest_order, from the measured costs), each group in
@@ -300,8 +306,8 @@ def start_order(trials: list, costs: PhaseCosts | CostTable | None, concurrency:
     for i, work in enumerate(works):
         members.setdefault(work.gen0_key, []).append(i)
     groups = list(members.values())
-    widest = max((e.costs for e in estimates), key=lambda c: c.cores)
-    order = shortest_order([[works[i] for i in g] for g in groups], concurrency, cluster_cpus, widest.cores)
+    order = shortest_order([[works[i] for i in g] for g in groups], concurrency, cluster_cpus,
+                           widest_costs(estimates).cores)
     return [trials[i] for g in order for i in groups[g]]
 
 
