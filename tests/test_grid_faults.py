@@ -240,7 +240,7 @@ def test_grid_recovers_from_its_trial_driver_killed_at_a_random_point(recording_
         finished = gen_path(tmp_path, generation, "COMPLETE.json").exists()
         s.kill(driver, generation=generation, after=mark or "start", delay=delay, finished=finished)
 
-    drivers_before = actor_ids("TrialDriver")
+    drivers_before, boards_before = actor_ids("TrialDriver"), actor_ids("JobBoard")
     (kill,) = run_grid_with(plan, tmp_path, tiny_base_model, data_dir)
     assert_trial_complete(tmp_path)
     # The generation is kept if it had finished when the driver died, else redone.
@@ -248,5 +248,7 @@ def test_grid_recovers_from_its_trial_driver_killed_at_a_random_point(recording_
     assert finished_after_kill(tmp_path, 0) == list(range(first_run_again, GENERATIONS + 1))
     assert len(tune_failures(tmp_path)) == 1
     assert len(actor_ids("TrialDriver") - drivers_before) == 2
+    # Both drivers' worker groups took their jobs from the launch's one board, which outlived the first.
+    assert len(actor_ids("JobBoard") - boards_before) == 1
     # What the dead driver owned died with it: nothing of the trial is left running.
     assert not [a for cls in ("VLLMActor", "RayTrainWorker", "TrainController") for a in actors(cls, "ALIVE")]

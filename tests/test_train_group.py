@@ -4,6 +4,8 @@ flat, and a dead group fails the driver with a clear message instead of a hang. 
 Llama (``train_llama``) and the local two-CPU Ray come from conftest."""
 from __future__ import annotations
 
+import asyncio
+import collections
 import contextlib
 import json
 import os
@@ -56,15 +58,15 @@ def hold_every_core_slot(seconds: float):
         thread.join()
 
 
-def ray_actor_classes() -> set[str]:
-    """The classes of this machine's Ray actor processes (Ray titles them ray::Class[.method])."""
+def ray_actor_classes() -> collections.Counter:
+    """This machine's Ray actor processes by class (Ray titles them ray::Class[.method])."""
     import psutil
 
-    titles = set()
+    titles = collections.Counter()
     for proc in psutil.process_iter(["cmdline"]):
         first = (proc.info["cmdline"] or [""])[0]
         if first.startswith("ray::"):
-            titles.add(first[len("ray::"):].split(".")[0].split()[0])
+            titles[first[len("ray::"):].split(".")[0].split()[0]] += 1
     return titles
 
 
@@ -222,6 +224,73 @@ def test_a_kept_groups_placement_group_record_follows_the_trial_it_serves(train_
         trainer.train(ModelRef(train_llama), TEXTS, str(tmp_path / "b" / "gen_00" / "model"), seed=0)
         assert trainer.starts == 1 and not first.exists() and json.loads(second.read_text()) == recorded
     assert not second.exists()
+
+
+def test_the_job_board_keeps_each_groups_jobs_apart_and_an_unknown_group_reads_as_stopped():
+    from collapse_ray.train.worker_group import JobBoard
+
+    async def scenario() -> None:
+        board = JobBoard()
+        await board.open("a")
+        await board.open("b")
+        await board.put("a", 1, "job a1")
+        assert await board.take("b", after=0, timeout=0.01) == "wait"
+        assert await board.take("a", after=0, timeout=0.01) == (1, "job a1")
+        waiting = asyncio.create_task(board.take("b", after=0, timeout=30))   # woken by b's put, not a's
+        await asyncio.sleep(0.01)
+        await board.put("b", 1, "job b1")
+        assert await asyncio.wait_for(waiting, 1) == (1, "job b1")
+        await board.ack("a", 1, {"loss": 1.0})
+        assert await board.result("b", 1, timeout=0.01) is None
+        assert await board.result("a", 1, timeout=0.01) == {"loss": 1.0}
+        await board.forget("a")   # its group closed
+        assert await board.take("a", after=1, timeout=0.01) is None   # so its workers end
+        assert await board.take("never opened", after=0, timeout=0.01) is None
+        await board.ack("a", 2, {})   # a late acknowledgement of a forgotten group is dropped
+        assert await board.groups_open() == ["b"]
+
+    asyncio.run(scenario())
+
+
+def test_a_launchs_worker_groups_share_its_job_board_and_one_closing_leaves_the_others_served(
+        train_llama, local_ray, tmp_path):
+    """A grid launch starts one job board for all its trials' worker groups (one Ray process, not one
+    a trial); a group that closes is forgotten by it and the others go on. Outside a launch a group
+    starts a board of its own and ends it when it closes."""
+    from collapse_ray.train.ray_trainer import RayTrainer
+    from collapse_ray.train.worker_group import LAUNCH_BOARD, launch_board
+
+    def trainer() -> RayTrainer:
+        return RayTrainer(training(max_steps=1), num_workers=1, resources_per_worker={"CPU": 1})
+
+    board = launch_board()
+    try:
+        a, b = trainer(), trainer()
+        a.train(ModelRef(train_llama), TEXTS, str(tmp_path / "a0"), seed=0)
+        b.train(ModelRef(train_llama), TEXTS, str(tmp_path / "b0"), seed=0)
+        assert ray_actor_classes()["JobBoard"] == 1
+        assert len(local_ray.get(board.groups_open.remote())) == 2
+        a.close()
+        assert len(local_ray.get(board.groups_open.remote())) == 1
+        b.train(ModelRef(train_llama), TEXTS, str(tmp_path / "b1"), seed=0)
+        assert b.starts == 1 and (tmp_path / "b1").is_dir()
+        b.close()
+        assert local_ray.get(board.groups_open.remote()) == []
+    finally:
+        local_ray.kill(board)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:   # the name goes with the killed actor
+        try:
+            local_ray.get_actor(LAUNCH_BOARD)
+        except ValueError:
+            break
+        time.sleep(0.2)
+    with trainer() as alone:
+        alone.train(ModelRef(train_llama), TEXTS, str(tmp_path / "c0"), seed=0)
+        own = alone.group._running.board
+        assert own != board and local_ray.get(own.groups_open.remote()) != []
+    with pytest.raises(local_ray.exceptions.RayActorError):   # its own board ended with it
+        local_ray.get(own.groups_open.remote(), timeout=30)
 
 
 @pytest.mark.slow  # 11 jobs on one worker: ~1 min quiet

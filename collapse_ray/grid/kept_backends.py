@@ -2,7 +2,7 @@
 
 Tune reuses a finished trial's driver actor for its next trial of the same placement group
 (``TuneConfig(reuse_actors=True)``, tune_runner.py). A trial's largest start-up on CPU is its
-backends: the Ray Train worker group (controller, worker, Train's helpers, the job board) and the
+backends: the Ray Train worker group (controller, worker, Train's helpers) and the
 vLLM actor (importing vLLM, building the engine). So the process keeps them when its trial
 finishes, and the next trial takes them if it asks for the same ones (equal backend specs: the
 same constructor arguments, and for vLLM the same placement group); otherwise they are closed and

@@ -26,7 +26,7 @@ GB = 1e9
 DRIVER_GB = 0.65              # the trial driver: torch, transformers, MLflow, the drift scorer
 VLLM_RUNTIME_GB = 0.83        # a vLLM-CPU actor without its KV cache
 TRAIN_WORKER_GB = 0.83        # a Ray Train worker (torch, the training loop), without its kept heap
-TRAIN_HELPERS_GB = 0.81       # Train's controller and three helper actors (no preemption watcher), our JobBoard
+TRAIN_HELPERS_GB = 0.81       # Train's controller and helpers, measured with a job board a trial (now one a launch)
 # CPU training keeps its freed heap for the next step (train/cpu_allocator.py): peak RSS of a
 # vulnerability job 1.10 GB vs 0.93 with glibc's defaults (benchmarks/cpu_allocator.py).
 TRAIN_KEPT_HEAP_GB = 0.18

@@ -40,6 +40,7 @@ from collapse_ray.console import output_to, quiet_libraries, ray_init_options
 from collapse_ray.errors import ConfigError, GridError
 from collapse_ray.interrupts import sigterm_as_sigint
 from collapse_ray.ray_here import init_ray
+from collapse_ray.train.worker_group import launch_board
 from collapse_ray.grid.console import GRID_LOG, GridConsole, logs_dir, trial_log
 from collapse_ray.grid.estimate import load_costs, start_order
 from collapse_ray.grid.expand import Trial, with_driver_ip
@@ -309,10 +310,14 @@ def _fit(grid: GridConfig, trials: list[Trial], storage: str, resume: bool, verb
                 failure_config=tune.FailureConfig(max_failures=grid.tune.max_failures),
                 callbacks=[GridProgress()], **({} if verbose else {"verbose": 0})),
         )
+    # One job board for every trial's Ray Train worker group (worker_group.py), owned by this process.
+    board = launch_board() if any(t.config.training.backend == "ray" for t in trials) else None
     try:
         results = tuner.fit()
     finally:
         _CONSOLE = None
+        if board is not None:
+            ray.kill(board)
     failed = [str(r.config.get("trial")) for r in results if r.error is not None]
     unfinished = [t.name for t in trials   # the trials' state is the truth
                   if not TrialState.read(trial_dir(t.config.output_dir, t.name)).is_finished(t.config.generations)]

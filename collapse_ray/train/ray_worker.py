@@ -1,7 +1,7 @@
 """The Ray Train worker side: a training function that serves fine-tuning jobs until told to stop.
 
 ``serve_jobs`` is the ``train_loop_per_worker`` of the one ``TorchTrainer.fit`` a trial runs (see
-worker_group.py). Every rank asks the trial's job board for the oldest job it has not run yet; a
+worker_group.py). Every rank asks its group's list on the job board for the oldest job it has not run yet; a
 job stays on the board until rank 0 acknowledges it, so all ranks see the same job without a
 collective, and no rank sits in a collective while the trial generates (the process group's
 default timeout only ever covers a job's own steps). A worker group that Train restarts begins
@@ -65,15 +65,15 @@ def serve_jobs(config: dict) -> None:
     import ray
     import ray.train
 
-    board = config["board"]
+    board, job_list = config["board"], config["group"]
     torch.set_num_threads(config.get("cpu_threads", 1))
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    group = ray.util.get_current_placement_group()   # Train's own, recorded so a later driver can free it
-    ray.get(board.hello.remote(rank, os.getpid(), time.time(), group.id.hex() if group else None))
+    placement = ray.util.get_current_placement_group()   # Train's own, recorded so a later driver can free it
+    ray.get(board.hello.remote(job_list, rank, os.getpid(), time.time(), placement.id.hex() if placement else None))
     done = -1
     while True:
-        taken = ray.get(board.take.remote(after=done, timeout=TAKE_TIMEOUT_S))
+        taken = ray.get(board.take.remote(job_list, after=done, timeout=TAKE_TIMEOUT_S))
         if taken is None:
             return
         if taken == "wait":
@@ -81,7 +81,7 @@ def serve_jobs(config: dict) -> None:
         seq, job = taken
         metrics = run_job(job, rank, world)
         if rank == 0:
-            ray.get(board.ack.remote(seq, metrics))
+            ray.get(board.ack.remote(job_list, seq, metrics))
         done = seq
 
 

@@ -5,9 +5,14 @@ Ray Train V2 has no public call that hands a running worker group more work, so 
 (ray_worker.serve_jobs) serves jobs from this trial's ``JobBoard`` until told to stop:
 
     driver (this process)                    JobBoard actor (0 CPU)          Train workers
-    run(job): put(seq, job) ---------------> jobs[seq]      <-- take(after) -- every rank polls
-              wait: result(seq, timeout) <-- results[seq]   <-- ack(seq, m) -- rank 0, model saved
+    run(job): put(g, seq, job) ------------> jobs[g][seq]   <-- take(g, after) -- every rank polls
+              wait: result(g, seq, timeout) <- results[g][seq] <-- ack(g, seq, m) -- rank 0, model saved
               ...and the fit thread: has the group died?
+
+The board keeps one job list per group (``g``, the fit's run name). A grid launch starts one board
+for all its trials (``launch_board``, owned by the launch's driver; every idle Ray process wakes
+about 146 times a second, and a board per trial was one more for each trial at once:
+docs/BENCHMARKS.md); a group started outside a launch (``collapse-ray run``) starts its own.
 
 A job leaves the board only when rank 0 acknowledges it, which it does after the model is saved
 (atomically); a worker group that Train restarts takes it again and reruns it (idempotent on its
@@ -19,8 +24,9 @@ plus the controller's shutdown, instead of hanging.
 Resources: the group holds ``num_workers x resources_per_worker`` from its start to ``close()``
 (the whole trial), in Train's own placement group; the board and Train's controller take no CPU. Train's helpers that
 would idle beside such a group are left out (lean_trainer.py).
-What the driver owns dies with it: a killed driver takes the board, the controller and the
-workers along (Ray's owner fate-sharing).
+What the driver owns dies with it: a killed driver takes the controller and the workers along
+(Ray's owner fate-sharing), and its own board if it started one; the launch's board outlives it
+and keeps that group's last few entries (paths and metrics) until the launch ends.
 """
 from __future__ import annotations
 
@@ -48,6 +54,7 @@ CPU_WORKER_ENV = {"env_vars": {"MALLOC_ARENA_MAX": "1"}}
 POLL_S = 1.0             # how long one wait for an acknowledgement blocks before checking the fit
 GROUP_RECORD = "ray_train_group.json"   # beside the default storage folder, in the trial directory
 CLOSE_TIMEOUT_S = 120.0  # how long close() waits for the workers to finish and the fit to return
+LAUNCH_BOARD = "collapse_ray_job_board"   # the named actor of a grid launch's board (the job's namespace)
 
 
 def cpu_threads(resources_per_worker: dict[str, float] | None) -> int:
@@ -62,9 +69,9 @@ class TrainGroupDied(TrialError):
     """The trial's Ray Train worker group stopped before acknowledging a job."""
 
 
-class JobBoard:
-    """The trial's job list (a Ray actor): jobs by sequence number until acknowledged, results
-    until read, and the group's start-up record."""
+class _GroupJobs:
+    """One group's list on the board: jobs by sequence number until acknowledged, results until
+    read, and the group's start-up record."""
 
     def __init__(self):
         self.jobs: dict[int, Any] = {}
@@ -76,63 +83,121 @@ class JobBoard:
         self.pids: dict[int, int] = {}
         self.placement_group: str | None = None   # Train's placement group of the workers (hex id)
 
-    def _notify(self) -> None:
+    def notify(self) -> None:
         self.changed.set()
         self.changed = asyncio.Event()
 
-    async def _wait(self, timeout: float) -> None:
+    async def wait(self, timeout: float) -> None:
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(self.changed.wait(), timeout)
 
-    async def hello(self, rank: int, pid: int, at: float, placement_group: str | None = None) -> None:
-        self.pids[rank] = pid
+
+class JobBoard:
+    """Worker groups' job lists (a Ray actor), one per group id. A group the board does not know
+    (never opened, or forgotten) reads as stopped, so its workers end."""
+
+    def __init__(self):
+        self.groups: dict[str, _GroupJobs] = {}
+
+    async def open(self, group: str) -> None:
+        self.groups.setdefault(group, _GroupJobs())
+
+    async def hello(self, group: str, rank: int, pid: int, at: float, placement_group: str | None = None) -> None:
+        g = self.groups.get(group)
+        if g is None:
+            return
+        g.pids[rank] = pid
         if rank == 0:
-            self.starts += 1
-            self.first_hello = self.first_hello or at
-            self.placement_group = placement_group
+            g.starts += 1
+            g.first_hello = g.first_hello or at
+            g.placement_group = placement_group
 
-    async def put(self, seq: int, job: Any) -> None:
-        self.jobs[seq] = job
-        self._notify()
+    async def put(self, group: str, seq: int, job: Any) -> None:
+        g = self.groups[group]
+        g.jobs[seq] = job
+        g.notify()
 
-    async def take(self, after: int, timeout: float):
+    async def take(self, group: str, after: int, timeout: float):
         """The oldest unacknowledged job after ``after`` as (seq, job); "wait" if none came
         within ``timeout``; None once stopped."""
         deadline = time.monotonic() + timeout
         while True:
-            if self.stopped:
+            g = self.groups.get(group)
+            if g is None or g.stopped:
                 return None
-            pending = sorted(s for s in self.jobs if s > after)
+            pending = sorted(s for s in g.jobs if s > after)
             if pending:
-                return pending[0], self.jobs[pending[0]]
+                return pending[0], g.jobs[pending[0]]
             if time.monotonic() >= deadline:
                 return "wait"
-            await self._wait(deadline - time.monotonic())
+            await g.wait(deadline - time.monotonic())
 
-    async def ack(self, seq: int, result: dict) -> None:
-        self.jobs.pop(seq, None)
-        self.results[seq] = result
-        self._notify()
+    async def ack(self, group: str, seq: int, result: dict) -> None:
+        g = self.groups.get(group)
+        if g is None:
+            return
+        g.jobs.pop(seq, None)
+        g.results[seq] = result
+        g.notify()
 
-    async def result(self, seq: int, timeout: float) -> dict | None:
-        if seq not in self.results:
-            await self._wait(timeout)
-        return self.results.pop(seq, None)
+    async def result(self, group: str, seq: int, timeout: float) -> dict | None:
+        g = self.groups[group]
+        if seq not in g.results:
+            await g.wait(timeout)
+        return g.results.pop(seq, None)
 
-    async def stop(self) -> None:
-        self.stopped = True
-        self._notify()
+    async def stop(self, group: str) -> None:
+        g = self.groups.get(group)
+        if g is not None:
+            g.stopped = True
+            g.notify()
 
-    async def info(self) -> dict:
-        return {"starts": self.starts, "first_hello": self.first_hello, "pids": dict(self.pids),
-                "pending": sorted(self.jobs), "placement_group": self.placement_group}
+    async def forget(self, group: str) -> None:
+        g = self.groups.pop(group, None)
+        if g is not None:
+            g.stopped = True
+            g.notify()
+
+    async def info(self, group: str) -> dict:
+        g = self.groups.get(group) or _GroupJobs()
+        return {"starts": g.starts, "first_hello": g.first_hello, "pids": dict(g.pids),
+                "pending": sorted(g.jobs), "placement_group": g.placement_group}
+
+    async def groups_open(self) -> list[str]:
+        return sorted(self.groups)
+
+
+def launch_board():
+    """Start the grid launch's job board on this node, for all the launch's trials; the caller
+    owns it (its death ends the board) and kills it when the launch ends."""
+    return _new_board(name=LAUNCH_BOARD, get_if_exists=True)
+
+
+def _board_for_group():
+    """(board, own): the running launch's board, or a new one of this group's own."""
+    import ray
+
+    with contextlib.suppress(ValueError):   # no launch's board in this job's namespace
+        return ray.get_actor(LAUNCH_BOARD), False
+    return _new_board(), True
+
+
+def _new_board(**options):
+    """A job board actor on this node (soft: another node if this one is gone), taking no CPU."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    here = ray.get_runtime_context().get_node_id()
+    return ray.remote(JobBoard).options(
+        num_cpus=0, scheduling_strategy=NodeAffinitySchedulingStrategy(here, soft=True), **options).remote()
 
 
 class _Running:
     """A started group's handles; kept apart from TrainWorkerGroup so a finalizer can stop it."""
 
-    def __init__(self, board, storage: str, run_name: str, remove_storage: bool, record: Path):
-        self.board, self.storage, self.run_name, self.remove_storage = board, storage, run_name, remove_storage
+    def __init__(self, board, own_board: bool, storage: str, run_name: str, remove_storage: bool, record: Path):
+        self.board, self.own_board = board, own_board
+        self.storage, self.run_name, self.remove_storage = storage, run_name, remove_storage
         self.record = record   # the group's placement group, for a later driver of the trial (see _free_orphan)
         self.recorded: str | None = None
         self.thread: threading.Thread | None = None
@@ -151,11 +216,14 @@ class _Running:
         if not ray.is_initialized():
             return
         with contextlib.suppress(Exception):
-            ray.get(self.board.stop.remote(), timeout=10)
+            ray.get(self.board.stop.remote(self.run_name), timeout=10)
         if self.thread is not None:
             self.thread.join(CLOSE_TIMEOUT_S)
-        with contextlib.suppress(Exception):
-            ray.kill(self.board)   # a group still running fails its next board call and ends
+        with contextlib.suppress(Exception):   # a group still running finds itself stopped at its next call
+            if self.own_board:
+                ray.kill(self.board)
+            else:
+                ray.get(self.board.forget.remote(self.run_name), timeout=10)
         if self.thread is not None:
             self.thread.join(CLOSE_TIMEOUT_S)
         if self.thread is None or not self.thread.is_alive():   # Train removed its placement group
@@ -192,10 +260,10 @@ class TrainWorkerGroup:
             self._follow(running, Path(storage_default).with_name(GROUP_RECORD))
         self._seq += 1
         seq = self._seq
-        ray.get(running.board.put.remote(seq, job))
+        ray.get(running.board.put.remote(running.run_name, seq, job))
         while True:
             try:
-                result = ray.get(running.board.result.remote(seq, POLL_S))
+                result = ray.get(running.board.result.remote(running.run_name, seq, POLL_S))
             except ray.exceptions.RayError as e:
                 raise TrainGroupDied(f"the trial's Ray Train job board is gone ({type(e).__name__}); "
                                      f"job {seq} ({job.out_dir}) was not acknowledged") from e
@@ -217,7 +285,7 @@ class TrainWorkerGroup:
 
         if self._running is None:
             return {"starts": 0, "first_hello": None, "pids": {}, "pending": []}
-        return ray.get(self._running.board.info.remote())
+        return ray.get(self._running.board.info.remote(self._running.run_name))
 
     def close(self) -> None:
         """Tell the workers to stop after their current job, wait for the fit to return, free the
@@ -230,7 +298,6 @@ class TrainWorkerGroup:
         import ray
         import ray.train
         from ray.train.torch import TorchConfig
-        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
         from collapse_ray.train.lean_trainer import LeanTorchTrainer
         from collapse_ray.train.ray_worker import serve_jobs
@@ -238,17 +305,17 @@ class TrainWorkerGroup:
         self.close()
         if not ray.is_initialized():   # as TorchTrainer.fit would: join RAY_ADDRESS's cluster, or start one
             init_ray()
-        here = ray.get_runtime_context().get_node_id()
-        board = ray.remote(JobBoard).options(
-            num_cpus=0, scheduling_strategy=NodeAffinitySchedulingStrategy(here, soft=True)).remote()
+        board, own_board = _board_for_group()
         storage = self.storage_path or str(storage_default)   # may be a URI (s3://...)
         record = Path(storage_default).with_name(GROUP_RECORD)
         _free_orphan(record)
-        running = _Running(board, storage, f"train-group-{uuid.uuid4().hex[:8]}",
+        running = _Running(board, own_board, storage, f"train-group-{uuid.uuid4().hex[:8]}",
                            remove_storage=not self.storage_path, record=record)
+        ray.get(board.open.remote(running.run_name))
         trainer = LeanTorchTrainer(
             serve_jobs,
-            train_loop_config={"board": board, "cpu_threads": cpu_threads(self.resources_per_worker)},
+            train_loop_config={"board": board, "group": running.run_name,
+                               "cpu_threads": cpu_threads(self.resources_per_worker)},
             scaling_config=ray.train.ScalingConfig(num_workers=self.num_workers, use_gpu=self.use_gpu,
                                                    resources_per_worker=self.resources_per_worker),
             run_config=ray.train.RunConfig(name=running.run_name, storage_path=storage,
