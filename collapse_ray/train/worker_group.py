@@ -2,7 +2,7 @@
 
 Ray Train V2 has no public call that hands a running worker group more work, so the group is one
 ``TorchTrainer.fit`` that runs in a thread of the trial driver and whose training function
-(ray_worker.serve_jobs) serves jobs from this trial's ``JobBoard`` until told to stop:
+(ray_worker.serve_jobs) serves jobs from this group's list on a ``JobBoard`` until told to stop:
 
     driver (this process)                    JobBoard actor (0 CPU)          Train workers
     run(job): put(g, seq, job) ------------> jobs[g][seq]   <-- take(g, after) -- every rank polls
