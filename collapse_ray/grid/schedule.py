@@ -2,10 +2,11 @@
 
 Tune starts the trials in the order it is given (``shortest_order`` picks it), at most
 ``concurrency`` at once, each as soon as one ends. A trial whose generation 0 another trial is
-computing (shared_gen0.py) waits on its lock, holding its slot while it computes nothing. Running trials share the cores evenly, each using at
-most ``cores_per_trial`` (its phases run on that many threads). So the grid finishes later than
-its compute floor (every trial's work over the cores) when too few trials compute at once: while
-some wait for a shared generation 0, and in the tail, when fewer trials are left than cores.
+computing (shared_gen0.py) waits on its lock, holding its slot while it computes nothing.
+Running trials share the cores evenly, each using at most ``cores_per_trial`` (its phases run on
+that many threads). So the grid finishes later than its compute floor (every trial's work over
+the cores) when too few trials compute at once: while some wait for a shared generation 0, and
+in the tail, when fewer trials are left than cores.
 """
 from __future__ import annotations
 

@@ -76,7 +76,6 @@ class _GroupJobs:
     def __init__(self):
         self.jobs: dict[int, Any] = {}
         self.results: dict[int, dict] = {}
-        self.stopped = False
         self.changed = asyncio.Event()
         self.starts = 0               # times rank 0 entered the training function
         self.first_hello: float | None = None
@@ -119,11 +118,11 @@ class JobBoard:
 
     async def take(self, group: str, after: int, timeout: float):
         """The oldest unacknowledged job after ``after`` as (seq, job); "wait" if none came
-        within ``timeout``; None once stopped."""
+        within ``timeout``; None once the group is forgotten."""
         deadline = time.monotonic() + timeout
         while True:
             g = self.groups.get(group)
-            if g is None or g.stopped:
+            if g is None:   # forgotten: its group is closing
                 return None
             pending = sorted(s for s in g.jobs if s > after)
             if pending:
@@ -146,16 +145,10 @@ class JobBoard:
             await g.wait(timeout)
         return g.results.pop(seq, None)
 
-    async def stop(self, group: str) -> None:
-        g = self.groups.get(group)
-        if g is not None:
-            g.stopped = True
-            g.notify()
-
     async def forget(self, group: str) -> None:
+        """Drop the group's list; its workers' waiting ``take`` wakes and returns None."""
         g = self.groups.pop(group, None)
         if g is not None:
-            g.stopped = True
             g.notify()
 
     async def info(self, group: str) -> dict:
@@ -215,17 +208,15 @@ class _Running:
 
         if not ray.is_initialized():
             return
-        with contextlib.suppress(Exception):
-            ray.get(self.board.stop.remote(self.run_name), timeout=10)
+        with contextlib.suppress(Exception):   # the workers end at their next take, after their current job
+            ray.get(self.board.forget.remote(self.run_name), timeout=10)
         if self.thread is not None:
             self.thread.join(CLOSE_TIMEOUT_S)
-        with contextlib.suppress(Exception):   # a group still running finds itself stopped at its next call
-            if self.own_board:
+        if self.own_board:
+            with contextlib.suppress(Exception):   # a group still running fails its next board call and ends
                 ray.kill(self.board)
-            else:
-                ray.get(self.board.forget.remote(self.run_name), timeout=10)
-        if self.thread is not None:
-            self.thread.join(CLOSE_TIMEOUT_S)
+            if self.thread is not None:
+                self.thread.join(CLOSE_TIMEOUT_S)
         if self.thread is None or not self.thread.is_alive():   # Train removed its placement group
             self.record.unlink(missing_ok=True)
         if self.remove_storage:
