@@ -2,6 +2,7 @@
 
     python benchmarks/orchestration.py [--config experiments/grid.yaml] [--task codegen_embedded]
                                        [--trials 3] [--generations 2] [--max-steps N] [--order inprocess,grid]
+                                       [--concurrency N]
 
 The trials are the grid config's first ``--trials`` trials of ``--task`` (its regimes, seed 0),
 with ``generations`` and, if given, ``training.max_steps`` changed for both sides alike; sizes,
@@ -9,9 +10,11 @@ seeds and the generator (vLLM, its CPU build, in a Ray actor) are the same on bo
 
 - ``inprocess``: one Python process calls ``loop.run_trial`` for each trial in turn, training in
   that process (training.backend: local), as ``collapse-ray run`` does;
-- ``grid``: ``collapse-ray grid`` on a fresh local Ray: Tune runs the trials at once (the config's
-  ``tune.max_concurrent_trials``), each with its Ray Train worker group and vLLM actor, logging to
-  MLflow.
+- ``grid``: ``collapse-ray grid`` on a fresh local Ray: Tune runs the trials at once (all of them,
+  or ``--concurrency``), each with its Ray Train worker group and vLLM actor, logging to MLflow.
+  Not the config's ``tune.max_concurrent_trials``: that is set for the config's whole grid
+  (experiments/grid.yaml: 2 of its 9 trials), and three trials two at a time leave the third
+  training alone on one core at the end while the other idles.
 
 Each side is a child process with its own MLflow store and output folder; its wall time and its
 process tree's CPU-seconds (sampled; Ray's processes are children of the one that started Ray)
@@ -35,8 +38,10 @@ from common import machine, mlflow_phases, print_shares, run_metered, write_relo
 REPO = Path(__file__).resolve().parents[1]
 
 
-def small_grid(config: str, task: str, trials: int, generations: int, max_steps: int | None, out: Path) -> Path:
-    """The grid config cut to ``trials`` regimes of one task, in its own output and MLflow store."""
+def small_grid(config: str, task: str, trials: int, generations: int, max_steps: int | None, out: Path,
+               concurrency: int | None = None) -> Path:
+    """The grid config cut to ``trials`` regimes of one task, in its own output and MLflow store,
+    ``concurrency`` (default: all) of them at once."""
     data = yaml.safe_load(Path(config).read_text())
     regimes = data["grid"]["regimes"][:trials]
     if len(regimes) < trials:
@@ -47,6 +52,7 @@ def small_grid(config: str, task: str, trials: int, generations: int, max_steps:
     base["generations"] = generations
     if max_steps is not None:
         base["training"]["max_steps"] = max_steps
+    data.setdefault("tune", {})["max_concurrent_trials"] = concurrency or trials
     return write_relocated(data, out)
 
 
@@ -86,7 +92,8 @@ def report(results: dict, args) -> None:
     ip, grid = results["inprocess"], results["grid"]
     cores = os.cpu_count() or 1
     print(f"\n{args.trials} trials ({args.task}, regimes of {args.config}) x generations 0..{args.generations}, "
-          f"max_steps {args.max_steps or 'as configured'}; sides run {args.order}; {cores} cores")
+          f"max_steps {args.max_steps or 'as configured'}; the grid {args.concurrency or args.trials} at once; "
+          f"sides run {args.order}; {cores} cores")
     print(f"wall: grid {grid['wall_s']:.0f}s / in-process {ip['wall_s']:.0f}s = {grid['wall_s'] / ip['wall_s']:.2f}")
     print(f"CPU utilisation (CPU-s / (wall x {cores})): in-process {ip['utilisation']:.2f}, grid {grid['utilisation']:.2f}")
     print("per phase, seconds summed over trials and generations (MLflow time/*_s):")
@@ -110,11 +117,14 @@ def main() -> None:
     parser.add_argument("--generations", type=int, default=2, help="last generation (0..N)")
     parser.add_argument("--max-steps", type=int, help="training.max_steps for both sides (default: the config's)")
     parser.add_argument("--order", default="inprocess,grid", help="which side runs first")
+    parser.add_argument("--concurrency", type=int, help="the grid's trials at once (default: all of them)")
     parser.add_argument("--json", help="also write the results here")
     parser.add_argument("--run-in-process", metavar="GRID_YAML", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.run_in_process:
         return run_in_process(args.run_in_process)
+    if args.concurrency is not None and args.concurrency < 1:
+        parser.error(f"--concurrency must be at least 1, got {args.concurrency}")
     sides = args.order.split(",")
     if sorted(sides) != ["grid", "inprocess"]:
         parser.error("--order: 'inprocess,grid' or 'grid,inprocess'")
@@ -124,7 +134,8 @@ def main() -> None:
     for side in sides:
         out = Path(tmp, side)
         out.mkdir()
-        grid_path = small_grid(args.config, args.task, args.trials, args.generations, args.max_steps, out)
+        grid_path = small_grid(args.config, args.task, args.trials, args.generations, args.max_steps, out,
+                               args.concurrency)
         results[side] = run_side(side, grid_path, out)
     report(results, args)
     if args.json:
