@@ -10,11 +10,12 @@ seeds and the generator (vLLM, its CPU build, in a Ray actor) are the same on bo
 
 - ``inprocess``: one Python process calls ``loop.run_trial`` for each trial in turn, training in
   that process (training.backend: local), as ``collapse-ray run`` does;
-- ``grid``: ``collapse-ray grid`` on a fresh local Ray: Tune runs the trials at once (all of them,
-  or ``--concurrency``), each with its Ray Train worker group and vLLM actor, logging to MLflow.
-  Not the config's ``tune.max_concurrent_trials``: that is set for the config's whole grid
-  (experiments/grid.yaml: 2 of its 9 trials), and three trials two at a time leave the third
-  training alone on one core at the end while the other idles.
+- ``grid``: ``collapse-ray grid`` on a fresh local Ray: Tune runs the trials at once, as many as
+  the planner chooses for a grid without ``tune.max_concurrent_trials`` (or ``--concurrency``),
+  each with its Ray Train worker group and vLLM actor, logging to MLflow. Not the config's
+  setting: that is set for the config's whole grid (experiments/grid.yaml: 2 of its 9 trials),
+  and three trials two at a time leave the third training alone on one core at the end while the
+  other idles (the planner runs all three at once on 2 CPUs: docs/grid.md).
 
 Each side is a child process with its own MLflow store and output folder; its wall time and its
 process tree's CPU-seconds (sampled; Ray's processes are children of the one that started Ray)
@@ -41,7 +42,7 @@ REPO = Path(__file__).resolve().parents[1]
 def small_grid(config: str, task: str, trials: int, generations: int, max_steps: int | None, out: Path,
                concurrency: int | None = None) -> Path:
     """The grid config cut to ``trials`` regimes of one task, in its own output and MLflow store,
-    ``concurrency`` (default: all) of them at once."""
+    ``concurrency`` of them at once (default: the planner's choice)."""
     data = yaml.safe_load(Path(config).read_text())
     regimes = data["grid"]["regimes"][:trials]
     if len(regimes) < trials:
@@ -52,7 +53,7 @@ def small_grid(config: str, task: str, trials: int, generations: int, max_steps:
     base["generations"] = generations
     if max_steps is not None:
         base["training"]["max_steps"] = max_steps
-    data.setdefault("tune", {})["max_concurrent_trials"] = concurrency or trials
+    data.setdefault("tune", {})["max_concurrent_trials"] = concurrency
     return write_relocated(data, out)
 
 
@@ -92,7 +93,7 @@ def report(results: dict, args) -> None:
     ip, grid = results["inprocess"], results["grid"]
     cores = os.cpu_count() or 1
     print(f"\n{args.trials} trials ({args.task}, regimes of {args.config}) x generations 0..{args.generations}, "
-          f"max_steps {args.max_steps or 'as configured'}; the grid {args.concurrency or args.trials} at once; "
+          f"max_steps {args.max_steps or 'as configured'}; the grid {args.concurrency or 'as planned'} at once; "
           f"sides run {args.order}; {cores} cores")
     print(f"wall: grid {grid['wall_s']:.0f}s / in-process {ip['wall_s']:.0f}s = {grid['wall_s'] / ip['wall_s']:.2f}")
     print(f"CPU utilisation (CPU-s / (wall x {cores})): in-process {ip['utilisation']:.2f}, grid {grid['utilisation']:.2f}")
@@ -117,7 +118,7 @@ def main() -> None:
     parser.add_argument("--generations", type=int, default=2, help="last generation (0..N)")
     parser.add_argument("--max-steps", type=int, help="training.max_steps for both sides (default: the config's)")
     parser.add_argument("--order", default="inprocess,grid", help="which side runs first")
-    parser.add_argument("--concurrency", type=int, help="the grid's trials at once (default: all of them)")
+    parser.add_argument("--concurrency", type=int, help="the grid's trials at once (default: the planner's choice)")
     parser.add_argument("--json", help="also write the results here")
     parser.add_argument("--run-in-process", metavar="GRID_YAML", help=argparse.SUPPRESS)
     args = parser.parse_args()

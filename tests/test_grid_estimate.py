@@ -127,7 +127,9 @@ def test_trials_that_differ_only_in_regime_share_generation_0(tmp_path):
     p = grid.plan(trials, {"CPU": 2.0, "GPU": 0.0}, "test", None, None)
     out = grid.describe(grid.load_grid(tmp_path / "grid.yaml"), trials, p, [], None, costs)
     assert f"~{est.fmt_seconds(per_trial)} per trial of generations 0..7 (approximate; compute_floor.json" in out
-    assert f"grid wall time ~ {est.fmt_seconds(schedule.wall_s)} (approximate; from compute_floor.json;" in out
+    # Four at once on 2 CPUs, as plan() allows here: 10% more for each of the two beyond the CPUs.
+    assert est.expected_wall_s(schedule, 4, 2.0) == pytest.approx(1.2 * schedule.wall_s)
+    assert f"grid wall time ~ {est.fmt_seconds(1.2 * schedule.wall_s)} (approximate; from compute_floor.json;" in out
     assert (f"the compute floor {est.fmt_seconds(sum(seconds) / 2)} and {schedule.idle_share:.0%} of the cores idle"
             in out)
 
@@ -149,17 +151,28 @@ def test_the_benchmarks_compute_floor_is_the_dry_runs_wall_time_when_no_trial_wa
     assert floor == pytest.approx(4 * 8 * 94.0 / 2)
 
 
-def test_the_dry_run_says_when_one_more_trial_at_once_would_keep_the_cores_busy(tmp_path):
+def test_the_dry_run_says_when_one_more_trial_at_once_would_end_sooner_its_processes_counted(tmp_path):
     costs = est.load_costs(compute_floor_file(tmp_path), tmp_path / "none.json")
-    # make grid's shape: 3 trials of one generation-0 key, twice, generations 0..3. Three at once:
-    # two wait while one computes each generation 0 (a core idle); four: two compute while two wait.
-    trials = trials_of(tmp_path, regimes=REGIMES[:3], seeds=(0, 1), generations=3)
+    # Three trials of one generation-0 key, generations 0..2. Two at once: the third runs alone on
+    # one core at the end (480 s); three: 425 s with the 10% for the one beyond the CPUs; four
+    # would add nothing but that 10%.
+    trials = trials_of(tmp_path, regimes=REGIMES[:3], generations=2)
     out_of = {}
-    for at_once in (3, 4):
+    for at_once in (2, 3):
         p = grid.plan(trials, {"CPU": 2.0, "GPU": 0.0}, "test", at_once, None)
         out_of[at_once] = grid.describe(grid.load_grid(tmp_path / "grid.yaml"), trials, p, [], None, costs)
-    assert "4 trials at once would take ~" in out_of[3]
-    assert "trials at once would take" not in out_of[4]
+    assert f"3 trials at once would take ~{est.fmt_seconds((94.0 + 584.0 / 2) * 1.1)} " in out_of[2]
+    assert "trials at once would take" not in out_of[3]
+    # make grid's shape, 3 trials of one key twice, generations 0..3: at three at once a fourth
+    # keeps both cores busy while two trials wait for generation 0 (5% sooner as compute alone), but
+    # not once its processes are counted.
+    six = trials_of(tmp_path, regimes=REGIMES[:3], seeds=(0, 1), generations=3)
+    p = grid.plan(six, {"CPU": 2.0, "GPU": 0.0}, "test", 3, None)
+    works = [(t.config, est.estimate_trial(t, costs).phase_seconds) for t in six]
+    three, four = (est.cpu_grid_schedule(works, n, 2.0, costs.for_task("codegen")).wall_s for n in (3, 4))
+    assert four < 0.95 * three and 1.2 * four > 0.95 * 1.1 * three
+    assert "trials at once would take" not in grid.describe(grid.load_grid(tmp_path / "grid.yaml"), six, p, [],
+                                                            None, costs)
 
 
 def test_the_dry_run_shows_where_each_trial_resumes_and_what_is_left_to_compute(tmp_path):
@@ -211,3 +224,40 @@ def test_the_launch_starts_a_long_tasks_trials_first_where_the_configs_order_lea
         assert est.start_order(trials, c, 2, cpus) == trials
     assert "started in the grid's order" in grid.describe(grid.load_grid(tmp_path / "grid.yaml"), trials, p, [],
                                                           None, alike)
+
+
+def test_without_a_setting_a_cpu_grid_runs_the_number_of_trials_at_once_expected_to_end_soonest(tmp_path):
+    costs = est.load_costs(compute_floor_file(tmp_path), tmp_path / "none.json")
+    cluster = {"CPU": 2.0, "GPU": 0.0}
+
+    def chosen(trials: list, requested: int | None = None, with_costs=costs) -> grid.Plan:
+        return est.with_fastest_concurrency(grid.plan(trials, cluster, "test", requested, None), trials, with_costs,
+                                            requested)
+
+    # Three trials of one generation-0 key, generations 0..2 (94 s each on one core). Two at once:
+    # the first computes generation 0 (94 s) while the second waits, both go on (188 and 198 s of
+    # work), the third starts at 282 s and runs alone on one core to 480 s. Three at once: 94 s,
+    # then 584 s of work over two cores, x1.1 for the trial beyond them (OVERHEAD_BEYOND_CORES): 425 s.
+    three = trials_of(tmp_path, regimes=REGIMES[:3], generations=2)
+    works = [(t.config, est.estimate_trial(t, costs).phase_seconds) for t in three]
+    walls = {n: est.expected_wall_s(est.cpu_grid_schedule(works, n, 2.0, costs.for_task("codegen")), n, 2.0)
+             for n in (2, 3)}
+    assert walls == pytest.approx({2: 480.0, 3: (94.0 + 584.0 / 2) * 1.1})
+    p = chosen(three)
+    assert p.concurrency == 3 and p.reason.startswith("the estimated fastest on 2 CPUs")
+    # make grid's shape, nine trials of three keys: the extra trials cost more than the cores they
+    # keep busy, so two at once, of a resource bound of five.
+    nine = trials_of(tmp_path, regimes=REGIMES[:3], seeds=(0, 1, 2), generations=3)
+    assert grid.plan(nine, cluster, "test", None, None).concurrency == 5
+    assert chosen(nine).concurrency == 2
+    said = grid.describe(grid.load_grid(tmp_path / "grid.yaml"), nine, chosen(nine), [], None, costs)
+    assert "max_concurrent_trials = 2 (the estimated fastest on 2 CPUs" in said
+    # Four at once, where a config asks for it: the schedule's wall and 20% for two trials beyond the CPUs.
+    asked = chosen(nine, requested=4)
+    assert asked.concurrency == 4 and asked.reason.startswith("tune.max_concurrent_trials")
+    assert "and 20% for the 2 trial(s) at once beyond the CPUs" in grid.describe(
+        grid.load_grid(tmp_path / "grid.yaml"), nine, asked, [], None, costs)
+    # Costs measured on two threads (phase_costs.json) say nothing of a one-thread grid trial: the bound.
+    two_thread = est.load_costs(tmp_path / "none.json", phase_costs_file(tmp_path))
+    assert chosen(nine, with_costs=two_thread).concurrency == 5
+    assert chosen(nine, with_costs=None).concurrency == 5

@@ -12,7 +12,7 @@ from collapse_ray.backends import TrialResources
 from collapse_ray.errors import ConfigError
 from collapse_ray.grid.expand import DRIVER_IP, Trial, TrialLabels, expand, regime_label
 from collapse_ray.grid.dry_run import describe, finished_on_disk
-from collapse_ray.grid.estimate import load_costs
+from collapse_ray.grid.estimate import load_costs, with_fastest_concurrency
 from collapse_ray.grid.plan import Plan, configured_cluster, local_resources, plan
 from collapse_ray.grid.preflight import preflight_grid
 from collapse_ray.grid.spec import GridConfig, load_grid
@@ -43,8 +43,10 @@ def dry_run(grid: GridConfig, trials: list[Trial]) -> None:
         local_resources(), "this machine, as a local ray.init() would see it")
     # Without a configured cluster, this machine is the one node.
     per_node = grid.cluster.gpus_per_node if grid.cluster else (cluster["GPU"] or None)
-    p = plan(trials, cluster, source, grid.tune.max_concurrent_trials, per_node)
-    print(describe(grid, trials, p, missing, per_node, load_costs(), finished_on_disk(trials)))
+    costs = load_costs()
+    p = with_fastest_concurrency(plan(trials, cluster, source, grid.tune.max_concurrent_trials, per_node), trials,
+                                 costs, grid.tune.max_concurrent_trials)
+    print(describe(grid, trials, p, missing, per_node, costs, finished_on_disk(trials)))
     elsewhere = _checked_where_it_runs(grid, trials)
     if elsewhere:
         print(f"\npre-flight: not run here; {elsewhere}: the launch checks every trial before any starts")

@@ -182,20 +182,24 @@ def _wall_lines(timed: list[tuple[Trial, est.TrialEstimate]], p: Plan, on_gpu: b
                    f"(the config's order: ~{est.fmt_seconds(as_configured.wall_s)})")
     else:
         started = "started in the grid's order"
+    wall = est.expected_wall_s(schedule, p.concurrency, cpus)
+    beyond = (f" and {wall / schedule.wall_s - 1:.0%} for the {p.concurrency - cpus:g} trial(s) at once beyond the "
+              f"CPUs (their processes, measured)" if wall > schedule.wall_s else "")
     keys = len({est.generation0_key_of(t.config) for t, _ in timed})
     sources = ", ".join(dict.fromkeys(e.costs.source.split(" (")[0] for _, e in timed))
-    lines = [f"  grid wall time ~ {est.fmt_seconds(schedule.wall_s)} (approximate; from {sources}; {len(timed)} "
+    lines = [f"  grid wall time ~ {est.fmt_seconds(wall)} (approximate; from {sources}; {len(timed)} "
             f"trials, {est.fmt_seconds(sum(seconds))} summed, generation 0 trained and evaluated once for each of "
             f"its {keys} key(s) ({est.fmt_seconds(sum(alone) - sum(seconds))} less); {started}, "
             f"{p.concurrency} at once on {cpus:g} CPUs, {widest.cores:g} core(s) a trial: the compute floor "
             f"{est.fmt_seconds(floor)} and {schedule.idle_share:.0%} of the cores idle while trials wait for a "
-            f"shared generation 0 or too few are left); Ray and start-ups come on top (measured ratios: "
-            f"docs/BENCHMARKS.md)"]
+            f"shared generation 0 or too few are left{beyond}); Ray and start-ups come on top (measured "
+            f"ratios: docs/BENCHMARKS.md)"]
     more = est.cpu_grid_schedule(works, p.concurrency + 1, cpus, widest)
+    more_wall = est.expected_wall_s(more, p.concurrency + 1, cpus)
     memory = memory_bound([t for t, _ in timed], p.cluster, p.cluster_source)[0]
     fits = memory is None or memory[0] > p.concurrency
-    if p.concurrency < len(timed) and fits and more.wall_s < 0.95 * schedule.wall_s:
-        lines.append(f"  {p.concurrency + 1} trials at once would take ~{est.fmt_seconds(more.wall_s)} "
+    if p.concurrency < len(timed) and fits and more_wall < 0.95 * wall:
+        lines.append(f"  {p.concurrency + 1} trials at once would take ~{est.fmt_seconds(more_wall)} "
                      f"({more.idle_share:.0%} idle; tune.max_concurrent_trials {p.concurrency + 1}, with resources "
                      f"that let {p.concurrency + 1} trials fit)")
     if done:   # the floor less what is on disk, generation 0 once per key on both sides

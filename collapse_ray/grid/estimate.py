@@ -38,6 +38,7 @@ from collapse_ray.checkpoint_estimate import CheckpointEstimate, estimate_checkp
 from collapse_ray.config import ConfigError, ExperimentConfig, ModelConfig, TinyModelConfig
 from collapse_ray.loop import fingerprint_data
 from collapse_ray.model_size import ModelSize, model_size
+from collapse_ray.grid.plan import Plan
 from collapse_ray.grid.schedule import Schedule, TrialWork, shortest_order, simulate
 from collapse_ray.shared_gen0 import generation0_key
 from collapse_ray.train.base import total_steps
@@ -51,6 +52,13 @@ PEAK_FLOPS = 989e12
 TRAIN_MFU = 0.40
 GENERATE_MFU = 0.10
 SYNC_BYTES_PER_S = 1e9
+# What a CPU trial at once beyond the cluster's CPUs adds to every running trial's time: its Ray
+# processes (driver, vLLM actor, Train controller and worker) and its phases time-sharing the
+# cores with the others' training. Fitted on this project's 2-core VM to two pairs run side by
+# side (docs/BENCHMARKS.md, "How many trials at once"): make grid's 9 trials 4 against 2 at
+# once (0.115 a trial beyond the cores) and three codegen trials 3 against 2 (0.066).
+OVERHEAD_BEYOND_CORES = 0.10
+FEWER_UNLESS = 0.01   # more trials at once must be expected this much sooner to be chosen
 
 
 @dataclass(frozen=True)
@@ -287,6 +295,48 @@ def cpu_grid_schedule(trials: list[tuple[ExperimentConfig, dict[str, float]]], c
     return simulate(shared_generation0_work(trials), concurrency, cluster_cpus, costs.cores)
 
 
+def expected_wall_s(schedule: Schedule, concurrency: int, cluster_cpus: float) -> float:
+    """The schedule's wall with what each trial at once beyond the CPUs costs every running trial
+    (OVERHEAD_BEYOND_CORES); the schedule alone counts compute only."""
+    return schedule.wall_s * (1 + OVERHEAD_BEYOND_CORES * max(0.0, concurrency - cluster_cpus))
+
+
+def fastest_concurrency(trials: list, costs: PhaseCosts | CostTable | None, bound: int,
+                        cluster_cpus: float) -> int | None:
+    """Of 1..``bound`` CPU trials at once, the number whose expected wall (each in its own start
+    order) is least; fewer where that is within FEWER_UNLESS of it (fewer processes and less
+    memory for the same time). None where a trial has no CPU time estimate (a GPU trial, a model
+    of unknown size, no costs for its task) or only one measured on more than one core."""
+    estimates = _cpu_time_estimates(trials, costs, cluster_cpus)
+    if estimates is None:
+        return None
+    widest = widest_costs(estimates)
+    if widest.cores > 1:   # measured on several threads (phase_costs.json): a grid trial computes on one
+        return None
+
+    def wall(concurrency: int) -> float:
+        started = start_order(trials, costs, concurrency, cluster_cpus)
+        works = [(t.config, estimate_trial(t, costs).phase_seconds) for t in started]
+        return expected_wall_s(cpu_grid_schedule(works, concurrency, cluster_cpus, widest), concurrency, cluster_cpus)
+
+    walls = {n: wall(n) for n in range(1, max(1, bound) + 1)}
+    best = min(walls.values())
+    return min(n for n, w in walls.items() if w <= best * (1 + FEWER_UNLESS))
+
+
+def with_fastest_concurrency(p: Plan, trials: list, costs: PhaseCosts | CostTable | None,
+                             requested: int | None) -> Plan:
+    """The plan with, where the config leaves tune.max_concurrent_trials unset, the CPU grid's
+    fastest number of trials at once up to the plan's bound (fastest_concurrency): the bound
+    itself counts what fits, not what the extra trials cost."""
+    cpus = p.cluster.get("CPU", 0.0)
+    fastest = None if requested is not None else fastest_concurrency(trials, costs, p.concurrency, cpus)
+    if fastest is None:
+        return p
+    return dataclasses.replace(p, concurrency=fastest, reason=f"the estimated fastest on {cpus:g} CPUs "
+                               f"(grid/estimate.py); derived bound: {p.concurrency}; {p.reason}")
+
+
 def widest_costs(estimates: list[TrialEstimate]) -> PhaseCosts:
     """Of CPU trials' measured costs, the one with the most cores per trial: with mixed
     measurements it bounds how many trials run at full speed at once."""
@@ -298,8 +348,8 @@ def start_order(trials: list, costs: PhaseCosts | CostTable | None, concurrency:
     whose schedule ends soonest (schedule.shortest_order, from the measured costs), each group in
     its own order; the given order where any trial has no CPU time estimate (a GPU trial, a model
     of unknown size, no costs for its task). The dry-run shows the schedule of the same order."""
-    estimates = [estimate_trial(t, costs) for t in trials]
-    if cluster_cpus <= 0 or any(e is None or e.on_gpu or e.phase_seconds is None for e in estimates):
+    estimates = _cpu_time_estimates(trials, costs, cluster_cpus)
+    if estimates is None:
         return list(trials)
     works = shared_generation0_work([(t.config, e.phase_seconds) for t, e in zip(trials, estimates)])
     members: dict[str, list[int]] = {}
@@ -309,6 +359,16 @@ def start_order(trials: list, costs: PhaseCosts | CostTable | None, concurrency:
     order = shortest_order([[works[i] for i in g] for g in groups], concurrency, cluster_cpus,
                            widest_costs(estimates).cores)
     return [trials[i] for g in order for i in groups[g]]
+
+
+def _cpu_time_estimates(trials: list, costs: PhaseCosts | CostTable | None,
+                        cluster_cpus: float) -> list[TrialEstimate] | None:
+    """Every trial's estimate where all are CPU trials with a time estimate on a cluster with CPUs;
+    else None."""
+    estimates = [estimate_trial(t, costs) for t in trials]
+    if cluster_cpus <= 0 or any(e is None or e.on_gpu or e.phase_seconds is None for e in estimates):
+        return None
+    return estimates
 
 
 def fmt_bytes(n: float) -> str:

@@ -67,7 +67,7 @@ class GridResources:
 
 @dataclass
 class TuneSettings:
-    max_concurrent_trials: int | None = None   # None: derived from the cluster's resources
+    max_concurrent_trials: int | None = None   # None: what fits (plan.py); on CPUs the fastest of it (estimate.py)
     max_failures: int = 2                      # retries of a failed trial
     storage_path: str | None = None            # Tune's state; None: <base.output_dir>/_tune
 

@@ -42,7 +42,7 @@ from collapse_ray.interrupts import sigterm_as_sigint
 from collapse_ray.ray_here import init_ray
 from collapse_ray.train.worker_group import launch_board
 from collapse_ray.grid.console import GRID_LOG, GridConsole, logs_dir, trial_log
-from collapse_ray.grid.estimate import load_costs, start_order
+from collapse_ray.grid.estimate import load_costs, start_order, with_fastest_concurrency
 from collapse_ray.grid.expand import Trial, with_driver_ip
 from collapse_ray.grid.kept_backends import KeptBackends
 from collapse_ray.grid.launch import GridLaunch, grid_state_dir
@@ -275,8 +275,10 @@ def _fit(grid: GridConfig, trials: list[Trial], storage: str, resume: bool, verb
     global _CONSOLE
     path = f"{storage.rstrip('/')}/{grid.name}"
     cluster, source = configured_cluster(grid) or (running_cluster(), "ray.cluster_resources()")
-    p = plan(trials, cluster, source, grid.tune.max_concurrent_trials,
-             grid.cluster.gpus_per_node if grid.cluster else None)
+    costs = load_costs()
+    p = with_fastest_concurrency(plan(trials, cluster, source, grid.tune.max_concurrent_trials,
+                                      grid.cluster.gpus_per_node if grid.cluster else None),
+                                 trials, costs, grid.tune.max_concurrent_trials)
     if p.refusal:
         raise ConfigError(p.refusal)
     console.line(f"[grid] {grid.name}: {len(trials)} trials, up to {p.concurrency} at once ({p.reason})")
@@ -293,7 +295,7 @@ def _fit(grid: GridConfig, trials: list[Trial], storage: str, resume: bool, verb
         console.line(f"[grid] resuming {path}")
         tuner = tune.Tuner.restore(path, trainable=trainable, resume_errored=True)
     else:
-        started = start_order(trials, load_costs(), p.concurrency, cluster.get("CPU", 0.0))
+        started = start_order(trials, costs, p.concurrency, cluster.get("CPU", 0.0))
         if started != trials:
             console.line(f"[grid] {grid.name}: trials start in the order whose estimated schedule ends soonest, "
                          f"each generation-0 key's together, first {started[0].name} (the dry-run shows it)")
