@@ -1,5 +1,5 @@
 """A node's core slots (collapse_ray.train.core_slots): at most one CPU-training thread per core,
-slots taken all at once or not at all, and a killed holder's slots free again."""
+slots taken in turn, and a killed holder's slots free again."""
 from __future__ import annotations
 
 import signal
@@ -42,18 +42,44 @@ def test_no_more_jobs_hold_a_slot_at_once_than_there_are_cores(tmp_path):
     assert sorted(waited for waited, _, _ in log)[-1] >= 0.5   # the fifth waited for two rounds
 
 
-def test_a_job_waiting_for_several_slots_holds_none_of_them_meanwhile(tmp_path):
+def test_jobs_take_slots_in_turn_so_one_needing_every_core_is_not_passed_by_later_ones(tmp_path):
+    """Before the turnstile a one-slot job took the free slot at once, and a job needing both
+    waited for a moment when none was held, which a busy node need not give it."""
     log_one: list = []
     first = hold_in_thread(1, 2, tmp_path, 1.0, log_one)   # one of the two slots, for a second
     time.sleep(0.1)
     log_two: list = []
-    both = hold_in_thread(2, 2, tmp_path, 0.1, log_two)   # needs both: waits for the first
+    both = hold_in_thread(2, 2, tmp_path, 0.3, log_two)   # needs both: waits for the first
     time.sleep(0.1)
-    # The free slot is still free: another one-slot job takes it at once.
-    with core_slots(1, cores=2, directory=tmp_path, poll_s=0.01) as waited:
-        assert waited < 0.5
-    first.join(), both.join()
-    assert log_two[0][0] >= 0.7
+    log_late: list = []
+    late = hold_in_thread(1, 2, tmp_path, 0.0, log_late)   # a slot is free, but the job before it waits
+    for thread in (first, both, late):
+        thread.join()
+    ((waited_two, _, released_two),) = log_two
+    ((_, taken_late, _),) = log_late
+    assert waited_two >= 0.7 and taken_late >= released_two
+
+
+def test_a_job_needing_every_core_gets_them_among_one_slot_jobs_that_keep_coming(tmp_path):
+    stop = threading.Event()
+
+    def keep_training() -> None:   # a trial's one-thread jobs, back to back
+        while not stop.is_set():
+            with core_slots(1, cores=2, directory=tmp_path, poll_s=0.01):
+                time.sleep(0.05)
+
+    trainers = [threading.Thread(target=keep_training) for _ in range(3)]
+    for t in trainers:
+        t.start()
+    try:
+        time.sleep(0.2)
+        log: list = []
+        hold_in_thread(2, 2, tmp_path, 0.0, log).join(timeout=10)
+        assert log and log[0][0] < 2.0
+    finally:
+        stop.set()
+        for t in trainers:
+            t.join()
 
 
 def test_a_job_asking_for_more_threads_than_cores_takes_every_core(tmp_path):

@@ -14,6 +14,13 @@ A slot is an ``flock`` on one of ``cores`` files in a per-user folder of the nod
 kernel drops a lock when its holder's process dies, so a killed worker never keeps a slot, and
 every process of the node (any launch, any Ray session) counts against the same cores. Waiting
 polls; a training job lasts tens of seconds to hours, a poll every 0.2 s costs nothing.
+
+Jobs take slots in turn: a waiting job holds the folder's turnstile (one more flock) and gathers
+slots as they free, and the jobs behind it wait for the turnstile. Without the turnstile a job
+of several threads (a Train worker of several CPUs) would wait for a moment when enough slots are
+free at once, which on a node busy with one-thread jobs may not come; with it, it waits for the
+jobs running when it asked. Only the turnstile's holder gathers, so no two jobs each hold part of
+what the other needs.
 """
 from __future__ import annotations
 
@@ -38,8 +45,7 @@ def slot_dir() -> Path:
 def core_slots(threads: int, *, cores: int | None = None, directory: Path | None = None,
                poll_s: float = POLL_S) -> Iterator[float]:
     """Hold ``threads`` of the node's ``cores`` slots (all of them if it asks for more) for the
-    block; yields the seconds it waited for them. Slots are taken all at once or not at all, so
-    two jobs that each need several cannot hold part of them and wait for each other."""
+    block; yields the seconds it waited for them (module docstring: in turn)."""
     cores = cores or available_cores()
     start = time.monotonic()
     held = _wait_for(directory or slot_dir(), cores, max(1, min(threads, cores)), poll_s)
@@ -51,34 +57,48 @@ def core_slots(threads: int, *, cores: int | None = None, directory: Path | None
 
 
 def _wait_for(folder: Path, cores: int, wanted: int, poll_s: float) -> list[int]:
-    """The descriptors of ``wanted`` locked slots, once free; none where the node cannot keep the
-    slot files (no writable temp dir): the slots only save time, a job trains without them."""
-    while True:
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-            held = _try_take(folder, cores, wanted)
-        except OSError:
-            return []
-        if held is not None:
-            return held
-        time.sleep(poll_s)
-
-
-def _try_take(folder: Path, cores: int, wanted: int) -> list[int] | None:
+    """The descriptors of ``wanted`` locked slots, taken through the turnstile; none where the node
+    cannot keep the slot files (no writable temp dir): the slots only save time, a job trains
+    without them."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        turnstile = os.open(folder / "turnstile", os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError:
+        return []
     held: list[int] = []
     try:
+        fcntl.flock(turnstile, fcntl.LOCK_EX)   # the jobs before this one have their slots
+        while True:
+            held += _take_free(folder, cores, wanted - len(held))
+            if len(held) == wanted:
+                taken, held = held, []
+                return taken
+            time.sleep(poll_s)
+    except OSError:
+        return []
+    finally:   # a take cut short gives back what it had: a kept lock lasts the worker's life
+        for fd in held:
+            os.close(fd)
+        os.close(turnstile)
+
+
+def _take_free(folder: Path, cores: int, wanted: int) -> list[int]:
+    """Up to ``wanted`` of the slots free now (one this process holds through another descriptor
+    is not free)."""
+    taken: list[int] = []
+    try:
         for slot in range(cores):
+            if len(taken) == wanted:
+                break
             fd = os.open(folder / f"slot-{slot}", os.O_RDWR | os.O_CREAT, 0o600)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 os.close(fd)
                 continue
-            held.append(fd)
-            if len(held) == wanted:
-                taken, held = held, []
-                return taken
-        return None
-    finally:   # a partial take, or one an error cut short, is given back: a kept lock lasts the worker's life
-        for fd in held:
+            taken.append(fd)
+        return taken
+    except BaseException:
+        for fd in taken:
             os.close(fd)
+        raise
