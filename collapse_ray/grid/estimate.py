@@ -314,9 +314,11 @@ def fastest_concurrency(trials: list, costs: PhaseCosts | CostTable | None, boun
     if widest.cores > 1:   # measured on several threads (phase_costs.json): a grid trial computes on one
         return None
 
+    phases = {t.name: e.phase_seconds for t, e in zip(trials, estimates)}
+
     def wall(concurrency: int) -> float:
         started = start_order(trials, costs, concurrency, cluster_cpus)
-        works = [(t.config, estimate_trial(t, costs).phase_seconds) for t in started]
+        works = [(t.config, phases[t.name]) for t in started]
         return expected_wall_s(cpu_grid_schedule(works, concurrency, cluster_cpus, widest), concurrency, cluster_cpus)
 
     walls = {n: wall(n) for n in range(1, max(1, bound) + 1)}
