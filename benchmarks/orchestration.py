@@ -4,7 +4,9 @@
                                        [--trials 3] [--generations 2] [--max-steps N] [--order inprocess,grid]
                                        [--concurrency N]
 
-The trials are the grid config's first ``--trials`` trials of ``--task`` (its regimes, seed 0),
+The trials are the grid config's first ``--trials`` regimes (seed 0) of ``--task``, or of each of
+its tasks with ``--task all`` (``--task all --trials 3 --generations 3`` on experiments/grid.yaml
+are `make grid`'s nine trials),
 with ``generations`` and, if given, ``training.max_steps`` changed for both sides alike; sizes,
 seeds and the generator (vLLM, its CPU build, in a Ray actor) are the same on both sides:
 
@@ -41,14 +43,15 @@ REPO = Path(__file__).resolve().parents[1]
 
 def small_grid(config: str, task: str, trials: int, generations: int, max_steps: int | None, out: Path,
                concurrency: int | None = None) -> Path:
-    """The grid config cut to ``trials`` regimes of one task, in its own output and MLflow store,
-    ``concurrency`` of them at once (default: the planner's choice)."""
+    """The grid config cut to ``trials`` regimes of one task (``task`` "all": of each of its tasks),
+    in its own output and MLflow store, ``concurrency`` of them at once (default: the planner's choice)."""
     data = yaml.safe_load(Path(config).read_text())
     regimes = data["grid"]["regimes"][:trials]
     if len(regimes) < trials:
         raise SystemExit(f"--trials {trials}: {config} has only {len(regimes)} regimes")
     data["name"] = "orchestration"
-    data["grid"] = {**data["grid"], "tasks": [task], "regimes": regimes, "seeds": [0]}
+    tasks = data["grid"]["tasks"] if task == "all" else [task]
+    data["grid"] = {**data["grid"], "tasks": tasks, "regimes": regimes, "seeds": [0]}
     base = data["base"]
     base["generations"] = generations
     if max_steps is not None:
@@ -92,7 +95,8 @@ def run_side(side: str, grid_path: Path, out: Path) -> dict:
 def report(results: dict, args) -> None:
     ip, grid = results["inprocess"], results["grid"]
     cores = os.cpu_count() or 1
-    print(f"\n{args.trials} trials ({args.task}, regimes of {args.config}) x generations 0..{args.generations}, "
+    tasks = "each of its tasks" if args.task == "all" else args.task
+    print(f"\n{args.trials} regimes of {args.config} ({tasks}, seed 0) x generations 0..{args.generations}, "
           f"max_steps {args.max_steps or 'as configured'}; the grid {args.concurrency or 'as planned'} at once; "
           f"sides run {args.order}; {cores} cores")
     print(f"wall: grid {grid['wall_s']:.0f}s / in-process {ip['wall_s']:.0f}s = {grid['wall_s'] / ip['wall_s']:.2f}")
@@ -113,8 +117,8 @@ def report(results: dict, args) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default="experiments/grid.yaml", help="grid YAML the trials come from")
-    parser.add_argument("--task", default="codegen_embedded")
-    parser.add_argument("--trials", type=int, default=3, help="how many of the config's regimes")
+    parser.add_argument("--task", default="codegen_embedded", help="one of the config's tasks, or 'all'")
+    parser.add_argument("--trials", type=int, default=3, help="how many of the config's regimes (per task)")
     parser.add_argument("--generations", type=int, default=2, help="last generation (0..N)")
     parser.add_argument("--max-steps", type=int, help="training.max_steps for both sides (default: the config's)")
     parser.add_argument("--order", default="inprocess,grid", help="which side runs first")

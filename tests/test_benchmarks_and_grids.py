@@ -83,6 +83,26 @@ def test_the_study_parts_are_the_study_s_own_trials():
     assert not {generation0_key_of(c) for c in matched.values()} & {generation0_key_of(c) for c in small.values()}
 
 
+def test_the_orchestration_bench_cut_to_all_tasks_is_make_grid_s_trials(tmp_path):
+    """`orchestration.py --task all --trials 3 --generations 3` compares `make grid`'s own nine
+    trials: same names and fingerprints; only where they write differs."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        from orchestration import small_grid
+    finally:
+        sys.path.remove(str(REPO / "benchmarks"))
+    from collapse_ray.grid import expand, load_grid
+    from collapse_ray.loop import config_fingerprint
+
+    def trials(path):
+        return {t.name: config_fingerprint(t.config) for t in expand(load_grid(path), cwd="/s")}
+
+    grid = REPO / "experiments" / "grid.yaml"
+    assert trials(small_grid(str(grid), "all", 3, 3, None, tmp_path)) == trials(grid)
+    one_task = trials(small_grid(str(grid), "codegen_embedded", 2, 3, None, tmp_path))
+    assert len(one_task) == 2 and set(one_task.items()) < set(trials(grid).items())
+
+
 def test_gpu_mfu_benchmark_runs_both_methods_on_a_small_shape_without_a_gpu(tmp_path):
     out = tmp_path / "mfu.json"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
