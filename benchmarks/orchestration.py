@@ -66,9 +66,11 @@ def run_in_process(grid_path: str) -> None:
 
     import ray
 
+    from collapse_ray.console import quiet_libraries
     from collapse_ray.grid import expand, load_grid
     from collapse_ray.loop import run_trial
 
+    quiet_libraries()   # as `collapse-ray run`: its progress lines, not transformers' bars
     ray.init(address="local", include_dashboard=False, log_to_driver=False)   # hosts only the vLLM actor
     for trial in expand(load_grid(grid_path)):
         cfg = dataclasses.replace(trial.config, training=dataclasses.replace(trial.config.training, backend="local"))
